@@ -1,0 +1,176 @@
+"""The observation pipeline: named terms, batched numpy, one layout shared by training, sim2sim and
+the robot. Terms are keyed by the training term's name so that an unknown name fails at start-up,
+and the layout (names, dims, offsets, scales, clips) is hashed into every exported bundle."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from deploy.spec import ObsTermSpec, RobotSpec
+
+
+@dataclass
+class RobotState:
+    """Robot state as every producer (MuJoCo env, sim2sim, hardware backend) hands it over.
+
+    Leading axis is the environment (batch 1 on the robot). Joint arrays are in policy order, the
+    quaternion is w,x,y,z (world from body), velocities are in the base (body) frame."""
+
+    base_quat: np.ndarray          # (N, 4) w, x, y, z
+    base_ang_vel: np.ndarray       # (N, 3) body frame, rad/s (IMU gyroscope)
+    joint_pos: np.ndarray          # (N, J)
+    joint_vel: np.ndarray          # (N, J)
+    base_lin_vel: np.ndarray | None = None   # (N, 3) body frame; None where no estimator exists
+    height_scan: np.ndarray | None = None    # (N, rays) sensor_z - hit_z - offset
+
+    @property
+    def num_envs(self) -> int:
+        return self.base_quat.shape[0]
+
+
+@dataclass
+class ObsInputs:
+    """What a term may read: the state plus the controller's own context."""
+
+    state: RobotState
+    command: np.ndarray       # (N, 3) vx, vy, wz
+    last_action: np.ndarray   # (N, J) the policy's previous env action
+    spec: RobotSpec
+
+
+def quat_rotate_inverse(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate world-frame vectors v (N,3) into the body frame of w,x,y,z quaternions q (N,4)."""
+    w, xyz = q[:, :1], q[:, 1:]
+    t = 2.0 * np.cross(xyz, v)
+    return v - w * t + np.cross(xyz, t)
+
+
+def projected_gravity(q: np.ndarray) -> np.ndarray:
+    g = np.zeros((q.shape[0], 3))
+    g[:, 2] = -1.0
+    return quat_rotate_inverse(q, g)
+
+
+def _lin_vel(x: ObsInputs) -> np.ndarray:
+    if x.state.base_lin_vel is None:
+        raise ValueError("observation term base_lin_vel needs RobotState.base_lin_vel (a state "
+                         "estimator); this backend provides none")
+    return x.state.base_lin_vel
+
+
+def _height_scan(x: ObsInputs) -> np.ndarray:
+    if x.state.height_scan is None:
+        raise ValueError("observation term height_scan needs RobotState.height_scan")
+    return x.state.height_scan
+
+
+@dataclass(frozen=True)
+class TermDef:
+    dim: Callable[[RobotSpec], int]
+    compute: Callable[[ObsInputs], np.ndarray]
+    doc: str
+
+
+TERMS: dict[str, TermDef] = {
+    "base_lin_vel": TermDef(lambda s: 3, _lin_vel, "base linear velocity, body frame (m/s)"),
+    "base_ang_vel": TermDef(lambda s: 3, lambda x: x.state.base_ang_vel,
+                            "base angular velocity, body frame (rad/s)"),
+    "projected_gravity": TermDef(lambda s: 3, lambda x: projected_gravity(x.state.base_quat),
+                                 "unit gravity in the body frame"),
+    "velocity_commands": TermDef(lambda s: 3, lambda x: x.command, "commanded vx, vy, wz"),
+    "joint_pos_rel": TermDef(lambda s: s.num_joints, lambda x: x.state.joint_pos - x.spec.default_pos,
+                             "joint positions minus the default pose"),
+    "joint_vel_rel": TermDef(lambda s: s.num_joints, lambda x: x.state.joint_vel,
+                             "joint velocities (the default velocity is zero)"),
+    "last_action": TermDef(lambda s: s.num_joints, lambda x: x.last_action,
+                           "the previous env action, unscaled"),
+    "height_scan": TermDef(lambda s: s.height_scan.num_rays, _height_scan,
+                           "terrain heights below the base: sensor_z - hit_z - offset"),
+}
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    name: str
+    dim: int
+    offset: int
+    scale: float
+    clip: float | None
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    entries: tuple[LayoutEntry, ...]
+
+    @property
+    def dim(self) -> int:
+        return sum(e.dim for e in self.entries)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def slice(self, name: str) -> slice:
+        for e in self.entries:
+            if e.name == name:
+                return slice(e.offset, e.offset + e.dim)
+        raise KeyError(f"observation layout has no term '{name}' (terms: {', '.join(self.names)})")
+
+    def to_list(self) -> list[dict]:
+        return [dict(name=e.name, dim=e.dim, offset=e.offset, scale=e.scale, clip=e.clip)
+                for e in self.entries]
+
+    @property
+    def hash(self) -> str:
+        """Stable over processes and machines: what the numbers mean, not how they were noised."""
+        return hashlib.sha256(json.dumps(self.to_list(), sort_keys=True).encode()).hexdigest()
+
+
+class ObservationPipeline:
+    """Builds the policy observation from a RobotState, identically everywhere."""
+
+    def __init__(self, spec: RobotSpec, height_scan: bool = False):
+        self.spec = spec
+        terms = list(spec.observations)
+        if height_scan:
+            hs = spec.height_scan
+            terms.append(ObsTermSpec("height_scan", scale=1.0, clip=hs.clip, noise=hs.noise))
+        self.terms = tuple(terms)
+        entries, offset = [], 0
+        for t in self.terms:
+            dim = TERMS[t.term].dim(spec)
+            entries.append(LayoutEntry(t.term, dim, offset, t.scale, t.clip))
+            offset += dim
+        self.layout = ObservationLayout(tuple(entries))
+        self._noise = np.concatenate([np.full(e.dim, t.noise) for e, t in zip(entries, self.terms)])
+        self._scale = np.concatenate([np.full(e.dim, e.scale) for e in entries])
+        clip = [np.full(e.dim, np.inf if e.clip is None else e.clip) for e in entries]
+        self._clip = np.concatenate(clip)
+
+    @property
+    def dim(self) -> int:
+        return self.layout.dim
+
+    @property
+    def noise_scale(self) -> np.ndarray:
+        return self._noise.copy()
+
+    def compute(self, state: RobotState, command: np.ndarray, last_action: np.ndarray,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+        """(N, dim) float32. With `rng`, add the training-time uniform noise (IsaacLab's order:
+        compute, noise, clip, scale)."""
+        x = ObsInputs(state, np.asarray(command), np.asarray(last_action), self.spec)
+        parts = [np.asarray(TERMS[t.term].compute(x), dtype=np.float64) for t in self.terms]
+        for t, p, e in zip(self.terms, parts, self.layout.entries):
+            if p.shape != (state.num_envs, e.dim):
+                raise ValueError(f"observation term {t.term} has shape {p.shape}, expected "
+                                 f"({state.num_envs}, {e.dim})")
+        obs = np.concatenate(parts, axis=1)
+        if rng is not None:
+            obs = obs + rng.uniform(-1.0, 1.0, size=obs.shape) * self._noise
+        obs = np.clip(obs, -self._clip, self._clip) * self._scale
+        return obs.astype(np.float32)

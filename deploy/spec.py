@@ -1,0 +1,386 @@
+"""RobotSpec: the one source of truth for a robot, shared by training, sim2sim and the robot.
+
+Joints are listed in *policy order*. Every index map (policy<->hardware, policy<->MJCF) is derived
+from joint names and the per-joint motor index, never typed as a separate table, because a joint-order
+mismatch is the most common way a real deployment fails."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploy.config import ConfigError, Section, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ROBOTS_DIR = REPO_ROOT / "configs" / "robots"
+HARDWARE_INTERFACES = {
+    # interface name: number of motor slots in its low-level message
+    "unitree_hg": 35,   # unitree_hg LowCmd_.motor_cmd[35] (G1, H1-2)
+    "unitree_go": 20,   # unitree_go LowCmd_.motor_cmd[20] (Go2)
+    "anymal_ros2": 12,  # this project's ANYmal topic contract (one slot per actuated joint)
+}
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    motor: int
+    default: float
+    lower: float
+    upper: float
+    kp: float
+    kd: float
+    effort: float
+    velocity: float
+    armature: float = 0.0   # reflected rotor inertia, kg m^2 (must match the MJCF)
+    damping: float = 0.0    # passive joint damping, N m s/rad (must match the MJCF)
+
+
+@dataclass(frozen=True)
+class ObsTermSpec:
+    term: str
+    scale: float = 1.0
+    clip: float | None = None
+    noise: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeightScanSpec:
+    size: tuple[float, float]
+    resolution: float
+    offset: float
+    noise: float
+    clip: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Rays along x and y, counted the way IsaacLab's GridPatternCfg counts them."""
+        nx = int(round(self.size[0] / self.resolution)) + 1
+        ny = int(round(self.size[1] / self.resolution)) + 1
+        return nx, ny
+
+    @property
+    def num_rays(self) -> int:
+        nx, ny = self.shape
+        return nx * ny
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    lin_vel_x: tuple[float, float]
+    lin_vel_y: tuple[float, float]
+    ang_vel_z: tuple[float, float]
+    resampling_time: float
+    standing_fraction: float
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.array([self.lin_vel_x[0], self.lin_vel_y[0], self.ang_vel_z[0]])
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.array([self.lin_vel_x[1], self.lin_vel_y[1], self.ang_vel_z[1]])
+
+
+@dataclass(frozen=True)
+class TerminationSpec:
+    max_tilt: float
+    min_base_height: float
+    contacts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    name: str
+    source: str
+    mjcf: str
+    interface: str
+    joints: tuple[JointSpec, ...]
+    action_scale: float
+    soft_limit_factor: float
+    policy_dt: float
+    sim_dt: float
+    decimation: int
+    base_body: str
+    foot_bodies: tuple[str, ...]
+    penalized_contacts: tuple[str, ...]
+    base_height: float
+    observations: tuple[ObsTermSpec, ...]
+    height_scan: HeightScanSpec
+    commands: CommandSpec
+    termination: TerminationSpec
+    hash: str = field(default="", compare=False)
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, robot_or_path: str | Path, check_mjcf: bool = True) -> "RobotSpec":
+        """Load `configs/robots/<name>.yaml` (or a path), validate it, optionally against its MJCF."""
+        path = Path(robot_or_path)
+        if path.suffix not in (".yaml", ".yml"):
+            path = ROBOTS_DIR / f"{robot_or_path}.yaml"
+            if not path.is_file():
+                known = sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
+                raise ConfigError(path, "robot", f"unknown robot '{robot_or_path}' "
+                                  f"(known: {', '.join(known)})")
+        spec = _parse(Section(load_yaml(path), path), path)
+        if check_mjcf:
+            from deploy.mjcf import check_against_mjcf
+            check_against_mjcf(spec)
+        return spec
+
+    # ---- derived arrays, all in policy order ---------------------------------------------
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    def _column(self, attr: str) -> np.ndarray:
+        return np.array([getattr(j, attr) for j in self.joints], dtype=np.float64)
+
+    @property
+    def default_pos(self) -> np.ndarray:
+        return self._column("default")
+
+    @property
+    def hard_lower(self) -> np.ndarray:
+        return self._column("lower")
+
+    @property
+    def hard_upper(self) -> np.ndarray:
+        return self._column("upper")
+
+    @property
+    def soft_lower(self) -> np.ndarray:
+        mid, half = self._soft_mid_half()
+        return mid - half
+
+    @property
+    def soft_upper(self) -> np.ndarray:
+        mid, half = self._soft_mid_half()
+        return mid + half
+
+    def _soft_mid_half(self) -> tuple[np.ndarray, np.ndarray]:
+        """Soft limits shrink the hard range about its middle (IsaacLab's soft_joint_pos_limit_factor)."""
+        mid = 0.5 * (self.hard_lower + self.hard_upper)
+        half = 0.5 * (self.hard_upper - self.hard_lower) * self.soft_limit_factor
+        return mid, half
+
+    @property
+    def kp(self) -> np.ndarray:
+        return self._column("kp")
+
+    @property
+    def kd(self) -> np.ndarray:
+        return self._column("kd")
+
+    @property
+    def effort_limit(self) -> np.ndarray:
+        return self._column("effort")
+
+    @property
+    def velocity_limit(self) -> np.ndarray:
+        return self._column("velocity")
+
+    @property
+    def motor_slots(self) -> int:
+        return HARDWARE_INTERFACES[self.interface]
+
+    @property
+    def policy_to_hardware(self) -> np.ndarray:
+        """policy_to_hardware[i] is the motor index of policy joint i."""
+        return np.array([j.motor for j in self.joints], dtype=np.int64)
+
+    @property
+    def hardware_to_policy(self) -> np.ndarray:
+        """hardware_to_policy[m] is the policy index driving motor m, or -1 for an unused slot."""
+        inverse = np.full(self.motor_slots, -1, dtype=np.int64)
+        inverse[self.policy_to_hardware] = np.arange(self.num_joints)
+        return inverse
+
+    def joint_index(self, name: str) -> int:
+        try:
+            return self.joint_names.index(name)
+        except ValueError:
+            raise KeyError(f"robot '{self.name}' has no joint '{name}' "
+                           f"(joints: {', '.join(self.joint_names)})") from None
+
+    def joints_matching(self, pattern: str) -> list[int]:
+        """Policy indices of joints whose name matches a regular expression (reward groups use it)."""
+        import re
+        rx = re.compile(pattern)
+        return [i for i, n in enumerate(self.joint_names) if rx.fullmatch(n)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("hash")
+        return d
+
+
+def _parse(root: Section, path: Path) -> RobotSpec:
+    root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
+                "height_scan", "commands", "termination"])
+    hw = root.sub("hardware")
+    hw.allow(["interface"])
+    timing = root.sub("timing")
+    timing.allow(["policy_dt", "sim_dt", "decimation"])
+    action = root.sub("action")
+    action.allow(["scale", "soft_limit_factor"])
+    bodies = root.sub("bodies")
+    bodies.allow(["base", "feet", "base_height"], ["penalized_contacts"])
+    interface = hw.choice("interface", HARDWARE_INTERFACES)
+
+    policy_dt = timing.number("policy_dt", low=1e-4, high=1.0)
+    sim_dt = timing.number("sim_dt", low=1e-5, high=1.0)
+    decimation = timing.get("decimation", int)
+    if decimation < 1 or abs(sim_dt * decimation - policy_dt) > 1e-9:
+        raise timing.error("decimation", f"sim_dt * decimation = {sim_dt * decimation:g} must "
+                           f"equal policy_dt = {policy_dt:g}")
+
+    mjcf = root.get("mjcf", str)
+    mjcf_path = (path.parent / mjcf).resolve()
+    joints = _parse_joints(root, HARDWARE_INTERFACES[interface])
+    spec = RobotSpec(
+        name=root.get("name", str),
+        source=str(path),
+        mjcf=str(mjcf_path),
+        interface=interface,
+        joints=joints,
+        action_scale=action.number("scale", low=1e-6),
+        soft_limit_factor=action.number("soft_limit_factor", low=0.0, high=1.0),
+        policy_dt=policy_dt,
+        sim_dt=sim_dt,
+        decimation=decimation,
+        base_body=bodies.get("base", str),
+        foot_bodies=tuple(_names(bodies, "feet")),
+        penalized_contacts=tuple(_names(bodies, "penalized_contacts", [])),
+        base_height=bodies.number("base_height", low=0.0),
+        observations=_parse_observations(root),
+        height_scan=_parse_height_scan(root.sub("height_scan")),
+        commands=_parse_commands(root.sub("commands")),
+        termination=_parse_termination(root.sub("termination")),
+    )
+    _check_defaults_inside_soft_limits(spec, root)
+    digest = hashlib.sha256(json.dumps(_hashed_content(spec), sort_keys=True).encode()).hexdigest()
+    return _replace_hash(spec, digest)
+
+
+def _hashed_content(spec: RobotSpec) -> dict:
+    """Everything a deployment must agree on; file locations are left out so the hash travels."""
+    d = spec.to_dict()
+    d.pop("source")
+    d.pop("mjcf")
+    return d
+
+
+def _replace_hash(spec: RobotSpec, digest: str) -> RobotSpec:
+    object.__setattr__(spec, "hash", digest)
+    return spec
+
+
+def _names(section: Section, key: str, default=...) -> list[str]:
+    values = section.get(key, list, default)
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise Section(section.data, section.file, section.key(key)).error(
+                i, f"expected a body name (string), got {v!r}")
+    return values
+
+
+def _parse_joints(root: Section, motor_slots: int) -> tuple[JointSpec, ...]:
+    rows = root.items("joints")
+    if not rows:
+        raise root.error("joints", "at least one joint is required")
+    joints, seen_names, seen_motors = [], {}, {}
+    for row in rows:
+        row.allow(["name", "motor", "default", "limits", "kp", "kd", "effort", "velocity"],
+                  ["armature", "damping"])
+        name = row.get("name", str)
+        if name in seen_names:
+            raise row.error("name", f"duplicated joint '{name}' (also at joints[{seen_names[name]}])")
+        motor = row.get("motor", int)
+        if not 0 <= motor < motor_slots:
+            raise row.error("motor", f"motor index {motor} of joint '{name}' is outside "
+                            f"0..{motor_slots - 1} for this hardware interface")
+        if motor in seen_motors:
+            raise row.error("motor", f"motor index {motor} of joint '{name}' is already used by "
+                            f"'{seen_motors[motor]}'")
+        lower, upper = row.pair("limits")
+        if lower == upper:
+            raise row.error("limits", f"joint '{name}' has an empty range [{lower}, {upper}]")
+        default = row.number("default")
+        if not lower <= default <= upper:
+            raise row.error("default", f"default position {default} of joint '{name}' is outside "
+                            f"its limits [{lower}, {upper}]")
+        joints.append(JointSpec(name=name, motor=motor, default=default, lower=lower, upper=upper,
+                                kp=row.number("kp", low=0.0), kd=row.number("kd", low=0.0),
+                                effort=row.number("effort", low=1e-6),
+                                velocity=row.number("velocity", low=1e-6),
+                                armature=row.number("armature", 0.0, low=0.0),
+                                damping=row.number("damping", 0.0, low=0.0)))
+        seen_names[name] = len(joints) - 1
+        seen_motors[motor] = name
+    return tuple(joints)
+
+
+def _check_defaults_inside_soft_limits(spec: RobotSpec, root: Section) -> None:
+    """The action bounds of rsl_rl_sac.md Sec. 3.2 assume the default pose lies inside the soft range."""
+    lo, hi = spec.soft_lower, spec.soft_upper
+    for i, j in enumerate(spec.joints):
+        if not lo[i] <= j.default <= hi[i]:
+            raise ConfigError(root.file, f"joints[{i}].default",
+                              f"default position {j.default} of joint '{j.name}' is outside its soft "
+                              f"limits [{lo[i]:.4f}, {hi[i]:.4f}] (limits x soft_limit_factor "
+                              f"{spec.soft_limit_factor})")
+
+
+def _parse_observations(root: Section) -> tuple[ObsTermSpec, ...]:
+    from deploy.observations import TERMS
+    terms = []
+    for row in root.items("observations"):
+        row.allow(["term"], ["scale", "clip", "noise"])
+        name = row.choice("term", sorted(TERMS))
+        if any(t.term == name for t in terms):
+            raise row.error("term", f"observation term '{name}' is listed twice")
+        if name == "height_scan":
+            raise row.error("term", "height_scan is configured under 'height_scan' and added by "
+                            "the rough-terrain task, not listed here")
+        terms.append(ObsTermSpec(term=name, scale=row.number("scale", 1.0),
+                                 clip=row.number("clip", None, low=0.0),
+                                 noise=row.number("noise", 0.0, low=0.0)))
+    return tuple(terms)
+
+
+def _parse_height_scan(sec: Section) -> HeightScanSpec:
+    sec.allow(["size", "resolution", "offset", "noise", "clip"])
+    size = sec.get("size", list)
+    if len(size) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in size):
+        raise sec.error("size", f"expected [length_x, width_y] in metres, got {size}")
+    return HeightScanSpec(size=(float(size[0]), float(size[1])),
+                          resolution=sec.number("resolution", low=1e-3),
+                          offset=sec.number("offset"), noise=sec.number("noise", low=0.0),
+                          clip=sec.number("clip", low=0.0))
+
+
+def _parse_commands(sec: Section) -> CommandSpec:
+    sec.allow(["lin_vel_x", "lin_vel_y", "ang_vel_z", "resampling_time", "standing_fraction"])
+    return CommandSpec(lin_vel_x=sec.pair("lin_vel_x"), lin_vel_y=sec.pair("lin_vel_y"),
+                       ang_vel_z=sec.pair("ang_vel_z"),
+                       resampling_time=sec.number("resampling_time", low=0.02),
+                       standing_fraction=sec.number("standing_fraction", low=0.0, high=1.0))
+
+
+def _parse_termination(sec: Section) -> TerminationSpec:
+    sec.allow(["max_tilt", "min_base_height", "contacts"])
+    return TerminationSpec(max_tilt=sec.number("max_tilt", low=0.0, high=3.1416),
+                           min_base_height=sec.number("min_base_height", low=0.0),
+                           contacts=tuple(_names(sec, "contacts")))
+
+
+def available_robots() -> list[str]:
+    return sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
