@@ -31,9 +31,11 @@ class MjcfMap:
     penalized_bodies: np.ndarray  # bodies whose contact is penalized (undesired contacts)
 
     @classmethod
-    def build(cls, spec: RobotSpec, model: mujoco.MjModel) -> "MjcfMap":
+    def build(cls, spec: RobotSpec, model: mujoco.MjModel, prefix: str = "") -> "MjcfMap":
+        """`prefix` selects one copy in a world of several (see deploy.sim_world)."""
         src = spec.mjcf
-        joint_ids = [_id(model, mujoco.mjtObj.mjOBJ_JOINT, n, src, "joints", spec) for n in spec.joint_names]
+        joint_ids = [_id(model, mujoco.mjtObj.mjOBJ_JOINT, n, src, "joints", spec, prefix)
+                     for n in spec.joint_names]
         actuators = []
         for name, jid in zip(spec.joint_names, joint_ids):
             acts = np.flatnonzero((model.actuator_trntype == mujoco.mjtTrn.mjTRN_JOINT)
@@ -42,13 +44,14 @@ class MjcfMap:
                 raise ConfigError(src, f"actuator for joint '{name}'",
                                   f"expected exactly one joint actuator, found {len(acts)}")
             actuators.append(int(acts[0]))
-        base = _id(model, mujoco.mjtObj.mjOBJ_BODY, spec.base_body, src, "bodies.base", spec)
+        base = _id(model, mujoco.mjtObj.mjOBJ_BODY, spec.base_body, src, "bodies.base", spec, prefix)
         free = [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
                 and model.jnt_bodyid[j] == base]
         if not free:
             raise ConfigError(src, f"body '{spec.base_body}'", "the base body needs a free joint")
         body = lambda names, key: np.array(
-            [_id(model, mujoco.mjtObj.mjOBJ_BODY, n, src, key, spec) for n in names], dtype=np.int64)
+            [_id(model, mujoco.mjtObj.mjOBJ_BODY, n, src, key, spec, prefix) for n in names],
+            dtype=np.int64)
         return cls(qpos_adr=model.jnt_qposadr[joint_ids].astype(np.int64),
                    dof_adr=model.jnt_dofadr[joint_ids].astype(np.int64),
                    actuator=np.array(actuators, dtype=np.int64), base_body=base,
@@ -59,8 +62,8 @@ class MjcfMap:
 
 
 def _id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str, src: str, key: str,
-        spec: RobotSpec) -> int:
-    idx = mujoco.mj_name2id(model, kind, name)
+        spec: RobotSpec, prefix: str = "") -> int:
+    idx = mujoco.mj_name2id(model, kind, prefix + name)
     if idx < 0:
         raise ConfigError(spec.source, key, f"'{name}' is not in the MJCF {src}")
     return idx
@@ -80,7 +83,11 @@ def load_model(spec: RobotSpec) -> mujoco.MjModel:
 
 def check_against_mjcf(spec: RobotSpec) -> MjcfMap:
     """Refuse a spec whose joints, bodies or limits disagree with its MJCF."""
-    model = load_model(spec)
+    return check_model(spec, load_model(spec))
+
+
+def check_model(spec: RobotSpec, model: mujoco.MjModel) -> MjcfMap:
+    """The checks of `check_against_mjcf` on an already compiled model (so a caller loads it once)."""
     mapping = MjcfMap.build(spec, model)
     jids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in spec.joint_names]
     for i, (j, jid) in enumerate(zip(spec.joints, jids)):
@@ -99,3 +106,43 @@ def check_against_mjcf(spec: RobotSpec) -> MjcfMap:
                                   f"'{j.name}' {attr} {getattr(j, attr)} differs from the MJCF's "
                                   f"{value:g} in {spec.mjcf}")
     return mapping
+
+
+def load_robot(spec: RobotSpec) -> tuple[mujoco.MjModel, MjcfMap]:
+    """Compile the spec's MJCF, check it against the spec and make its actuators the spec's PD law.
+
+    This is the one way simulation code should get a robot: the model it returns can only disagree
+    with the robot's spec in what MuJoCo cannot express (the motor's velocity limit)."""
+    model = load_model(spec)
+    mapping = check_model(spec, model)
+    apply_spec_actuators(model, spec, mapping)
+    return model, mapping
+
+
+def apply_spec_actuators(model: mujoco.MjModel, spec: RobotSpec, mapping: MjcfMap) -> None:
+    """Turn each policy joint's actuator into torque = clip(kp (ctrl - q) - kd qd, +-effort).
+
+    The gains and effort limits are read from the spec only: an MJCF carries zero-gain placeholders,
+    so there is no second copy of the gains to drift from the one the robot uses. With ctrl set to
+    the joint target, MuJoCo's affine actuator computes exactly the PD law the robot's motor driver
+    runs, and the implicitfast integrator treats its kd term implicitly."""
+    for i, joint in enumerate(spec.joints):
+        act = int(mapping.actuator[i])
+        _refuse_stateful_actuator(model, spec, act, joint.name)
+        model.actuator_gaintype[act] = mujoco.mjtGain.mjGAIN_FIXED
+        model.actuator_biastype[act] = mujoco.mjtBias.mjBIAS_AFFINE
+        model.actuator_gainprm[act, :] = 0.0
+        model.actuator_gainprm[act, 0] = joint.kp
+        model.actuator_biasprm[act, :] = 0.0
+        model.actuator_biasprm[act, :3] = (0.0, -joint.kp, -joint.kd)
+        model.actuator_gear[act, :] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        model.actuator_forcelimited[act] = 1
+        model.actuator_forcerange[act] = (-joint.effort, joint.effort)
+
+
+def _refuse_stateful_actuator(model: mujoco.MjModel, spec: RobotSpec, act: int, joint: str) -> None:
+    """An actuator with its own dynamics (a filter, an integrator) would delay the PD law; its state
+    is part of the compiled model's layout, so it cannot be switched off here: refuse it instead."""
+    if model.actuator_dyntype[act] != mujoco.mjtDyn.mjDYN_NONE:
+        raise ConfigError(spec.mjcf, f"actuator for joint '{joint}'",
+                          "has activation dynamics (dyntype); the spec's PD law needs dyntype none")

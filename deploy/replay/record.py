@@ -1,0 +1,149 @@
+"""The transition record: one fixed binary layout per session, derived from the RobotSpec and the
+observation layout so that no field size is ever typed by hand.
+
+A record is one control tick's completed transition (obs, action -> next_obs) plus the raw robot
+state measured with next_obs, so a learner can recompute rewards long after the fact with reward
+terms that did not exist when the robot ran. Every array is little-endian float32 (the precision
+the motor drivers report in), except the monotonic time (int64 ns) and the counters. Unknown
+values (a reward the controller cannot compute on the robot, a base pose without a motion-capture
+system) are NaN, never a made-up zero.
+
+The layout is written into every segment header as a list of (name, dtype, shape), so a reader needs
+neither the spec nor this module's version to decode a file."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from deploy.observations import ObservationLayout
+from deploy.spec import RobotSpec
+
+# Bump when the meaning of a field changes; a reader refuses schema versions it does not know.
+SCHEMA_VERSION = 1
+POLICY_ID_BYTES = 32
+
+# (name, dtype, shape from (spec, obs_dim), how a missing value is filled, meaning)
+# fill: None = required from the caller, a number = default when the caller omits it.
+_NAN = float("nan")
+_FIELDS: tuple[tuple[str, str, Callable[[RobotSpec, int], tuple[int, ...]], Any, str], ...] = (
+    ("time_ns", "<i8", lambda s, o: (), "now",
+     "monotonic clock (ns) of the tick that measured next_obs"),
+    ("dropped", "<u8", lambda s, o: (), 0,
+     "transitions this session's writer dropped before this one (queue full)"),
+    ("obs", "<f4", lambda s, o: (o,), None, "policy observation at the start of the transition"),
+    ("action", "<f4", lambda s, o: (s.num_joints,), None, "env action the policy emitted"),
+    ("reward", "<f4", lambda s, o: (), _NAN, "reward when the controller computes one, else NaN"),
+    ("next_obs", "<f4", lambda s, o: (o,), None,
+     "observation after the action (the pre-reset one when the episode ended)"),
+    ("terminated", "?", lambda s, o: (), None, "the episode ended in a failure (no bootstrap)"),
+    ("truncated", "?", lambda s, o: (), None, "the episode was cut by a time limit or an operator"),
+    ("command", "<f4", lambda s, o: (3,), None, "velocity command vx, vy, wz"),
+    ("joint_pos", "<f4", lambda s, o: (s.num_joints,), None, "joint positions, policy order (rad)"),
+    ("joint_vel", "<f4", lambda s, o: (s.num_joints,), None, "joint velocities, policy order (rad/s)"),
+    ("joint_torque", "<f4", lambda s, o: (s.num_joints,), None,
+     "measured joint torques, policy order (N m)"),
+    ("imu_quat", "<f4", lambda s, o: (4,), None, "IMU orientation w, x, y, z (world from body)"),
+    ("imu_gyro", "<f4", lambda s, o: (3,), None, "IMU angular velocity, body frame (rad/s)"),
+    ("imu_accel", "<f4", lambda s, o: (3,), None, "IMU specific force, body frame (m/s^2)"),
+    ("base_pos", "<f4", lambda s, o: (3,), _NAN, "base position in the world (m), NaN if unknown"),
+    ("base_quat", "<f4", lambda s, o: (4,), _NAN,
+     "base orientation w, x, y, z in the world, NaN if unknown"),
+    ("policy_id", f"S{POLICY_ID_BYTES}", lambda s, o: (), None, "id of the policy bundle that acted"),
+)
+DOCS = {name: doc for name, _, _, _, doc in _FIELDS}
+_FILL = {name: fill for name, _, _, fill, _ in _FIELDS}
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    fill: Any   # None: required; "now": monotonic time; else a default value
+
+
+class TransitionLayout:
+    """The record layout of one session: a packed numpy structured dtype plus the identity of the
+    robot spec and observation layout it was derived from."""
+
+    def __init__(self, fields: tuple[FieldDef, ...], spec_hash: str, obs_hash: str,
+                 robot: str, meta: Mapping[str, Any] | None = None):
+        self.fields = fields
+        self.spec_hash = spec_hash
+        self.obs_hash = obs_hash
+        self.robot = robot
+        self.meta = dict(meta or {})   # joint names, obs terms: for people and exports, not decoding
+        self.dtype = np.dtype([(f.name, f.dtype, f.shape) for f in fields])
+        self._by_name = {f.name: f for f in fields}
+        self._required = [f.name for f in fields if f.fill is None]
+
+    @classmethod
+    def from_spec(cls, spec: RobotSpec, obs: ObservationLayout) -> "TransitionLayout":
+        fields = tuple(FieldDef(name, dtype, shape(spec, obs.dim), fill)
+                       for name, dtype, shape, fill, _ in _FIELDS)
+        meta = {"joint_names": spec.joint_names, "obs_terms": obs.to_list()}
+        return cls(fields, spec.hash, obs.hash, spec.name, meta)
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any]) -> "TransitionLayout":
+        """Rebuild the layout a segment header describes (KeyError/TypeError/ValueError if malformed)."""
+        fields = tuple(FieldDef(str(f["name"]), str(f["dtype"]), tuple(int(d) for d in f["shape"]),
+                                _FILL.get(str(f["name"]))) for f in header["fields"])
+        return cls(fields, str(header["spec_hash"]), str(header["obs_hash"]), str(header["robot"]),
+                   header.get("layout_meta", {}))
+
+    def to_header(self) -> dict[str, Any]:
+        return {"robot": self.robot, "spec_hash": self.spec_hash, "obs_hash": self.obs_hash,
+                "fields": [{"name": f.name, "dtype": f.dtype, "shape": list(f.shape)}
+                           for f in self.fields],
+                "record_size": self.record_size, "layout_hash": self.hash,
+                "layout_meta": self.meta}
+
+    @property
+    def record_size(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    @property
+    def hash(self) -> str:
+        """Two sessions with the same hash can be concatenated into one array by a learner."""
+        content = {"fields": [[f.name, f.dtype, list(f.shape)] for f in self.fields],
+                   "spec_hash": self.spec_hash, "obs_hash": self.obs_hash}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def encode(self, values: Mapping[str, Any]) -> bytes:
+        """One record's payload. Refuses unknown names, missing required fields and wrong shapes
+        with a ValueError: those are controller bugs that sim2sim, which runs the same code, finds
+        before the robot does."""
+        rec = np.zeros((), self.dtype)
+        for name, value in values.items():
+            f = self._by_name.get(name)
+            if f is None:
+                raise ValueError(f"transition has no field '{name}' (fields: {', '.join(self.names)})")
+            if f.name == "policy_id":
+                value = value.encode() if isinstance(value, str) else bytes(value)
+                if len(value) > POLICY_ID_BYTES:
+                    raise ValueError(f"policy_id {value!r} is longer than {POLICY_ID_BYTES} bytes")
+            elif np.shape(value) != f.shape:
+                raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
+                                 f"expected {f.shape}")
+            rec[name] = value
+        missing = [n for n in self._required if n not in values]
+        if missing:
+            raise ValueError(f"transition is missing required fields: {', '.join(missing)}")
+        for f in self.fields:
+            if f.name not in values and f.fill is not None:
+                rec[f.name] = time.monotonic_ns() if f.fill == "now" else f.fill
+        return rec.tobytes()
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        """Records as a structured array (zero-copy view when `payload` is a whole number of records)."""
+        return np.frombuffer(payload, dtype=self.dtype)

@@ -1,0 +1,375 @@
+"""The segment file format: what makes the log crash-safe and every bad byte findable.
+
+    segment := header frame*
+    header  := b"S2RSEG\\r\\n" | u32 json_len | u32 crc32(json) | json (UTF-8)
+    frame   := u32 FRAME_MAGIC | u32 payload_len | u64 seq | payload | u32 crc
+
+All integers are little-endian. The header JSON carries the format and schema versions, the session
+(number and random uuid), the segment index and first sequence number, the spec, observation and
+record-layout hashes and the record layout itself. Frames are fixed-size within a session, so a
+record can be located by arithmetic, and a damaged one costs only itself.
+
+Why each part is there:
+- the per-frame CRC-32 (zlib's, fast and in the standard library) covers length, seq and payload and
+  is seeded with the session uuid, so a frame pasted in from another session is rejected as well;
+  a random payload forged at the right length passes with probability 2^-32;
+- the frame magic lets a reader resynchronise after a damaged length field by searching for the
+  next frame that checks out, instead of giving up on the rest of the file;
+- the sequence number must rise within a session, which catches a duplicated or reordered frame
+  that a checksum alone would accept, and makes every lost record visible as a gap;
+- names encode the state: `.open.tmp` (header being written), `.open` (being appended), `.seg`
+  (sealed: complete, fsynced and renamed atomically, so "sealed" is never a lie after a crash).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploy.replay.record import SCHEMA_VERSION, TransitionLayout
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"S2RSEG\r\n"
+FRAME_MAGIC = 0x52325389            # bytes 89 53 32 52: "\x89S2R", high bit set as in PNG
+FRAME_MAGIC_BYTES = struct.pack("<I", FRAME_MAGIC)
+_HEAD = struct.Struct("<IIQ")       # magic, payload length, seq
+_CRC = struct.Struct("<I")
+FRAME_OVERHEAD = _HEAD.size + _CRC.size
+_PREFIX = struct.Struct("<8sII")    # segment magic, json length, json crc
+MAX_HEADER_JSON = 1 << 20
+
+SEALED, OPEN, TMP = ".seg", ".open", ".open.tmp"
+_NAME = re.compile(r"^(\d{8})-(\d{6})(\.seg|\.open|\.open\.tmp)$")
+
+
+class ReplayError(ValueError):
+    """A replay file is malformed; the message names the file, the offset and what is wrong."""
+
+    def __init__(self, path: str | Path, offset: int | None, problem: str):
+        self.path = str(path)
+        self.offset = offset
+        self.problem = problem
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"{self.path}{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class SegmentFile:
+    path: Path
+    session: int
+    index: int
+    state: str   # SEALED, OPEN or TMP
+
+    @property
+    def sealed(self) -> bool:
+        return self.state == SEALED
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.session, self.index
+
+
+def segment_path(directory: Path, session: int, index: int, state: str) -> Path:
+    return directory / f"{session:08d}-{index:06d}{state}"
+
+
+def list_segments(directory: str | Path) -> list[SegmentFile]:
+    """Segment files in (session, index) order; other files in the directory are ignored."""
+    out = []
+    for entry in os.scandir(directory):
+        m = _NAME.match(entry.name)
+        if m and entry.is_file():
+            out.append(SegmentFile(Path(entry.path), int(m[1]), int(m[2]), m[3]))
+    return sorted(out, key=lambda s: (s.session, s.index, s.state))
+
+
+def session_seed(session_uuid: str) -> int:
+    """The CRC seed that ties a session's frames to it."""
+    return zlib.crc32(session_uuid.encode())
+
+
+# ---- header ---------------------------------------------------------------------------------
+def encode_header(header: dict[str, Any]) -> bytes:
+    body = json.dumps(header, sort_keys=True).encode()
+    return _PREFIX.pack(SEGMENT_MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def make_header(layout: TransitionLayout, *, session: int, session_uuid: str, index: int,
+                first_seq: int, session_wall_ns: int, session_mono_ns: int,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, "session": session,
+            "session_uuid": session_uuid, "segment": index, "first_seq": first_seq,
+            "session_wall_ns": session_wall_ns, "session_mono_ns": session_mono_ns,
+            **extra, **layout.to_header()}
+
+
+@dataclass
+class Header:
+    data: dict[str, Any]
+    layout: TransitionLayout
+    size: int   # bytes before the first frame
+
+    @property
+    def session(self) -> int:
+        return int(self.data["session"])
+
+    @property
+    def first_seq(self) -> int:
+        return int(self.data["first_seq"])
+
+    @property
+    def seed(self) -> int:
+        return session_seed(self.data["session_uuid"])
+
+
+def read_header(path: Path, data: bytes, expect: SegmentFile | None = None) -> Header:
+    """Parse and check a segment header; ReplayError naming the file says exactly what is wrong."""
+    if len(data) < _PREFIX.size:
+        raise ReplayError(path, 0, f"file is {len(data)} bytes, too short for a segment header "
+                          f"({_PREFIX.size} bytes before the JSON)")
+    magic, length, crc = _PREFIX.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise ReplayError(path, 0, f"not a replay segment (magic {magic!r}, expected {SEGMENT_MAGIC!r})")
+    if length > MAX_HEADER_JSON:
+        raise ReplayError(path, 8, f"header length {length} exceeds {MAX_HEADER_JSON} bytes")
+    body = data[_PREFIX.size:_PREFIX.size + length]
+    if len(body) < length:
+        raise ReplayError(path, _PREFIX.size, f"header truncated: {len(body)} of {length} bytes")
+    if zlib.crc32(body) != crc:
+        raise ReplayError(path, _PREFIX.size, "header checksum mismatch")
+    try:
+        header = json.loads(body)
+        if header["format"] != FORMAT_VERSION:
+            raise ValueError(f"format version {header['format']} (this reader knows {FORMAT_VERSION})")
+        if header["schema_version"] > SCHEMA_VERSION:
+            raise ValueError(f"schema version {header['schema_version']} is newer than this "
+                             f"reader's {SCHEMA_VERSION}")
+        layout = TransitionLayout.from_header(header)
+        if layout.record_size != header["record_size"]:
+            raise ValueError(f"fields add up to {layout.record_size} bytes, header says "
+                             f"{header['record_size']}")
+        for key in ("session", "segment", "first_seq", "session_wall_ns", "session_mono_ns"):
+            if not isinstance(header[key], int):
+                raise ValueError(f"'{key}' is {header[key]!r}, expected an integer")
+        str(header["session_uuid"])
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ReplayError(path, _PREFIX.size, f"bad header: {what}") from None
+    if expect is not None and (header["session"], header["segment"]) != expect.key:
+        raise ReplayError(path, _PREFIX.size, f"header says session {header['session']} segment "
+                          f"{header['segment']}, the file name says {expect.session} {expect.index}")
+    return Header(header, layout, _PREFIX.size + length)
+
+
+def read_header_file(path: Path, expect: SegmentFile | None = None) -> Header:
+    """The header of a segment on disk, reading only its bytes."""
+    with open(path, "rb") as f:
+        data = f.read(_PREFIX.size)
+        if len(data) == _PREFIX.size and data[:8] == SEGMENT_MAGIC:
+            data += f.read(min(_PREFIX.unpack(data)[1], MAX_HEADER_JSON))
+    return read_header(path, data, expect)
+
+
+# ---- frames ---------------------------------------------------------------------------------
+def frame_size(layout: TransitionLayout) -> int:
+    return layout.record_size + FRAME_OVERHEAD
+
+
+def encode_frames(payloads: list[bytes], first_seq: int, seed: int) -> bytes:
+    """Frames for consecutive sequence numbers, as one buffer for a single write."""
+    if not payloads:
+        return b""
+    size = len(payloads[0])
+    step = size + FRAME_OVERHEAD
+    out = bytearray(step * len(payloads))
+    view = memoryview(out)
+    pack_head, pack_crc, crc32 = _HEAD.pack_into, _CRC.pack_into, zlib.crc32
+    for i, payload in enumerate(payloads):
+        o = i * step
+        pack_head(out, o, FRAME_MAGIC, size, first_seq + i)
+        out[o + 16:o + 16 + size] = payload
+        pack_crc(out, o + 16 + size, crc32(view[o + 4:o + 16 + size], seed))
+    return bytes(out)
+
+
+@dataclass
+class Problem:
+    """Something wrong at one place in one file. `corrupt` problems fail `replay verify`;
+    the others (a crashed writer's unflushed tail, records retired by the disk budget) are expected."""
+
+    path: str
+    offset: int | None
+    kind: str
+    message: str
+    seq: int | None = None
+    corrupt: bool = True
+
+    def __str__(self) -> str:
+        where = f" offset {self.offset}" if self.offset is not None else ""
+        rec = f" (seq {self.seq})" if self.seq is not None else ""
+        return f"{self.path}:{where}{rec}: {self.message}"
+
+
+@dataclass
+class FrameScan:
+    """Result of scanning a byte range of one segment."""
+
+    runs: list[tuple[int, int, int]] = field(default_factory=list)   # (offset, count, first seq)
+    problems: list[Problem] = field(default_factory=list)
+    end: int = 0            # offset just past the last valid frame
+    last_seq: int = -1      # seq of the last valid frame
+    tail: int = 0           # bytes after `end` that hold no valid frame (torn or truncated)
+
+
+def scan_frames(path: Path, data: bytes, start: int, layout: TransitionLayout, seed: int,
+                last_seq: int, base: int = 0) -> FrameScan:
+    """Valid frames in data[start:], skipping damaged ones with a Problem each. `data` holds the
+    file from offset `base` on; every offset in the result is an offset in the file.
+
+    A frame is valid when its magic, length and CRC check out and its seq is above the previous
+    one. After a damaged frame the scan resumes at the next valid frame (one frame later when only
+    the contents were damaged, else at the next magic that checks out); bytes with no valid frame
+    after them are the tail, which the caller judges (torn write vs. truncation)."""
+    size = layout.record_size
+    step = size + FRAME_OVERHEAD
+    view = memoryview(data)
+    scan = FrameScan(end=start, last_seq=last_seq)
+    dtype = np.dtype([("magic", "<u4"), ("length", "<u4"), ("seq", "<u8"), ("payload", f"V{size}"),
+                      ("crc", "<u4")])
+    crc32 = zlib.crc32
+    pos = start
+    while True:
+        n = (len(data) - pos) // step
+        if n == 0:
+            break
+        frames = np.frombuffer(data, dtype=dtype, count=n, offset=pos)
+        shape_ok = ((frames["magic"] == FRAME_MAGIC) & (frames["length"] == size)).tolist()
+        seqs, crcs = frames["seq"].tolist(), frames["crc"].tolist()
+        good, prev = 0, scan.last_seq
+        for i in range(n):
+            o = pos + i * step
+            if not (shape_ok[i] and seqs[i] > prev and crc32(view[o + 4:o + step - 4], seed) == crcs[i]):
+                break
+            prev = seqs[i]
+            good += 1
+        if good:
+            _add_runs(scan, path, pos, step, seqs[:good])
+            pos += good * step
+            scan.end, scan.last_seq = pos, prev
+        if good == n:
+            break
+        nxt = _resync(data, view, pos, step, size, seed, scan.last_seq)
+        if nxt is None:
+            break
+        scan.problems.append(Problem(str(path), pos, "corrupt",
+                                     f"{_diagnose(data, view, pos, step, size, seed, scan.last_seq)}; "
+                                     f"skipped {nxt - pos} bytes to the next valid record at "
+                                     f"offset {base + nxt}"))
+        pos = nxt
+    scan.tail = len(data) - scan.end
+    scan.end += base
+    scan.runs = [(base + o, n, first) for o, n, first in scan.runs]
+    for p in scan.problems:
+        p.offset += base
+    return scan
+
+
+def _add_runs(scan: FrameScan, path: Path, pos: int, step: int, seqs: list[int]) -> None:
+    """Split a block of valid frames into runs of consecutive seqs; each jump is a reported gap."""
+    begin, prev = 0, scan.last_seq
+    for i in range(len(seqs) + 1):
+        if i == len(seqs) or seqs[i] != prev + 1:
+            if i > begin:
+                scan.runs.append((pos + begin * step, i - begin, seqs[begin]))
+            if i < len(seqs):
+                scan.problems.append(Problem(str(path), pos + i * step, "gap",
+                                             f"sequence jumps from {prev} to {seqs[i]}: "
+                                             f"{seqs[i] - prev - 1} records missing", seq=seqs[i]))
+            begin = i
+        if i < len(seqs):
+            prev = seqs[i]
+
+
+def _frame_ok(data: bytes, view: memoryview, o: int, step: int, size: int, seed: int,
+              last_seq: int) -> bool:
+    if o + step > len(data):
+        return False
+    magic, length, seq = _HEAD.unpack_from(data, o)
+    return (magic == FRAME_MAGIC and length == size and seq > last_seq
+            and zlib.crc32(view[o + 4:o + step - 4], seed) == _CRC.unpack_from(data, o + step - 4)[0])
+
+
+def _resync(data: bytes, view: memoryview, pos: int, step: int, size: int, seed: int,
+            last_seq: int) -> int | None:
+    """Offset of the next valid frame after a damaged one at `pos`, or None if there is none."""
+    if _frame_ok(data, view, pos + step, step, size, seed, last_seq):
+        return pos + step
+    o = data.find(FRAME_MAGIC_BYTES, pos + 1)
+    while o != -1:
+        if _frame_ok(data, view, o, step, size, seed, last_seq):
+            return o
+        o = data.find(FRAME_MAGIC_BYTES, o + 1)
+    return None
+
+
+def _diagnose(data: bytes, view: memoryview, o: int, step: int, size: int, seed: int,
+              last_seq: int) -> str:
+    """What is wrong with the frame at `o`, in words."""
+    magic, length, seq = _HEAD.unpack_from(data, o)
+    if magic != FRAME_MAGIC:
+        return f"bad record magic 0x{magic:08x} (expected 0x{FRAME_MAGIC:08x})"
+    if length != size:
+        return f"record length {length} does not match the session's record size {size}"
+    stored = _CRC.unpack_from(data, o + step - 4)[0]
+    computed = zlib.crc32(view[o + 4:o + step - 4], seed)
+    if stored != computed:
+        return (f"record claiming seq {seq}: checksum mismatch (stored 0x{stored:08x}, "
+                f"computed 0x{computed:08x})")
+    return f"record seq {seq} is not after seq {last_seq} (duplicated or out of order)"
+
+
+# ---- directory ------------------------------------------------------------------------------
+RETIRED_JOURNAL = "retired.jsonl"
+LOCK_FILE = "writer.lock"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a create, rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_retired(directory: str | Path) -> list[dict[str, Any]]:
+    """Segments the disk budget deleted, oldest first (lines that do not parse are ignored: a
+    crash can tear the last one, and the journal only explains gaps, it holds no data)."""
+    path = Path(directory) / RETIRED_JOURNAL
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def append_retired(directory: Path, entry: dict[str, Any]) -> None:
+    fd = os.open(directory / RETIRED_JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,313 @@
+"""A MuJoCo world holding N copies of one robot on one floor, stepped as a single model.
+
+Training steps many robots; sim2sim and the MuJoCo backend step one. Putting every copy into the
+same model makes every state read a vectorized numpy gather (no per-env Python loop), and lets each
+copy carry its own randomized friction, mass and motor strength. Copies never collide with each
+other, only with the floor. The PD law runs inside MuJoCo's actuators at the sim rate:
+torque = clip(kp (target - q) - kd qd, +-effort), with ctrl = target."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from deploy.mjcf import MjcfMap, load_model
+from deploy.observations import RobotState, quat_rotate_inverse
+from deploy.spec import RobotSpec
+
+ROBOT_CONTYPE, ROBOT_CONAFFINITY = 2, 1  # collide with the floor (contype 1), never with each other
+
+
+def build_world_model(spec: RobotSpec, num_robots: int, spacing: float = 2.0) -> mujoco.MjModel:
+    """Compile the spec's scene with `num_robots` prefixed copies (r0/, r1/, ...) of the robot."""
+    load_model(spec)  # clear errors for a missing or broken MJCF before MjSpec sees it
+    world = mujoco.MjSpec.from_file(spec.mjcf)
+    world.delete(world.body(spec.base_body))
+    for actuator in list(world.actuators):
+        world.delete(actuator)
+    for sensor in list(world.sensors):
+        world.delete(sensor)
+    for key in list(world.keys):
+        world.delete(key)
+    world.copy_during_attach = True
+    cols = int(np.ceil(np.sqrt(num_robots)))
+    for i in range(num_robots):
+        robot = mujoco.MjSpec.from_file(spec.mjcf)
+        base = robot.body(spec.base_body)
+        robot_geoms = set(id(g) for g in base.find_all(mujoco.mjtObj.mjOBJ_GEOM))
+        for geom in list(robot.geoms):
+            if id(geom) not in robot_geoms:
+                robot.delete(geom)  # the floor and other scenery stay in the parent only
+            elif geom.contype or geom.conaffinity:
+                geom.contype, geom.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
+        frame = world.worldbody.add_frame(pos=[spacing * (i % cols), spacing * (i // cols), 0.0])
+        world.attach(robot, prefix=f"r{i}/", frame=frame)
+    model = world.compile()
+    model.opt.timestep = spec.sim_dt
+    return model
+
+
+@dataclass(frozen=True)
+class WorldIndex:
+    """(N, ...) address arrays, row i for robot i, derived by joint and body name."""
+
+    qpos: np.ndarray       # (N, J)
+    dof: np.ndarray        # (N, J)
+    actuator: np.ndarray   # (N, J)
+    free_qpos: np.ndarray  # (N,)
+    free_dof: np.ndarray   # (N,)
+    base_body: np.ndarray  # (N,)
+    feet: np.ndarray       # (N, F)
+    body_robot: np.ndarray  # (nbody,) robot owning each body, -1 for the world/scenery
+    contact_body: np.ndarray    # (nbody,) True where contact ends an episode
+    penalized_body: np.ndarray  # (nbody,) True where contact is penalized
+    floor_geoms: np.ndarray     # geoms that belong to no robot
+
+
+def index_world(spec: RobotSpec, model: mujoco.MjModel, num_robots: int) -> WorldIndex:
+    maps = [MjcfMap.build(spec, model, prefix=f"r{i}/") for i in range(num_robots)]
+    stack = lambda attr: np.stack([getattr(m, attr) for m in maps])
+    body_robot = np.full(model.nbody, -1, dtype=np.int64)
+    contact = np.zeros(model.nbody, dtype=bool)
+    penalized = np.zeros(model.nbody, dtype=bool)
+    for i, m in enumerate(maps):
+        body_robot[_subtree(model, m.base_body)] = i
+        contact[m.contact_bodies] = True
+        penalized[m.penalized_bodies] = True
+    floor = np.flatnonzero(body_robot[model.geom_bodyid] < 0)
+    return WorldIndex(qpos=stack("qpos_adr"), dof=stack("dof_adr"), actuator=stack("actuator"),
+                      free_qpos=stack("free_qpos"), free_dof=stack("free_dof"),
+                      base_body=stack("base_body"), feet=stack("foot_bodies"), body_robot=body_robot,
+                      contact_body=contact, penalized_body=penalized, floor_geoms=floor)
+
+
+def _subtree(model: mujoco.MjModel, root: int) -> np.ndarray:
+    inside = np.zeros(model.nbody, dtype=bool)
+    inside[root] = True
+    for b in range(root + 1, model.nbody):  # MuJoCo orders bodies parent-before-child
+        inside[b] = inside[model.body_parentid[b]]
+    return np.flatnonzero(inside)
+
+
+class _Shard:
+    """One compiled model with a contiguous block of robots [start, start + n)."""
+
+    def __init__(self, spec: RobotSpec, start: int, n: int):
+        self.start, self.n = start, n
+        self.model = build_world_model(spec, n)
+        self.data = mujoco.MjData(self.model)
+        self.idx = index_world(spec, self.model, n)
+        self.nominal_body_mass = self.model.body_mass.copy()
+        self.nominal_body_inertia = self.model.body_inertia.copy()
+        self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
+
+    def local(self, robots: np.ndarray) -> np.ndarray:
+        """The global robot ids that live here, as local ids."""
+        robots = np.asarray(robots)
+        return robots[(robots >= self.start) & (robots < self.start + self.n)] - self.start
+
+    def step(self, substeps: int) -> None:
+        mujoco.mj_step(self.model, self.data, nstep=substeps)
+
+
+class SimWorld:
+    """N robots of one spec: reset, command, step and read back in policy order.
+
+    Robots are split over `threads` models stepped in parallel (MuJoCo releases the GIL while it
+    steps), so training uses every core while the interface stays one (N, ...) batch."""
+
+    def __init__(self, spec: RobotSpec, num_robots: int, threads: int = 1):
+        self.spec = spec
+        self.n = num_robots
+        threads = max(1, min(threads, num_robots))
+        bounds = np.linspace(0, num_robots, threads + 1).round().astype(int)
+        self.shards = [_Shard(spec, a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None
+        self.set_motor_strength(np.ones(num_robots))
+        self.reset(np.arange(num_robots))
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The first shard's model (the whole world when there is one shard, as on the robot side)."""
+        return self.shards[0].model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        return self.shards[0].data
+
+    def _cat(self, fn) -> np.ndarray:
+        return np.concatenate([fn(s) for s in self.shards])
+
+    def _split(self, values: np.ndarray, shard: _Shard) -> np.ndarray:
+        return values[shard.start:shard.start + shard.n]
+
+    # ---- parameters ------------------------------------------------------------------------
+    def set_motor_strength(self, strength: np.ndarray, kp_scale: np.ndarray | None = None) -> None:
+        """Write the spec's PD gains and effort limits into each copy's actuators, scaled per robot
+        (motor strength scales the torque limit and both gains; kp_scale scales kp alone)."""
+        spec = self.spec
+        kp_scale = np.ones(self.n) if kp_scale is None else kp_scale
+        for sh in self.shards:
+            st, ks = self._split(strength, sh), self._split(kp_scale, sh)
+            kp = spec.kp[None] * (st * ks)[:, None]
+            kd = spec.kd[None] * st[:, None]
+            effort = spec.effort_limit[None] * st[:, None]
+            m, act = sh.model, sh.idx.actuator
+            m.actuator_gaintype[act] = mujoco.mjtGain.mjGAIN_FIXED
+            m.actuator_biastype[act] = mujoco.mjtBias.mjBIAS_AFFINE
+            m.actuator_gainprm[act, 0] = kp
+            m.actuator_biasprm[act, 0] = 0.0
+            m.actuator_biasprm[act, 1] = -kp
+            m.actuator_biasprm[act, 2] = -kd
+            m.actuator_forcelimited[act] = 1
+            m.actuator_forcerange[act, 0] = -effort
+            m.actuator_forcerange[act, 1] = effort
+            m.actuator_ctrllimited[act] = 0
+
+    def set_added_base_mass(self, added: np.ndarray) -> None:
+        """Add mass to each base, scaling its inertia with it (IsaacLab's add_base_mass event)."""
+        for sh in self.shards:
+            b = sh.idx.base_body
+            ratio = (sh.nominal_body_mass[b] + self._split(added, sh)) / sh.nominal_body_mass[b]
+            sh.model.body_mass[b] = sh.nominal_body_mass[b] * ratio
+            sh.model.body_inertia[b] = sh.nominal_body_inertia[b] * ratio[:, None]
+
+    def set_friction(self, friction: np.ndarray) -> None:
+        """Sliding friction per robot; MuJoCo takes the larger of two touching geoms' values, so
+        the floor is set to zero and each robot's geoms carry their own."""
+        for sh in self.shards:
+            geom_robot = sh.idx.body_robot[sh.model.geom_bodyid]
+            on_robot = geom_robot >= 0
+            sh.model.geom_friction[on_robot, 0] = self._split(friction, sh)[geom_robot[on_robot]]
+            sh.model.geom_friction[sh.idx.floor_geoms, 0] = 0.0
+
+    # ---- state -----------------------------------------------------------------------------
+    def reset(self, robots: np.ndarray, joint_pos: np.ndarray | None = None,
+              base_pos: np.ndarray | None = None, base_quat: np.ndarray | None = None,
+              base_vel: np.ndarray | None = None) -> None:
+        """Place robots (default pose at the spec's spawn height unless given; base_pos is relative
+        to each robot's own origin) with the given base velocity and zero joint velocity."""
+        robots = np.asarray(robots, dtype=np.int64)
+        k = len(robots)
+        if k == 0:
+            return
+        q = np.broadcast_to(self.spec.default_pos, (k, self.spec.num_joints)) if joint_pos is None else joint_pos
+        pos = np.tile([0.0, 0.0, self.spec.base_height], (k, 1)) if base_pos is None else base_pos
+        quat = np.tile([1.0, 0.0, 0.0, 0.0], (k, 1)) if base_quat is None else base_quat
+        vel = np.zeros((k, 6)) if base_vel is None else base_vel
+        for sh in self.shards:
+            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            if not sel.any():
+                continue
+            loc = robots[sel] - sh.start
+            d, idx = sh.data, sh.idx
+            fq = idx.free_qpos[loc]
+            d.qpos[fq[:, None] + np.arange(3)] = sh.origins[loc] * [1, 1, 0] + pos[sel]
+            d.qpos[fq[:, None] + np.arange(3, 7)] = quat[sel]
+            d.qpos[idx.qpos[loc]] = q[sel]
+            d.qvel[idx.free_dof[loc][:, None] + np.arange(6)] = vel[sel]
+            d.qvel[idx.dof[loc]] = 0.0
+            d.ctrl[idx.actuator[loc]] = q[sel]
+            mujoco.mj_forward(sh.model, d)
+
+    def set_targets(self, joint_targets: np.ndarray) -> None:
+        """(N, J) joint position targets in policy order."""
+        for sh in self.shards:
+            sh.data.ctrl[sh.idx.actuator] = self._split(joint_targets, sh)
+
+    def step(self, substeps: int) -> None:
+        if self._pool is None:
+            self.shards[0].step(substeps)
+        else:
+            list(self._pool.map(lambda sh: sh.step(substeps), self.shards))
+
+    def read_state(self) -> RobotState:
+        quat = self._cat(lambda s: s.data.qpos[s.idx.free_qpos[:, None] + np.arange(3, 7)])
+        v_world = self._cat(lambda s: s.data.qvel[s.idx.free_dof[:, None] + np.arange(3)])
+        return RobotState(
+            base_quat=quat,
+            base_ang_vel=self._cat(lambda s: s.data.qvel[s.idx.free_dof[:, None] + np.arange(3, 6)]),
+            joint_pos=self._cat(lambda s: s.data.qpos[s.idx.qpos]),
+            joint_vel=self._cat(lambda s: s.data.qvel[s.idx.dof]),
+            base_lin_vel=quat_rotate_inverse(quat, v_world))
+
+    @property
+    def base_pos(self) -> np.ndarray:
+        """(N, 3) base position relative to each robot's own origin on the grid."""
+        return self._cat(lambda s: s.data.qpos[s.idx.free_qpos[:, None] + np.arange(3)]
+                         - s.origins * [1, 1, 0])
+
+    @property
+    def joint_torque(self) -> np.ndarray:
+        return self._cat(lambda s: s.data.actuator_force[s.idx.actuator])
+
+    @property
+    def joint_acc(self) -> np.ndarray:
+        return self._cat(lambda s: s.data.qacc[s.idx.dof])
+
+    def foot_velocity(self) -> np.ndarray:
+        """(N, F, 3) world-frame linear velocity of each foot body's origin, from MuJoCo's cvel
+        (spatial velocity about the kinematic root's subtree centre of mass)."""
+        def one(s: _Shard) -> np.ndarray:
+            b = s.idx.feet
+            cvel = s.data.cvel[b]
+            root_com = s.data.subtree_com[s.model.body_rootid[b]]
+            return cvel[..., 3:] + np.cross(cvel[..., :3], s.data.xpos[b] - root_com)
+        return self._cat(one)
+
+    def get_state(self) -> list[np.ndarray]:
+        """MuJoCo's full integration state of every shard (exact restart)."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        out = []
+        for sh in self.shards:
+            buf = np.empty(mujoco.mj_stateSize(sh.model, spec))
+            mujoco.mj_getState(sh.model, sh.data, buf, spec)
+            out.append(buf)
+        return out
+
+    def set_state(self, states: list[np.ndarray]) -> None:
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        if len(states) != len(self.shards):
+            raise ValueError(f"state has {len(states)} shards, this world has {len(self.shards)}")
+        for sh, buf in zip(self.shards, states):
+            mujoco.mj_setState(sh.model, sh.data, np.asarray(buf), spec)
+            mujoco.mj_forward(sh.model, sh.data)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def push(self, robots: np.ndarray, dv_xy: np.ndarray) -> None:
+        """Add a planar velocity kick to the bases (IsaacLab's push_by_setting_velocity)."""
+        robots = np.asarray(robots)
+        for sh in self.shards:
+            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            fd = sh.idx.free_dof[robots[sel] - sh.start]
+            sh.data.qvel[fd[:, None] + np.arange(2)] += dv_xy[sel]
+
+    def contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per robot: any terminating contact, count of penalized contacts, and (N, F) foot contact."""
+        parts = [_shard_contacts(s) for s in self.shards]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def _shard_contacts(sh: _Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    d, idx = sh.data, sh.idx
+    terminate = np.zeros(sh.n, dtype=bool)
+    penalized = np.zeros(sh.n, dtype=np.int64)
+    feet = np.zeros((sh.n, idx.feet.shape[1]), dtype=bool)
+    ncon = d.ncon
+    if ncon == 0:
+        return terminate, penalized, feet
+    bodies = sh.model.geom_bodyid[d.contact.geom[:ncon]]          # (ncon, 2)
+    bodies = bodies[d.contact.dist[:ncon] <= 0.0]
+    robot = idx.body_robot[bodies]
+    for side in (0, 1):
+        b, r = bodies[:, side], robot[:, side]
+        own = r >= 0
+        terminate[r[own & idx.contact_body[b]]] = True
+        np.add.at(penalized, r[own & idx.penalized_body[b]], 1)
+    feet[:] = np.isin(idx.feet, bodies.ravel())
+    return terminate, penalized, feet

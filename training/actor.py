@@ -1,0 +1,66 @@
+"""The SAC actor: a tanh-squashed Gaussian scaled to per-joint bounds (rsl_rl_sac.md Eq. 5-6),
+initialized so exploration starts at the default pose with std sigma0 on every joint (Sec. 3.3).
+
+An actor is a replaceable part of the learner: it maps normalized observations to
+(action, log_prob) and exposes its deterministic path for evaluation and export."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.networks import trunk
+
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
+
+
+class SquashedGaussianActor(nn.Module):
+    def __init__(self, obs_dim: int, low: np.ndarray, high: np.ndarray, hidden: list[int],
+                 activation: str = "silu", init_std: float = 0.15, mean_init_std: float = 0.01,
+                 layer_norm: bool = False):
+        super().__init__()
+        act_dim = len(low)
+        self.act_dim = act_dim
+        self.trunk = trunk(obs_dim, hidden, activation, layer_norm)
+        self.head = nn.Linear(hidden[-1], 2 * act_dim)
+        low_t, high_t = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+        self.register_buffer("center", 0.5 * (high_t + low_t))      # b
+        self.register_buffer("half_range", 0.5 * (high_t - low_t))  # c
+        self.reset_head(init_std, mean_init_std)
+
+    @torch.no_grad()
+    def reset_head(self, init_std: float, mean_init_std: float) -> None:
+        """Eq. 7-8: mean head N(0, eps) weights, zero bias; log-std head zero weights, log(sigma0) bias."""
+        d = self.act_dim
+        self.head.weight[:d].normal_(0.0, mean_init_std)
+        self.head.bias[:d].zero_()
+        self.head.weight[d:].zero_()
+        self.head.bias[d:].fill_(math.log(init_std))
+
+    def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized sample a = b + c tanh(mu + sigma eps) and its exact log-probability."""
+        mean, log_std = self.distribution_params(obs)
+        x = mean + log_std.exp() * torch.randn_like(mean)
+        return self.squash(x), self.log_prob(x, mean, log_std)
+
+    def squash(self, x: torch.Tensor) -> torch.Tensor:
+        return self.center + self.half_range * torch.tanh(x)
+
+    def log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        """Eq. 6. log(1 - tanh^2 x) is written as 2 (log 2 - x - softplus(-2x)) to stay finite."""
+        gauss = -0.5 * ((x - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+        log_det_tanh = 2.0 * (math.log(2.0) - x - nn.functional.softplus(-2.0 * x))
+        return (gauss - log_det_tanh - torch.log(self.half_range)).sum(-1)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        mean, _ = self.distribution_params(obs)
+        return self.squash(mean)
+
+    def entropy_dims(self) -> int:
+        return self.act_dim

@@ -1,0 +1,60 @@
+"""Checkpoints: written atomically (temp file, fsync, rename) so Ctrl-C or a power cut leaves the
+previous one intact, and complete enough to resume exactly and to fine-tune later."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from deploy.spec import RobotSpec
+
+FORMAT = 1
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_checkpoint(path: str | Path, spec: RobotSpec | None = None) -> dict:
+    """Load and check a checkpoint; with `spec`, refuse one trained for another robot spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a sac2real checkpoint of format {FORMAT}")
+    if spec is not None and ckpt["robot"]["hash"] != spec.hash:
+        raise CheckpointError(
+            f"{path}: trained for robot '{ckpt['robot']['name']}' spec {ckpt['robot']['hash'][:12]}, "
+            f"but this run uses '{spec.name}' spec {spec.hash[:12]} ({spec.source}); joints, gains, "
+            f"limits or observations differ")
+    return ckpt

@@ -1,0 +1,77 @@
+"""`sac2real train`: pretrain a policy in simulation (MuJoCo on the CPU by default)."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = ("mujoco", "isaaclab")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pretrain a SAC policy in simulation")
+    p.add_argument("--robot", required=True, help="robot spec name (configs/robots) or YAML path")
+    p.add_argument("--task", default="velocity_flat", help="task config name (configs/tasks)")
+    p.add_argument("--backend", default="mujoco", choices=BACKENDS)
+    p.add_argument("--algo", default="sac", help="learning algorithm (configs/train/<algo>*.yaml)")
+    p.add_argument("--config", help="training config YAML (default: the GPU profile where CUDA is "
+                                    "present, else the CPU profile)")
+    p.add_argument("--steps", type=int, help="total env steps (overrides max_iterations)")
+    p.add_argument("--out", help="run folder (default runs/<robot>_<task>_<time>)")
+    p.add_argument("--resume", help="checkpoint to continue from (a run's checkpoints/latest.pt)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from deploy.spec import RobotSpec
+    from training.checkpoint import CheckpointError
+    from training.config import load_train_config, resolve_config
+    from training.envs.velocity import TaskConfig, VelocityEnv
+    from training.runner import Trainer
+    from training.sac import NonFiniteError
+
+    cuda = torch.cuda.is_available()
+    device = ("cuda" if cuda else "cpu") if args.device == "auto" else args.device
+    spec = RobotSpec.load(args.robot)
+    task = TaskConfig.load(args.task, spec)
+    cfg = load_train_config(resolve_config(args.config, args.algo, cuda))
+    if args.steps:
+        per_iter = cfg.num_envs * cfg.steps_per_env
+        cfg = load_train_config(cfg.source, {"max_iterations": max(1, math.ceil(args.steps / per_iter))})
+    if args.backend == "isaaclab":
+        from training.envs.isaaclab import make_isaaclab_env
+        env = make_isaaclab_env(spec, args.task, cfg.num_envs, device)
+        eval_env = None
+    else:
+        threads = cfg.sim_threads or os.cpu_count() or 1
+        env = VelocityEnv(spec, task, cfg.num_envs, seed=args.seed, threads=threads)
+        eval_env = VelocityEnv(spec, task, cfg.eval_episodes, seed=args.seed + 1, threads=threads,
+                               randomize=False, obs_noise=False)
+    out = Path(args.out or f"runs/{spec.name}_{args.task}_{time.strftime('%Y%m%d_%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, spec, env, eval_env, out, args.task, seed=args.seed, device=device)
+    if args.resume:
+        try:
+            trainer.resume(Path(args.resume))
+        except CheckpointError as exc:
+            print(f"sac2real train: error: {exc}", file=sys.stderr)
+            return 2
+    print(f"training {spec.name} on {args.task} with {cfg.algo} ({cfg.source}) on {device}: "
+          f"{cfg.num_envs} envs x {cfg.steps_per_env} steps, {cfg.updates_per_iteration} updates "
+          f"of {cfg.batch_size} per iteration, {cfg.max_iterations} iterations -> {out}", flush=True)
+    try:
+        trainer.train(show_progress=not args.no_progress)
+    except NonFiniteError as exc:
+        print(f"sac2real train: stopped: {exc}", file=sys.stderr)
+        return 3
+    print(f"done: {trainer.progress.env_steps} env steps, {trainer.progress.updates} updates; "
+          f"checkpoints in {out / 'checkpoints'}")
+    return 0

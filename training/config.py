@@ -1,0 +1,102 @@
+"""Training configs (configs/train/*.yaml), validated on load: the algorithm's hyperparameters and
+the loop's sizes. The paper's GPU profile is the default where CUDA is present, the CPU profile
+elsewhere."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.config import ConfigError, Section, load_yaml
+from deploy.spec import REPO_ROOT
+from training.sac import SACConfig
+
+TRAIN_DIR = REPO_ROOT / "configs" / "train"
+ALGOS = ("sac",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    source: str
+    algo: str
+    num_envs: int
+    steps_per_env: int
+    max_iterations: int
+    learning_starts: int
+    buffer_size: int
+    updates_per_iteration: int
+    batch_size: int
+    sim_threads: int
+    eval_interval: int
+    eval_episodes: int
+    checkpoint_interval: int
+    checkpoint_keep: int
+    sac: SACConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_profile(algo: str, cuda: bool) -> Path:
+    return TRAIN_DIR / (f"{algo}.yaml" if cuda else f"{algo}_cpu.yaml")
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    root = Section(load_yaml(path), path)
+    loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
+            "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
+    root.allow(loop)
+    algo = root.choice("algo", ALGOS)
+    ints = {k: _positive_int(root, k) for k in loop[1:9]}
+    ints.update(overrides or {})
+    ev, ck = root.sub("eval"), root.sub("checkpoint")
+    ev.allow(["interval", "episodes"])
+    ck.allow(["interval", "keep"])
+    return TrainConfig(source=str(path), algo=algo, **ints,
+                       eval_interval=_positive_int(ev, "interval"),
+                       eval_episodes=_positive_int(ev, "episodes"),
+                       checkpoint_interval=_positive_int(ck, "interval"),
+                       checkpoint_keep=_positive_int(ck, "keep"),
+                       sac=_sac_config(root.sub("sac")))
+
+
+def _positive_int(sec: Section, key: str) -> int:
+    value = sec.get(key, int)
+    if value < 0 or (value == 0 and key != "sim_threads"):
+        raise sec.error(key, f"expected a positive integer, got {value}")
+    return value
+
+
+def _sac_config(sec: Section) -> SACConfig:
+    fields = {f.name: f for f in dataclasses.fields(SACConfig)}
+    sec.allow([], list(fields))
+    values = {}
+    for name, value in sec.data.items():
+        default = fields[name].default
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
+                raise sec.error(name, f"expected a list of positive layer widths, got {value!r}")
+            values[name] = tuple(value)
+        elif isinstance(default, bool):
+            values[name] = sec.get(name, bool)
+        elif isinstance(default, int):
+            values[name] = sec.get(name, int)
+        elif isinstance(default, float):
+            values[name] = sec.number(name, low=0.0)
+        else:
+            values[name] = sec.get(name, str)
+    from training.networks import ACTIVATIONS
+    if values.get("activation", "silu") not in ACTIVATIONS:
+        raise sec.error("activation", f"'{values['activation']}' is not one of: {', '.join(ACTIVATIONS)}")
+    if not 0.0 < values.get("gamma", 0.97) < 1.0:
+        raise sec.error("gamma", "discount must lie in (0, 1)")
+    return SACConfig(**values)
+
+
+def resolve_config(config: str | None, algo: str, cuda: bool) -> Path:
+    if config:
+        return Path(config)
+    if algo not in ALGOS:
+        raise ConfigError(TRAIN_DIR, "algo", f"unknown algorithm '{algo}' (known: {', '.join(ALGOS)})")
+    return default_profile(algo, cuda)

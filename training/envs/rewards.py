@@ -1,0 +1,125 @@
+"""Reward terms of rsl_rl_sac.md Appendix B, vectorized over envs, keyed by IsaacLab's term names.
+
+A task config lists terms by name with a weight and optional parameters (a joint-name regex for
+grouped terms, an air-time threshold); unknown names are refused when the task loads."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from deploy.config import Section
+from deploy.spec import RobotSpec
+
+
+@dataclass
+class RewardInputs:
+    command: np.ndarray          # (N, 3)
+    lin_vel: np.ndarray          # (N, 3) body frame
+    ang_vel: np.ndarray          # (N, 3) body frame
+    gravity: np.ndarray          # (N, 3) projected gravity
+    joint_pos: np.ndarray        # (N, J)
+    joint_torque: np.ndarray     # (N, J)
+    joint_acc: np.ndarray        # (N, J)
+    action: np.ndarray           # (N, J)
+    last_action: np.ndarray      # (N, J)
+    foot_contact: np.ndarray     # (N, F)
+    first_contact: np.ndarray    # (N, F) touched down this step
+    last_air_time: np.ndarray    # (N, F) air time that ended at the touchdown
+    air_time: np.ndarray         # (N, F) current air time (0 in contact)
+    contact_time: np.ndarray     # (N, F) current contact time (0 in the air)
+    foot_speed_xy: np.ndarray    # (N, F)
+    penalized_contacts: np.ndarray  # (N,)
+    terminated: np.ndarray       # (N,) failure (not timeout)
+    spec: RobotSpec
+    sigma: float
+
+
+def _moving(x: RewardInputs) -> np.ndarray:
+    return np.linalg.norm(x.command[:, :2], axis=1) > 0.1
+
+
+def _feet_air_time(x: RewardInputs, threshold: float) -> np.ndarray:
+    """Quadruped: reward each touchdown by how much the swing outlasted the threshold."""
+    r = ((x.last_air_time - threshold) * x.first_contact).sum(1)
+    return r * _moving(x)
+
+
+def _feet_air_time_biped(x: RewardInputs, threshold: float) -> np.ndarray:
+    """Biped: reward time in single stance, capped at the threshold."""
+    in_mode = np.where(x.foot_contact, x.contact_time, x.air_time)
+    single = x.foot_contact.sum(1) == 1
+    r = np.where(single, in_mode.min(1), 0.0).clip(max=threshold)
+    return r * _moving(x)
+
+
+def _soft_limit_violation(x: RewardInputs, j: np.ndarray) -> np.ndarray:
+    lo, hi = x.spec.soft_lower[j], x.spec.soft_upper[j]
+    q = x.joint_pos[:, j]
+    return (np.clip(q - hi, 0, None) + np.clip(lo - q, 0, None)).sum(1)
+
+
+# name -> f(inputs, joint index array, params) -> (N,)
+TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
+    "track_lin_vel_xy_exp": lambda x, j, p: np.exp(
+        -np.sum((x.command[:, :2] - x.lin_vel[:, :2]) ** 2, 1) / x.sigma ** 2),
+    "track_ang_vel_z_exp": lambda x, j, p: np.exp(-(x.command[:, 2] - x.ang_vel[:, 2]) ** 2 / x.sigma ** 2),
+    "lin_vel_z_l2": lambda x, j, p: x.lin_vel[:, 2] ** 2,
+    "ang_vel_xy_l2": lambda x, j, p: np.sum(x.ang_vel[:, :2] ** 2, 1),
+    "dof_torques_l2": lambda x, j, p: np.sum(x.joint_torque[:, j] ** 2, 1),
+    "dof_acc_l2": lambda x, j, p: np.sum(x.joint_acc[:, j] ** 2, 1),
+    "action_rate_l2": lambda x, j, p: np.sum((x.action - x.last_action) ** 2, 1),
+    "feet_air_time": lambda x, j, p: _feet_air_time(x, p["threshold"]),
+    "feet_air_time_biped": lambda x, j, p: _feet_air_time_biped(x, p["threshold"]),
+    "undesired_contacts": lambda x, j, p: x.penalized_contacts.astype(np.float64),
+    "flat_orientation_l2": lambda x, j, p: np.sum(x.gravity[:, :2] ** 2, 1),
+    "dof_pos_limits": lambda x, j, p: _soft_limit_violation(x, j),
+    "joint_deviation_l1": lambda x, j, p: np.abs(x.joint_pos[:, j] - x.spec.default_pos[j]).sum(1),
+    "feet_slide": lambda x, j, p: (x.foot_speed_xy * x.foot_contact).sum(1),
+    "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
+}
+PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4}}
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    name: str
+    term: str
+    weight: float
+    joints: np.ndarray
+    params: dict
+
+
+def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
+    """`name: weight` or `name: {term, weight, joints, threshold}` rows of a task config."""
+    terms = []
+    for name, value in section.data.items():
+        row = Section({"weight": value} if isinstance(value, (int, float)) else value,
+                      section.file, section.key(name))
+        row.allow(["weight"], ["term", "joints", "threshold"])
+        term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
+        if term not in TERMS:
+            raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
+        joints = np.arange(spec.num_joints)
+        if "joints" in row.data:
+            joints = np.array(spec.joints_matching(row.get("joints", str)), dtype=np.int64)
+            if len(joints) == 0:
+                raise row.error("joints", f"regex '{row.data['joints']}' matches no joint of "
+                                f"{spec.name} (joints: {', '.join(spec.joint_names)})")
+        params = dict(PARAMS.get(term, {}))
+        if "threshold" in row.data:
+            params["threshold"] = row.number("threshold", low=0.0)
+        terms.append(RewardTerm(name, term, row.number("weight"), joints, params))
+    return terms
+
+
+def compute_rewards(terms: list[RewardTerm], x: RewardInputs, scale: float) -> tuple[np.ndarray, dict]:
+    """Weighted sum times `scale` (the policy dt), and each term's contribution for logging."""
+    total = np.zeros(x.command.shape[0])
+    parts = {}
+    for t in terms:
+        value = t.weight * TERMS[t.term](x, t.joints, t.params) * scale
+        parts[t.name] = value
+        total += value
+    return total, parts

@@ -1,0 +1,256 @@
+"""The velocity-tracking task on MuJoCo for any RobotSpec, following IsaacLab's step order:
+actions -> decimation x physics -> terminations -> rewards -> pre-reset observation of finished envs
+-> reset -> command resampling and pushes -> observations.
+
+Observations come from deploy's ObservationPipeline and actions go through deploy's ActionMap, so
+training, sim2sim and the robot read and write the robot identically."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploy.action_map import ActionMap
+from deploy.config import ConfigError, Section, load_yaml
+from deploy.observations import ObservationPipeline, projected_gravity
+from deploy.sim_world import SimWorld
+from deploy.spec import REPO_ROOT, RobotSpec
+from training.envs.base import StepResult
+from training.envs.rewards import RewardInputs, RewardTerm, compute_rewards, parse_rewards
+
+TASKS_DIR = REPO_ROOT / "configs" / "tasks"
+
+
+@dataclass(frozen=True)
+class Randomization:
+    friction: tuple[float, float]
+    added_base_mass: tuple[float, float]
+    motor_strength: tuple[float, float]
+    push_interval_s: tuple[float, float]
+    push_velocity: float
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    height_scan: bool
+    episode_length_s: float
+    reward_dt_scaling: bool
+    tracking_sigma: float
+    rewards: tuple[RewardTerm, ...]
+    randomization: Randomization
+    reset_joint_scale: tuple[float, float]
+    reset_base_velocity: float
+    reset_yaw: float
+
+    @classmethod
+    def load(cls, task: str, spec: RobotSpec) -> "TaskConfig":
+        path = TASKS_DIR / f"{task}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
+            raise ConfigError(path, "task", f"unknown task '{task}' (known: {known})")
+        root = Section(load_yaml(path), path)
+        root.allow(["episode_length_s", "reward_dt_scaling", "tracking_sigma", "rewards",
+                    "domain_randomization", "reset"], ["height_scan"])
+        per_robot = root.sub("rewards")
+        if spec.name not in per_robot.data:
+            raise per_robot.error(spec.name, f"no reward weights for robot '{spec.name}' "
+                                  f"(robots here: {', '.join(per_robot.data)})")
+        dr = root.sub("domain_randomization")
+        dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])
+        reset = root.sub("reset")
+        reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
+        return cls(
+            name=task, height_scan=root.get("height_scan", bool, False),
+            episode_length_s=root.number("episode_length_s", low=0.1),
+            reward_dt_scaling=root.get("reward_dt_scaling", bool),
+            tracking_sigma=root.number("tracking_sigma", low=1e-6),
+            rewards=tuple(parse_rewards(per_robot.sub(spec.name), spec)),
+            randomization=Randomization(
+                friction=dr.pair("friction"), added_base_mass=dr.pair("added_base_mass"),
+                motor_strength=dr.pair("motor_strength"), push_interval_s=dr.pair("push_interval_s"),
+                push_velocity=dr.number("push_velocity", low=0.0)),
+            reset_joint_scale=reset.pair("joint_pos_scale"),
+            reset_base_velocity=reset.number("base_velocity", low=0.0),
+            reset_yaw=reset.number("yaw", low=0.0))
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in Path(TASKS_DIR).glob("*.yaml"))
+
+
+class VelocityEnv:
+    """N robots tracking random (vx, vy, wz) commands; implements training.envs.base.VecEnv."""
+
+    def __init__(self, spec: RobotSpec, task: TaskConfig, num_envs: int, seed: int = 0,
+                 threads: int = 1, randomize: bool = True, obs_noise: bool = True):
+        if task.height_scan:
+            raise ConfigError(TASKS_DIR / f"{task.name}.yaml", "height_scan",
+                              "the MuJoCo backend has flat ground only; rough terrain needs IsaacLab")
+        self.spec, self.task = spec, task
+        self.num_envs = num_envs
+        self.world = SimWorld(spec, num_envs, threads)
+        self.pipeline = ObservationPipeline(spec, height_scan=False)
+        self.action_map = ActionMap(spec)
+        self.obs_dim = self.pipeline.dim
+        self.action_low, self.action_high = self.action_map.low, self.action_map.high
+        self.randomize, self.obs_noise = randomize, obs_noise
+        self.max_steps = int(round(task.episode_length_s / spec.policy_dt))
+        self.rng = np.random.default_rng(seed)
+        n, j, f = num_envs, spec.num_joints, len(spec.foot_bodies)
+        self.episode_step = np.zeros(n, dtype=np.int64)
+        self.command = np.zeros((n, 3))
+        self.command_timer = np.zeros(n)
+        self.push_timer = np.zeros(n)
+        self.action = np.zeros((n, j))
+        self.last_action = np.zeros((n, j))
+        self.air_time = np.zeros((n, f))
+        self.contact_time = np.zeros((n, f))
+        self.episode_return = np.zeros(n)
+        self.episode_track_err = np.zeros(n)
+        self.friction, self.added_mass, self.strength = np.ones(n), np.zeros(n), np.ones(n)
+
+    # ---- protocol --------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, stagger: bool = True) -> np.ndarray:
+        """Reset every env; with `stagger`, episodes start at random steps so that timeouts do not
+        arrive in one wave (evaluation turns it off to run whole episodes)."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._reset_envs(np.arange(self.num_envs))
+        if stagger:
+            self.episode_step[:] = self.rng.integers(0, self.max_steps, self.num_envs)
+        return self._observe()
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        spec = self.spec
+        actions = np.asarray(actions, dtype=np.float64)
+        self.last_action, self.action = self.action, actions
+        self.world.set_targets(self.action_map.joint_targets(actions))
+        self.world.step(spec.decimation)
+        self.episode_step += 1
+
+        state = self.world.read_state()
+        contact_term, penalized, feet = self.world.contacts()
+        gravity = projected_gravity(state.base_quat)
+        tilt = np.arccos(np.clip(-gravity[:, 2], -1.0, 1.0))
+        terminated = contact_term | (tilt > spec.termination.max_tilt) \
+            | (self.world.base_pos[:, 2] < spec.termination.min_base_height)
+        truncated = (self.episode_step >= self.max_steps) & ~terminated
+
+        first_contact = feet & (self.air_time > 0)
+        last_air = np.where(first_contact, self.air_time + spec.policy_dt, 0.0)
+        self.air_time = np.where(feet, 0.0, self.air_time + spec.policy_dt)
+        self.contact_time = np.where(feet, self.contact_time + spec.policy_dt, 0.0)
+        foot_speed = np.linalg.norm(self.world.foot_velocity()[..., :2], axis=-1)
+        inputs = RewardInputs(
+            command=self.command, lin_vel=state.base_lin_vel, ang_vel=state.base_ang_vel,
+            gravity=gravity, joint_pos=state.joint_pos, joint_torque=self.world.joint_torque,
+            joint_acc=self.world.joint_acc, action=self.action, last_action=self.last_action,
+            foot_contact=feet, first_contact=first_contact, last_air_time=last_air,
+            air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
+            penalized_contacts=penalized, terminated=terminated, spec=spec,
+            sigma=self.task.tracking_sigma)
+        scale = spec.policy_dt if self.task.reward_dt_scaling else 1.0
+        reward, parts = compute_rewards(list(self.task.rewards), inputs, scale)
+        self.episode_return += reward
+        self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
+
+        done = terminated | truncated
+        obs_before = self._observe(state)
+        info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()}}
+        finished = np.flatnonzero(done)
+        if len(finished):
+            info["episode"] = {
+                "envs": finished,
+                "return": self.episode_return[finished].copy(),
+                "length": self.episode_step[finished].copy(),
+                "lin_vel_error": self.episode_track_err[finished] / self.episode_step[finished],
+                "fell": terminated[finished].copy()}
+            self._reset_envs(finished)
+        self._advance_command_and_pushes()
+        obs = self._observe() if len(finished) else obs_before
+        return StepResult(obs=obs, reward=reward, terminated=terminated, truncated=truncated,
+                          final_obs=obs_before, info=info)
+
+    def close(self) -> None:
+        self.world.close()
+
+    # ---- exact resume ----------------------------------------------------------------------
+    _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
+               "air_time", "contact_time", "episode_return", "episode_track_err", "friction",
+               "added_mass", "strength")
+
+    def state_dict(self) -> dict:
+        """Everything that decides the next transitions: physics, task state and the RNG."""
+        return {"rng": self.rng.bit_generator.state, "physics": self.world.get_state(),
+                **{k: getattr(self, k).copy() for k in self._ARRAYS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        for k in self._ARRAYS:
+            getattr(self, k)[...] = state[k]
+        if self.randomize:
+            self.world.set_friction(self.friction)
+            self.world.set_added_base_mass(self.added_mass)
+            self.world.set_motor_strength(self.strength)
+        self.world.set_state(state["physics"])
+
+    # ---- internals -------------------------------------------------------------------------
+    def _observe(self, state=None) -> np.ndarray:
+        state = self.world.read_state() if state is None else state
+        rng = self.rng if self.obs_noise else None
+        return self.pipeline.compute(state, self.command, self.action, rng)
+
+    def _reset_envs(self, envs: np.ndarray) -> None:
+        spec, task, rng, k = self.spec, self.task, self.rng, len(envs)
+        lo, hi = task.reset_joint_scale
+        q = np.clip(spec.default_pos * rng.uniform(lo, hi, (k, spec.num_joints)),
+                    spec.soft_lower, spec.soft_upper)
+        yaw = rng.uniform(-task.reset_yaw, task.reset_yaw, k)
+        quat = np.stack([np.cos(yaw / 2), np.zeros(k), np.zeros(k), np.sin(yaw / 2)], 1)
+        v = task.reset_base_velocity
+        self.world.reset(envs, joint_pos=q, base_quat=quat, base_vel=rng.uniform(-v, v, (k, 6)))
+        if self.randomize:
+            self._randomize(envs)
+        self.episode_step[envs] = 0
+        self.action[envs] = 0.0
+        self.last_action[envs] = 0.0
+        self.air_time[envs] = 0.0
+        self.contact_time[envs] = 0.0
+        self.episode_return[envs] = 0.0
+        self.episode_track_err[envs] = 0.0
+        self._resample_commands(envs)
+        self.push_timer[envs] = rng.uniform(*task.randomization.push_interval_s, k)
+
+    def _randomize(self, envs: np.ndarray) -> None:
+        """Draw new physics for the envs being reset (others keep theirs)."""
+        dr, rng, k = self.task.randomization, self.rng, len(envs)
+        self.friction[envs] = rng.uniform(*dr.friction, k)
+        self.added_mass[envs] = rng.uniform(*dr.added_base_mass, k)
+        self.strength[envs] = rng.uniform(*dr.motor_strength, k)
+        self.world.set_friction(self.friction)
+        self.world.set_added_base_mass(self.added_mass)
+        self.world.set_motor_strength(self.strength)
+
+    def _resample_commands(self, envs: np.ndarray) -> None:
+        c = self.spec.commands
+        self.command[envs] = self.rng.uniform(c.low, c.high, (len(envs), 3))
+        standing = self.rng.random(len(envs)) < c.standing_fraction
+        self.command[envs[standing]] = 0.0
+        self.command_timer[envs] = c.resampling_time
+
+    def _advance_command_and_pushes(self) -> None:
+        dt = self.spec.policy_dt
+        self.command_timer -= dt
+        due = np.flatnonzero(self.command_timer <= 0)
+        if len(due):
+            self._resample_commands(due)
+        if not self.randomize:
+            return
+        self.push_timer -= dt
+        push = np.flatnonzero(self.push_timer <= 0)
+        if len(push):
+            v = self.task.randomization.push_velocity
+            self.world.push(push, self.rng.uniform(-v, v, (len(push), 2)))
+            self.push_timer[push] = self.rng.uniform(*self.task.randomization.push_interval_s, len(push))

@@ -1,0 +1,111 @@
+"""Replay buffer for vectorized envs with n-step returns built at sample time.
+
+Storage is time-major, one column per env (capacity, num_envs), written in lockstep, so an n-step
+window is a run of consecutive rows in one column. Each row stores (s, a, r, s~', d, b) as in
+rsl_rl_sac.md Sec. 3.4: s~' is the pre-reset observation when the step timed out, d is "episode
+ended" (failure or timeout) and b is "timed out".
+
+Sampling builds Eq. 11 with masks: the window is cut at the first ended step and at the write
+position, the return sums gamma^k r over the surviving steps, and the bootstrap weight is
+gamma^(k+1) at the last step, times 0 for a failure and 1 for a timeout or an uncut window."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    obs: torch.Tensor
+    actions: torch.Tensor
+    returns: torch.Tensor       # sum_k gamma^k S_k r_{t+k}
+    bootstrap: torch.Tensor     # gamma^(k+1) * m at the window's last step
+    next_obs: torch.Tensor      # s~ after the window's last step
+    steps: torch.Tensor         # effective n of each sample
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, num_envs: int, obs_dim: int, act_dim: int,
+                 device: str | torch.device = "cpu"):
+        self.rows = max(1, capacity // num_envs)
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        shape = (self.rows, num_envs)
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self.obs = torch.zeros(*shape, obs_dim, **f32)
+        self.next_obs = torch.zeros(*shape, obs_dim, **f32)
+        self.actions = torch.zeros(*shape, act_dim, **f32)
+        self.rewards = torch.zeros(*shape, **f32)
+        self.dones = torch.zeros(*shape, dtype=torch.bool, device=self.device)
+        self.timeouts = torch.zeros(*shape, dtype=torch.bool, device=self.device)
+        self.ptr = 0      # next row to write
+        self.size = 0     # filled rows
+
+    def __len__(self) -> int:
+        return self.size * self.num_envs
+
+    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+            next_obs: torch.Tensor, dones: torch.Tensor, timeouts: torch.Tensor) -> None:
+        """One row: a step of every env. `next_obs` must already be the corrected s~ (Eq. 9)."""
+        if bool((timeouts & ~dones).any()):
+            raise ValueError("a timed-out env must also be flagged done (d includes timeouts)")
+        i = self.ptr
+        self.obs[i] = obs
+        self.actions[i] = actions
+        self.rewards[i] = rewards
+        self.next_obs[i] = next_obs
+        self.dones[i] = dones
+        self.timeouts[i] = timeouts
+        self.ptr = (self.ptr + 1) % self.rows
+        self.size = min(self.size + 1, self.rows)
+
+    def sample(self, batch_size: int, n_step: int, gamma: float,
+               generator: torch.Generator | None = None) -> Batch:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        dev = self.device
+        age = torch.randint(0, self.size, (batch_size,), device=dev, generator=generator)
+        env = torch.randint(0, self.num_envs, (batch_size,), device=dev, generator=generator)
+        oldest = (self.ptr - self.size) % self.rows
+        return self.gather((oldest + age) % self.rows, env, n_step, gamma)
+
+    def gather(self, rows: torch.Tensor, env: torch.Tensor, n_step: int, gamma: float) -> Batch:
+        """n-step samples starting at (row, env); rows must be filled."""
+        dev = self.device
+        k = torch.arange(n_step, device=dev)
+        idx = (rows.unsqueeze(1) + k) % self.rows                       # (B, n)
+        age = (rows - (self.ptr - self.size)) % self.rows               # 0 = oldest row
+        in_buffer = (age.unsqueeze(1) + k) < self.size                  # never past the write head
+        envs = env.unsqueeze(1).expand_as(idx)
+        done = self.dones[idx, envs] & in_buffer
+        # S_k: no step before k ended the episode, and step k exists.
+        ended_before = torch.cumsum(done.int(), 1) - done.int()
+        alive = (ended_before == 0) & in_buffer
+        discounts = gamma ** k.float()
+        returns = (self.rewards[idx, envs] * alive * discounts).sum(1)
+        last = alive.sum(1) - 1                                          # effective n - 1
+        last_row = idx.gather(1, last.unsqueeze(1)).squeeze(1)
+        failed = self.dones[last_row, env] & ~self.timeouts[last_row, env]
+        bootstrap = gamma ** (last + 1).float() * (~failed).float()
+        return Batch(obs=self.obs[rows, env], actions=self.actions[rows, env], returns=returns,
+                     bootstrap=bootstrap, next_obs=self.next_obs[last_row, env], steps=last + 1)
+
+    def state_dict(self) -> dict:
+        keep = self.size
+        order = (torch.arange(keep) + (self.ptr - keep)) % self.rows  # oldest first
+        return {"rows": self.rows, "num_envs": self.num_envs,
+                **{name: getattr(self, name)[order].cpu() for name in self._fields()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(f"replay buffer was saved with {state['num_envs']} envs, "
+                             f"this run has {self.num_envs}")
+        n = min(len(state["rewards"]), self.rows)
+        for name in self._fields():
+            getattr(self, name)[:n] = state[name][-n:].to(self.device)
+        self.size, self.ptr = n, n % self.rows
+
+    @staticmethod
+    def _fields() -> tuple[str, ...]:
+        return ("obs", "next_obs", "actions", "rewards", "dones", "timeouts")

@@ -1,0 +1,243 @@
+"""The pretraining loop (rsl_rl_sac.md Algorithm 1): collect N_s steps in N_e envs, store corrected
+transitions, run the update step, evaluate, log and checkpoint. Resuming restores every piece of
+state (networks, optimizers, normalizers, replay, env physics, RNGs), so an interrupted run
+continues exactly as if it had not stopped."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploy.spec import RobotSpec
+from training.checkpoint import FORMAT, atomic_save, load_checkpoint
+from training.config import TrainConfig
+from training.envs.base import VecEnv, corrected_next_obs
+from training.replay_buffer import ReplayBuffer
+from training.sac import SAC, NonFiniteError
+
+
+@dataclass
+class Progress:
+    iteration: int = 0
+    env_steps: int = 0
+    updates: int = 0
+    wall_time: float = 0.0
+    best_eval: float = -math.inf
+    recent_returns: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, spec: RobotSpec, env: VecEnv, eval_env: VecEnv | None,
+                 out_dir: Path, task: str, seed: int = 0, device: str = "cpu"):
+        self.cfg, self.spec, self.env, self.eval_env = cfg, spec, env, eval_env
+        self.out = Path(out_dir)
+        self.task, self.seed, self.device = task, seed, torch.device(device)
+        torch.manual_seed(seed)
+        self.agent = SAC(env.obs_dim, env.action_low, env.action_high, cfg.sac).to(self.device)
+        self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.obs_dim, len(env.action_low),
+                                   self.device)
+        self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.progress = Progress()
+        self.obs = torch.as_tensor(env.reset(seed=seed), device=self.device)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def train(self, max_iterations: int | None = None, show_progress: bool = True) -> Progress:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        cfg, p = self.cfg, self.progress
+        end = max_iterations if max_iterations is not None else cfg.max_iterations
+        writer = SummaryWriter(str(self.out / "tb"), purge_step=p.iteration)
+        bar = tqdm(total=end, initial=p.iteration, disable=not show_progress, unit="it",
+                   dynamic_ncols=True)
+        try:
+            while p.iteration < end:
+                t0 = time.perf_counter()
+                self._collect()
+                t1 = time.perf_counter()
+                logs = self._learn()
+                t2 = time.perf_counter()
+                p.iteration += 1
+                p.wall_time += t2 - t0
+                self._log(writer, bar, logs, t1 - t0, t2 - t1)
+                if self.eval_env is not None and p.iteration % cfg.eval_interval == 0:
+                    self._evaluate(writer)
+                if p.iteration % cfg.checkpoint_interval == 0 or p.iteration == end:
+                    self.save()
+        finally:
+            bar.close()
+            writer.close()
+        return p
+
+    def _collect(self) -> None:
+        cfg, p = self.cfg, self.progress
+        for _ in range(cfg.steps_per_env):
+            obs = self.obs
+            self._check_obs(obs)
+            self.agent.observe(obs)
+            action = self.agent.act(obs)
+            result = self.env.step(action.cpu().numpy())
+            done = torch.as_tensor(result.terminated | result.truncated, device=self.device)
+            timeout = torch.as_tensor(result.truncated, device=self.device)
+            next_obs = torch.as_tensor(corrected_next_obs(result), device=self.device)
+            self.buffer.add(obs, action, torch.as_tensor(result.reward, dtype=torch.float32,
+                                                         device=self.device),
+                            next_obs, done, timeout)
+            self.obs = torch.as_tensor(result.obs, device=self.device)
+            p.env_steps += self.env.num_envs
+            if "episode" in result.info:
+                p.recent_returns = (p.recent_returns + list(result.info["episode"]["return"]))[-200:]
+
+    def _learn(self) -> dict:
+        cfg = self.cfg
+        if self.progress.iteration < cfg.learning_starts:
+            return {}
+        logs: dict = {}
+        for _ in range(cfg.updates_per_iteration):
+            batch = self.buffer.sample(cfg.batch_size, cfg.sac.n_step, cfg.sac.gamma, self.sample_rng)
+            logs = self.agent.update(batch)
+            self.progress.updates += 1
+        return {k: float(v) for k, v in logs.items()}
+
+    def _check_obs(self, obs: torch.Tensor) -> None:
+        bad = ~torch.isfinite(obs)
+        if bool(bad.any()):
+            env, col = [int(i) for i in bad.nonzero()[0]]
+            raise NonFiniteError(f"non-finite observation at env step {self.progress.env_steps} "
+                                 f"(env {env}, observation index {col}); last good checkpoint kept "
+                                 f"in {self.out}")
+
+    # ---- reporting -------------------------------------------------------------------------
+    def _log(self, writer, bar, logs: dict, t_collect: float, t_learn: float) -> None:
+        p, cfg = self.progress, self.cfg
+        sps = cfg.steps_per_env * self.env.num_envs / max(t_collect, 1e-9)
+        ups = cfg.updates_per_iteration / max(t_learn, 1e-9) if logs else 0.0
+        for k, v in logs.items():
+            writer.add_scalar(k, v, p.env_steps)
+        writer.add_scalar("perf/env_steps_per_s", sps, p.env_steps)
+        writer.add_scalar("perf/updates_per_s", ups, p.env_steps)
+        ret = float(np.mean(p.recent_returns)) if p.recent_returns else float("nan")
+        if p.recent_returns:
+            writer.add_scalar("train/episode_return", ret, p.env_steps)
+        bar.set_postfix(ret=f"{ret:.2f}", sps=f"{sps:.0f}", ups=f"{ups:.0f}",
+                        alpha=f"{logs.get('policy/alpha', float('nan')):.2g}", refresh=False)
+        bar.update(1)
+
+    def _evaluate(self, writer) -> dict:
+        metrics = evaluate(self.agent, self.eval_env, self.device)
+        p = self.progress
+        for k, v in metrics.items():
+            writer.add_scalar(f"eval/{k}", v, p.env_steps)
+        row = {"iteration": p.iteration, "env_steps": p.env_steps, "updates": p.updates,
+               "wall_time": round(p.wall_time, 1), **{k: round(v, 5) for k, v in metrics.items()}}
+        log = self.out / "eval.csv"
+        new = not log.exists()
+        with open(log, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        plot_eval_curve(log, self.out / "reward_curve.png")
+        if metrics["return"] > p.best_eval:
+            p.best_eval = metrics["return"]
+            self.save(self.out / "best.pt", with_replay=False)
+        return metrics
+
+    # ---- persistence -----------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        env = self.env
+        return {
+            "format": FORMAT,
+            "robot": {"name": self.spec.name, "hash": self.spec.hash, "spec": self.spec.to_dict()},
+            "task": self.task,
+            "config": self.cfg.to_dict(),
+            "obs_layout": env.pipeline.layout.to_list() if hasattr(env, "pipeline") else None,
+            "action_bounds": {"low": np.asarray(env.action_low).tolist(),
+                              "high": np.asarray(env.action_high).tolist()},
+            "agent": self.agent.full_state(),
+            "progress": vars(self.progress).copy(),
+            "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state()},
+            "env": env.state_dict() if hasattr(env, "state_dict") else None,
+            "obs": self.obs.cpu(),
+            "seed": self.seed,
+        }
+
+    def save(self, path: Path | None = None, with_replay: bool = True) -> Path:
+        path = path or self.out / "checkpoints" / f"model_{self.progress.iteration:07d}.pt"
+        atomic_save(self.checkpoint(), path)
+        if with_replay:
+            atomic_save(self.buffer.state_dict(), self.out / "checkpoints" / "replay.pt")
+            atomic_save({"checkpoint": path.name}, self.out / "checkpoints" / "latest.pt")
+            self._prune(path.parent)
+        return path
+
+    def _prune(self, folder: Path) -> None:
+        models = sorted(folder.glob("model_*.pt"))
+        for old in models[:-self.cfg.checkpoint_keep]:
+            old.unlink()
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint: a run folder's `latest.pt` or a model file beside replay.pt."""
+        path = Path(path)
+        if path.name == "latest.pt":
+            path = path.parent / torch.load(path, weights_only=False)["checkpoint"]
+        ckpt = load_checkpoint(path, self.spec)
+        self.agent.load_full_state(ckpt["agent"])
+        self.progress = Progress(**ckpt["progress"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.sample_rng.set_state(ckpt["rng"]["sample"])
+        if ckpt["env"] is not None:
+            self.env.load_state_dict(ckpt["env"])
+        self.obs = ckpt["obs"].to(self.device)
+        replay = path.parent / "replay.pt"
+        if replay.is_file():
+            self.buffer.load_state_dict(torch.load(replay, weights_only=False))
+
+
+@torch.no_grad()
+def evaluate(agent: SAC, env, device: torch.device) -> dict:
+    """One whole episode per env with the deterministic policy; first episode of each env counts."""
+    obs = torch.as_tensor(env.reset(seed=12345, stagger=False), device=device)
+    n = env.num_envs
+    ret, fell, err, length = np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    seen = np.zeros(n, bool)
+    for _ in range(env.max_steps):
+        result = env.step(agent.act(obs, deterministic=True).cpu().numpy())
+        ep = result.info.get("episode")
+        if ep is not None:
+            first = ~seen[ep["envs"]]
+            idx = ep["envs"][first]
+            ret[idx], fell[idx] = ep["return"][first], ep["fell"][first]
+            err[idx], length[idx] = ep["lin_vel_error"][first], ep["length"][first]
+            seen[idx] = True
+        obs = torch.as_tensor(result.obs, device=device)
+        if seen.all():
+            break
+    return {"return": float(ret.mean()), "fall_rate": float(fell.mean()),
+            "lin_vel_error": float(err.mean()), "episode_length_s": float(length.mean() * env.spec.policy_dt)}
+
+
+def plot_eval_curve(csv_path: Path, png_path: Path) -> None:
+    """The reward curve a person looks at: eval return and tracking error against env steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["env_steps"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(steps, [float(r["return"]) for r in rows], marker="o")
+    a.set_xlabel("env steps"), a.set_ylabel("eval return (20 s episode)"), a.grid(alpha=0.3)
+    b.plot(steps, [float(r["lin_vel_error"]) for r in rows], marker="o", color="C1", label="lin vel error")
+    b.plot(steps, [float(r["fall_rate"]) for r in rows], marker="x", color="C3", label="fall rate")
+    b.axhline(0.2, ls="--", color="gray", lw=0.8)
+    b.set_xlabel("env steps"), b.legend(), b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
