@@ -119,25 +119,38 @@ def load_robot(spec: RobotSpec) -> tuple[mujoco.MjModel, MjcfMap]:
     return model, mapping
 
 
-def apply_spec_actuators(model: mujoco.MjModel, spec: RobotSpec, mapping: MjcfMap) -> None:
+def apply_spec_actuators(model: mujoco.MjModel, spec: RobotSpec, mapping: MjcfMap,
+                         kp: np.ndarray | None = None, kd: np.ndarray | None = None) -> None:
     """Turn each policy joint's actuator into torque = clip(kp (ctrl - q) - kd qd, +-effort).
 
-    The gains and effort limits are read from the spec only: an MJCF carries zero-gain placeholders,
-    so there is no second copy of the gains to drift from the one the robot uses. With ctrl set to
-    the joint target, MuJoCo's affine actuator computes exactly the PD law the robot's motor driver
-    runs, and the implicitfast integrator treats its kd term implicitly."""
+    The gains and effort limits are read from the spec only (the policy's gains unless others, such
+    as the spec's stand gains, are passed): an MJCF carries zero-gain placeholders, so there is no
+    second copy of the gains to drift from the one the robot uses."""
     for i, joint in enumerate(spec.joints):
-        act = int(mapping.actuator[i])
-        _refuse_stateful_actuator(model, spec, act, joint.name)
-        model.actuator_gaintype[act] = mujoco.mjtGain.mjGAIN_FIXED
-        model.actuator_biastype[act] = mujoco.mjtBias.mjBIAS_AFFINE
-        model.actuator_gainprm[act, :] = 0.0
-        model.actuator_gainprm[act, 0] = joint.kp
-        model.actuator_biasprm[act, :] = 0.0
-        model.actuator_biasprm[act, :3] = (0.0, -joint.kp, -joint.kd)
-        model.actuator_gear[act, :] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        model.actuator_forcelimited[act] = 1
-        model.actuator_forcerange[act] = (-joint.effort, joint.effort)
+        _refuse_stateful_actuator(model, spec, int(mapping.actuator[i]), joint.name)
+    write_pd_actuators(model, mapping.actuator, spec.kp if kp is None else kp,
+                       spec.kd if kd is None else kd, spec.effort_limit)
+
+
+def write_pd_actuators(model: mujoco.MjModel, actuators: np.ndarray, kp: np.ndarray, kd: np.ndarray,
+                       effort: np.ndarray) -> None:
+    """With ctrl set to the joint target, MuJoCo's affine actuator computes exactly the PD law the
+    robot's motor driver runs, and the implicitfast integrator treats its kd term implicitly.
+    Arrays broadcast against `actuators`, so one call serves a world of many robots."""
+    act = np.asarray(actuators)
+    kp, kd, effort = (np.broadcast_to(x, act.shape) for x in (kp, kd, effort))
+    model.actuator_gaintype[act] = mujoco.mjtGain.mjGAIN_FIXED
+    model.actuator_biastype[act] = mujoco.mjtBias.mjBIAS_AFFINE
+    model.actuator_gainprm[act] = 0.0
+    model.actuator_gainprm[act, 0] = kp
+    model.actuator_biasprm[act] = 0.0
+    model.actuator_biasprm[act, 1] = -kp
+    model.actuator_biasprm[act, 2] = -kd
+    model.actuator_gear[act] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    model.actuator_forcelimited[act] = 1
+    model.actuator_ctrllimited[act] = 0
+    model.actuator_forcerange[act, 0] = -effort
+    model.actuator_forcerange[act, 1] = effort
 
 
 def _refuse_stateful_actuator(model: mujoco.MjModel, spec: RobotSpec, act: int, joint: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from deploy.mjcf import MjcfMap, load_model
+from deploy.mjcf import MjcfMap, load_model, write_pd_actuators
 from deploy.observations import RobotState, quat_rotate_inverse
 from deploy.spec import RobotSpec
 
@@ -150,21 +150,9 @@ class SimWorld:
         spec = self.spec
         kp_scale = np.ones(self.n) if kp_scale is None else kp_scale
         for sh in self.shards:
-            st, ks = self._split(strength, sh), self._split(kp_scale, sh)
-            kp = spec.kp[None] * (st * ks)[:, None]
-            kd = spec.kd[None] * st[:, None]
-            effort = spec.effort_limit[None] * st[:, None]
-            m, act = sh.model, sh.idx.actuator
-            m.actuator_gaintype[act] = mujoco.mjtGain.mjGAIN_FIXED
-            m.actuator_biastype[act] = mujoco.mjtBias.mjBIAS_AFFINE
-            m.actuator_gainprm[act, 0] = kp
-            m.actuator_biasprm[act, 0] = 0.0
-            m.actuator_biasprm[act, 1] = -kp
-            m.actuator_biasprm[act, 2] = -kd
-            m.actuator_forcelimited[act] = 1
-            m.actuator_forcerange[act, 0] = -effort
-            m.actuator_forcerange[act, 1] = effort
-            m.actuator_ctrllimited[act] = 0
+            st, ks = self._split(strength, sh)[:, None], self._split(kp_scale, sh)[:, None]
+            write_pd_actuators(sh.model, sh.idx.actuator, spec.kp * st * ks, spec.kd * st,
+                               spec.effort_limit * st)
 
     def set_added_base_mass(self, added: np.ndarray) -> None:
         """Add mass to each base, scaling its inertia with it (IsaacLab's add_base_mass event)."""

@@ -112,6 +112,8 @@ class RobotSpec:
     height_scan: HeightScanSpec
     commands: CommandSpec
     termination: TerminationSpec
+    stand_kp_scale: float = 1.0
+    stand_kd_scale: float = 1.0
     hash: str = field(default="", compare=False)
 
     # ---- loading -------------------------------------------------------------------------
@@ -180,6 +182,16 @@ class RobotSpec:
         return self._column("kd")
 
     @property
+    def stand_kp(self) -> np.ndarray:
+        """Gains of the STAND state (holding the default pose without a policy), which on several
+        robots must be stiffer than the policy's gains to carry the robot's weight."""
+        return self.kp * self.stand_kp_scale
+
+    @property
+    def stand_kd(self) -> np.ndarray:
+        return self.kd * self.stand_kd_scale
+
+    @property
     def effort_limit(self) -> np.ndarray:
         return self._column("effort")
 
@@ -224,7 +236,9 @@ class RobotSpec:
 
 def _parse(root: Section, path: Path) -> RobotSpec:
     root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
-                "height_scan", "commands", "termination"])
+                "height_scan", "commands", "termination"], ["stand"])
+    stand = root.sub("stand", {})
+    stand.allow([], ["kp_scale", "kd_scale"])
     hw = root.sub("hardware")
     hw.allow(["interface"])
     timing = root.sub("timing")
@@ -264,6 +278,8 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         height_scan=_parse_height_scan(root.sub("height_scan")),
         commands=_parse_commands(root.sub("commands")),
         termination=_parse_termination(root.sub("termination")),
+        stand_kp_scale=stand.number("kp_scale", 1.0, low=0.1, high=20.0),
+        stand_kd_scale=stand.number("kd_scale", 1.0, low=0.1, high=20.0),
     )
     _check_defaults_inside_soft_limits(spec, root)
     digest = hashlib.sha256(json.dumps(_hashed_content(spec), sort_keys=True).encode()).hexdigest()

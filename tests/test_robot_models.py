@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from deploy.mjcf import MjcfMap, load_robot
+from deploy.mjcf import MjcfMap, apply_spec_actuators, load_robot
 from deploy.spec import RobotSpec, available_robots
 
 RELATIVE_TOLERANCE = 0.05   # model vs published mass and segment lengths
@@ -31,8 +31,6 @@ class Leg:
 class Figures:
     mass: float                  # kg, whole robot
     legs: tuple[Leg, ...]
-    stand_drop: float = 0.05     # m, the most the base may sink while standing on the spec's PD law
-    stand_tilt_deg: float = 10.0
 
 
 def _quadruped(legs: tuple[str, ...], hip: str, knee: str, foot: str, thigh: float,
@@ -51,10 +49,6 @@ PUBLISHED: dict[str, Figures] = {
             thigh=0.213,
             # Unitree go2_description URDF: <joint FL_foot_joint> origin xyz="0 0 -0.213"
             shank=0.213),
-        # IsaacLab's Go2 gains (kp 25) let each calf give ~0.24 rad under a quarter of the weight
-        # (about 6 N m): the base dips 5.9 cm and settles 4.2 cm low (2.6 cm at kp 60). The bound
-        # leaves room for that compliance and still fails a model that folds or falls.
-        stand_drop=0.08,
     ),
     "anymal_d": Figures(
         # ANYbotics ANYmal D product specification: about 50 kg (the anymal_d_simple_description URDF's
@@ -68,16 +62,21 @@ PUBLISHED: dict[str, Figures] = {
             # same URDF: <joint LF_shank_fixed_LF_FOOT> origin xyz="0.1 0.02225 -0.39246"
             # (KFE and shank_fixed frames coincide)
             shank=float(np.linalg.norm([0.1, 0.02225, -0.39246]))),
-        # IsaacLab's ANYDRIVE_3_SIMPLE_ACTUATOR_CFG (kp 40) cannot hold the default pose: each foot
-        # stands 0.245 m ahead of (front) or behind (hind) its knee, so the knee carries about
-        # 126 N x 0.245 m = 31 N m, i.e. 0.77 rad of sag at kp 40. The base settles 12.9 cm low and
-        # pitched 12.5 deg, at rest on its feet (with kp 80 / kd 5: 4.6 cm, 0.6 deg). The bounds let
-        # that compliance pass and still fail a model that folds or falls.
-        stand_drop=0.15,
-        stand_tilt_deg=15.0,
     ),
-    # "g1": Figures(mass=..., legs=(Leg("left_hip_pitch_joint", "left_knee_joint", ...), ...)),
-    # filled in with the G1 model, one cited source per number.
+    "g1": Figures(
+        # Unitree G1 product page: weight about 35 kg. (The g1_29dof_rev_1_0 URDF's links, from which
+        # the model is written, sum to 33.34 kg, 4.7 % below.)
+        mass=35.0,
+        legs=tuple(
+            Leg(f"{side}_hip_pitch_joint", f"{side}_knee_joint", f"{side}_ankle_roll_link",
+                # Unitree unitree_ros g1_29dof_rev_1_0.urdf joint origins: hip_roll (0, 0.052, -0.030465)
+                # rpy (0, -0.1749, 0), hip_yaw (0.025001, 0, -0.12412), knee (-0.078273, 0.0021489,
+                # -0.17734): |(0, 0.052, -0.030465) + Ry(-0.1749) (hip_yaw + knee)| = 0.3409 m
+                thigh=0.3409,
+                # same URDF: ankle_pitch (0, -9.4445e-05, -0.30001) + ankle_roll (0, 0, -0.017558)
+                shank=float(np.linalg.norm([0.0, 9.4445e-05, 0.30001 + 0.017558])))
+            for side in ("left", "right")),
+    ),
 }
 
 
@@ -145,10 +144,15 @@ def test_actuators_are_the_spec_pd_law(robot):
     np.testing.assert_allclose(data.qfrc_actuator[mapping.dof_adr], expected, atol=1e-9)
 
 
+STAND_DROP = 0.05        # m, the most the base may sink while standing
+STAND_TILT_DEG = 10.0
+
+
 def test_stands_on_its_actuators_at_the_default_pose(robot):
-    figures = _figures(robot)
+    """PD at the spec's STAND gains towards the default pose holds the robot up for 10 s."""
     spec = RobotSpec.load(robot)
     model, mapping = load_robot(spec)
+    apply_spec_actuators(model, spec, mapping, spec.stand_kp, spec.stand_kd)
     data = _placed_at_default_pose(model, mapping, spec)
     start = data.qpos[mapping.free_qpos + 2]
     data.ctrl[mapping.actuator] = spec.default_pos
@@ -157,10 +161,9 @@ def test_stands_on_its_actuators_at_the_default_pose(robot):
         mujoco.mj_step(model, data)
         lowest = min(lowest, data.qpos[mapping.free_qpos + 2])
         tilt = max(tilt, _tilt_deg(data, mapping))
-    assert start - lowest <= figures.stand_drop, \
-        f"{robot}: base sank {100 * (start - lowest):.1f} cm (limit {100 * figures.stand_drop:.0f} cm)"
-    assert tilt <= figures.stand_tilt_deg, \
-        f"{robot}: base tilted {tilt:.1f} deg (limit {figures.stand_tilt_deg:.0f} deg)"
+    assert start - lowest <= STAND_DROP, \
+        f"{robot}: base sank {100 * (start - lowest):.1f} cm (limit {100 * STAND_DROP:.0f} cm)"
+    assert tilt <= STAND_TILT_DEG, f"{robot}: base tilted {tilt:.1f} deg (limit {STAND_TILT_DEG:.0f} deg)"
     speed = np.linalg.norm(data.qvel[mapping.free_dof:mapping.free_dof + 3])
     assert speed < 0.01, f"{robot}: base still moving at {speed:.3f} m/s after {STAND_SECONDS} s"
     touching = _bodies_touching_floor(model, data)

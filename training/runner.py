@@ -21,6 +21,9 @@ from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
 
 
+LOG_EVERY = 50  # iterations between log lines when there is no progress bar
+
+
 @dataclass
 class Progress:
     iteration: int = 0
@@ -124,9 +127,14 @@ class Trainer:
         ret = float(np.mean(p.recent_returns)) if p.recent_returns else float("nan")
         if p.recent_returns:
             writer.add_scalar("train/episode_return", ret, p.env_steps)
-        bar.set_postfix(ret=f"{ret:.2f}", sps=f"{sps:.0f}", ups=f"{ups:.0f}",
-                        alpha=f"{logs.get('policy/alpha', float('nan')):.2g}", refresh=False)
+        alpha = logs.get("policy/alpha", float("nan"))
+        bar.set_postfix(ret=f"{ret:.2f}", sps=f"{sps:.0f}", ups=f"{ups:.0f}", alpha=f"{alpha:.2g}",
+                        refresh=False)
         bar.update(1)
+        if bar.disable and p.iteration % LOG_EVERY == 0:
+            print(f"it {p.iteration} env_steps {p.env_steps} updates {p.updates} return {ret:.3f} "
+                  f"env_steps/s {sps:.0f} updates/s {ups:.0f} alpha {alpha:.3g} "
+                  f"wall {p.wall_time / 60:.1f} min", flush=True)
 
     def _evaluate(self, writer) -> dict:
         metrics = evaluate(self.agent, self.eval_env, self.device)

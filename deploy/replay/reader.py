@@ -23,7 +23,8 @@ import numpy as np
 
 from deploy.replay.record import TransitionLayout
 from deploy.replay.segment import (FRAME_OVERHEAD, TMP, Header, Problem, ReplayError, SegmentFile,
-                                   list_segments, read_header_file, read_retired, scan_frames)
+                                   frame_dtype, list_segments, read_header_file, read_retired,
+                                   scan_frames)
 
 log = logging.getLogger("deploy.replay")
 
@@ -130,6 +131,7 @@ class ReplayReader:
 
     directory: Path
     layout_hash: str | None = None
+    log_problems: bool = True       # off for a caller that prints `problems` itself
     problems: list[Problem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -260,7 +262,7 @@ class ReplayReader:
         for p in scan.problems:
             self._report(p)
         step = head.layout.record_size + FRAME_OVERHEAD
-        frame = np.dtype([("head", "V16"), ("payload", head.layout.dtype), ("crc", "<u4")])
+        frame = frame_dtype(head.layout.dtype)
         base = state.offset
         state.offset, state.last_seq = scan.end, scan.last_seq
         walk.last[seg.session] = scan.last_seq
@@ -319,4 +321,5 @@ class ReplayReader:
 
     def _report(self, problem: Problem) -> None:
         self.problems.append(problem)
-        (log.error if problem.corrupt else log.warning)("replay: %s", problem)
+        if self.log_problems:
+            (log.error if problem.corrupt else log.warning)("replay: %s", problem)

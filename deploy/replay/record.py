@@ -80,7 +80,11 @@ class TransitionLayout:
         self.meta = dict(meta or {})   # joint names, obs terms: for people and exports, not decoding
         self.dtype = np.dtype([(f.name, f.dtype, f.shape) for f in fields])
         self._by_name = {f.name: f for f in fields}
-        self._required = [f.name for f in fields if f.fill is None]
+        self._required = {f.name for f in fields if f.fill is None}
+        self._template = np.zeros((), self.dtype)   # defaults filled in once, copied per record
+        for f in fields:
+            if f.fill is not None and f.fill != "now":
+                self._template[f.name] = f.fill
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, obs: ObservationLayout) -> "TransitionLayout":
@@ -123,7 +127,10 @@ class TransitionLayout:
         """One record's payload. Refuses unknown names, missing required fields and wrong shapes
         with a ValueError: those are controller bugs that sim2sim, which runs the same code, finds
         before the robot does."""
-        rec = np.zeros((), self.dtype)
+        missing = self._required.difference(values)
+        if missing:
+            raise ValueError(f"transition is missing required fields: {', '.join(sorted(missing))}")
+        rec = self._template.copy()
         for name, value in values.items():
             f = self._by_name.get(name)
             if f is None:
@@ -136,12 +143,8 @@ class TransitionLayout:
                 raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
                                  f"expected {f.shape}")
             rec[name] = value
-        missing = [n for n in self._required if n not in values]
-        if missing:
-            raise ValueError(f"transition is missing required fields: {', '.join(missing)}")
-        for f in self.fields:
-            if f.name not in values and f.fill is not None:
-                rec[f.name] = time.monotonic_ns() if f.fill == "now" else f.fill
+        if "time_ns" not in values:
+            rec["time_ns"] = time.monotonic_ns()
         return rec.tobytes()
 
     def decode(self, payload: bytes) -> np.ndarray:

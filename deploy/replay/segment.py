@@ -182,21 +182,26 @@ def frame_size(layout: TransitionLayout) -> int:
     return layout.record_size + FRAME_OVERHEAD
 
 
-def encode_frames(payloads: list[bytes], first_seq: int, seed: int) -> bytes:
+def frame_dtype(payload: np.dtype | int) -> np.dtype:
+    """One frame as a numpy record; `payload` is the record dtype or just its size in bytes."""
+    body = payload if isinstance(payload, np.dtype) else f"V{payload}"
+    return np.dtype([("magic", "<u4"), ("length", "<u4"), ("seq", "<u8"), ("payload", body),
+                     ("crc", "<u4")])
+
+
+def encode_frames(payloads: list[bytes], first_seq: int, seed: int) -> memoryview:
     """Frames for consecutive sequence numbers, as one buffer for a single write."""
-    if not payloads:
-        return b""
     size = len(payloads[0])
     step = size + FRAME_OVERHEAD
-    out = bytearray(step * len(payloads))
-    view = memoryview(out)
-    pack_head, pack_crc, crc32 = _HEAD.pack_into, _CRC.pack_into, zlib.crc32
-    for i, payload in enumerate(payloads):
-        o = i * step
-        pack_head(out, o, FRAME_MAGIC, size, first_seq + i)
-        out[o + 16:o + 16 + size] = payload
-        pack_crc(out, o + 16 + size, crc32(view[o + 4:o + 16 + size], seed))
-    return bytes(out)
+    frames = np.empty(len(payloads), frame_dtype(size))
+    frames["magic"] = FRAME_MAGIC
+    frames["length"] = size
+    frames["seq"] = np.arange(first_seq, first_seq + len(payloads))
+    frames["payload"] = np.frombuffer(b"".join(payloads), f"V{size}")
+    view = memoryview(frames).cast("B")
+    crc32 = zlib.crc32
+    frames["crc"] = [crc32(view[o + 4:o + step - 4], seed) for o in range(0, len(view), step)]
+    return view
 
 
 @dataclass
@@ -241,8 +246,7 @@ def scan_frames(path: Path, data: bytes, start: int, layout: TransitionLayout, s
     step = size + FRAME_OVERHEAD
     view = memoryview(data)
     scan = FrameScan(end=start, last_seq=last_seq)
-    dtype = np.dtype([("magic", "<u4"), ("length", "<u4"), ("seq", "<u8"), ("payload", f"V{size}"),
-                      ("crc", "<u4")])
+    dtype = frame_dtype(size)
     crc32 = zlib.crc32
     pos = start
     while True:

@@ -213,7 +213,9 @@ class ReplayWriter:
                     log.error("replay session %d: %d records could not be written before close "
                               "(%s)", self.session, self._lost, self._last_error)
                     break
-                time.sleep(min(self.poll_s, max(0.0, self._retry_at - time.monotonic())))
+                wait = self._retry_at - time.monotonic()
+                if self._pending and wait > 0:
+                    time.sleep(min(self.poll_s, wait))
                 continue
             try:
                 self._maybe_sync(force=False)

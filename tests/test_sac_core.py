@@ -1,0 +1,208 @@
+"""The SAC core against hand-computed expectations (rsl_rl_sac.md Sec. 3.2-3.5)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.actor import SquashedGaussianActor
+from training.critic import TwinQCritic
+from training.networks import EmpiricalNormalizer
+from training.replay_buffer import ReplayBuffer
+from training.sac import SAC, SACConfig
+from training.temperature import EntropyTemperature
+
+GAMMA = 0.9
+
+
+def _buffer(rewards, dones, timeouts, capacity=None, num_envs=1):
+    """One env; obs_t = [t], next_obs_t = [100 + t] so a test can read which state was bootstrapped."""
+    T = len(rewards)
+    buf = ReplayBuffer(capacity or T, num_envs, 1, 1)
+    for t in range(T):
+        buf.add(torch.full((num_envs, 1), float(t)), torch.zeros(num_envs, 1),
+                torch.full((num_envs,), float(rewards[t])), torch.full((num_envs, 1), 100.0 + t),
+                torch.tensor([bool(dones[t])] * num_envs), torch.tensor([bool(timeouts[t])] * num_envs))
+    return buf
+
+
+def _sample_at(buf, row, n):
+    return buf.gather(torch.tensor([row]), torch.tensor([0]), n, GAMMA)
+
+
+def test_n_step_return_without_episode_end():
+    buf = _buffer([1, 2, 3, 4, 5, 6], [0] * 6, [0] * 6)
+    b = _sample_at(buf, 0, 3)
+    assert b.returns.item() == pytest.approx(1 + 0.9 * 2 + 0.81 * 3)
+    assert b.bootstrap.item() == pytest.approx(0.9 ** 3)
+    assert b.next_obs.item() == 102.0      # s~ after the third step
+    assert b.steps.item() == 3
+
+
+def test_n_step_return_stops_at_a_failure_and_does_not_bootstrap():
+    buf = _buffer([1, 2, 3, 4, 5, 6], [0, 1, 0, 0, 0, 0], [0] * 6)
+    b = _sample_at(buf, 0, 4)
+    assert b.returns.item() == pytest.approx(1 + 0.9 * 2)   # rewards after the failure excluded
+    assert b.bootstrap.item() == 0.0
+    assert b.steps.item() == 2
+
+
+def test_n_step_return_at_a_timeout_bootstraps_from_the_pre_reset_state():
+    buf = _buffer([1, 2, 3, 4, 5, 6], [0, 0, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0])
+    b = _sample_at(buf, 1, 4)
+    assert b.returns.item() == pytest.approx(2 + 0.9 * 3)   # next episode's rewards excluded
+    assert b.bootstrap.item() == pytest.approx(0.9 ** 2)    # gamma^(k+1) S_k b_{t+k}, k = 1
+    assert b.next_obs.item() == 102.0                        # the stored pre-reset observation
+
+
+def test_n_step_window_never_reads_past_the_write_position():
+    buf = _buffer([1, 2, 3, 4], [0] * 4, [0] * 4, capacity=8)
+    b = _sample_at(buf, 2, 5)                               # rows 2, 3 exist; 4.. are not written
+    assert b.returns.item() == pytest.approx(3 + 0.9 * 4)
+    assert b.bootstrap.item() == pytest.approx(0.9 ** 2)
+    assert b.next_obs.item() == 103.0
+
+
+def test_n_step_window_respects_the_write_head_after_wrapping():
+    buf = _buffer([1, 2, 3, 4, 5, 6], [0] * 6, [0] * 6, capacity=4)  # rows hold t = 4, 5, 2, 3
+    b = _sample_at(buf, 3, 5)   # t = 3, then rows 0 (t=4), 1 (t=5); row 2 is the oldest: stop
+    assert b.returns.item() == pytest.approx(4 + 0.9 * 5 + 0.81 * 6)
+    assert b.next_obs.item() == 105.0
+    assert b.steps.item() == 3
+
+
+def test_sampled_returns_never_mix_episodes_or_cross_the_head():
+    """Randomized check of every sample against a direct loop over the stored rows."""
+    rng = np.random.default_rng(0)
+    T = 50
+    dones = rng.random(T) < 0.2
+    timeouts = dones & (rng.random(T) < 0.5)
+    rewards = rng.normal(size=T)
+    buf = _buffer(rewards, dones, timeouts, capacity=32)
+    order = [(buf.ptr + i) % buf.rows for i in range(buf.size)]       # oldest first
+    stored_t = {row: T - buf.size + i for i, row in enumerate(order)}
+    batch = buf.sample(500, 5, GAMMA)
+    for i in range(500):
+        t0 = int(batch.obs[i].item())
+        ret, k = 0.0, 0
+        while True:
+            t = t0 + k
+            ret += GAMMA ** k * rewards[t]
+            if dones[t] or k == 4 or t == T - 1:
+                break
+            k += 1
+        assert t0 in stored_t.values()
+        assert batch.returns[i].item() == pytest.approx(ret, abs=1e-5)
+        expect_boot = 0.0 if (dones[t] and not timeouts[t]) else GAMMA ** (k + 1)
+        assert batch.bootstrap[i].item() == pytest.approx(expect_boot, abs=1e-6)
+
+
+def test_add_refuses_a_timeout_that_is_not_done():
+    buf = ReplayBuffer(4, 1, 1, 1)
+    with pytest.raises(ValueError, match="timed-out"):
+        buf.add(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.zeros(1, 1),
+                torch.tensor([False]), torch.tensor([True]))
+
+
+def _actor(low=(-1.0, -0.5, -2.0), high=(1.0, 2.0, 0.5), sigma0=0.15):
+    torch.manual_seed(0)
+    return SquashedGaussianActor(4, np.array(low), np.array(high), [32, 32], init_std=sigma0)
+
+
+def test_log_prob_matches_numerical_change_of_variables():
+    """log pi(a) = log N(x) - log |det da/dx|, the Jacobian taken by finite differences."""
+    actor = _actor()
+    obs = torch.randn(64, 4, dtype=torch.float64)
+    actor = actor.double()
+    mean, log_std = actor.distribution_params(obs)
+    x = mean + log_std.exp() * torch.randn_like(mean)
+    analytic = actor.log_prob(x, mean, log_std)
+    eps = 1e-6
+    jac = (actor.squash(x + eps) - actor.squash(x - eps)) / (2 * eps)   # diagonal map
+    gauss = torch.distributions.Normal(mean, log_std.exp()).log_prob(x).sum(-1)
+    numeric = gauss - torch.log(jac.abs()).sum(-1)
+    assert torch.allclose(analytic, numeric, atol=1e-5)
+
+
+def test_log_prob_is_finite_deep_in_the_tanh_tails():
+    actor = _actor().double()
+    x = torch.tensor([[30.0, -30.0, 15.0]], dtype=torch.float64)
+    lp = actor.log_prob(x, torch.zeros_like(x), torch.zeros_like(x))
+    assert torch.isfinite(lp).all()
+
+
+def test_actions_stay_inside_the_per_joint_bounds():
+    actor = _actor()
+    a, _ = actor(torch.randn(4096, 4) * 50)
+    low, high = torch.tensor([-1.0, -0.5, -2.0]), torch.tensor([1.0, 2.0, 0.5])
+    assert bool(((a >= low) & (a <= high)).all())
+
+
+def test_initial_std_is_sigma0_on_every_dimension_for_any_observation():
+    actor = _actor(sigma0=0.15)
+    _, log_std = actor.distribution_params(torch.randn(256, 4) * 10)
+    assert torch.allclose(log_std.exp(), torch.full_like(log_std, 0.15), atol=1e-7)
+
+
+def test_initial_mean_head_has_zero_bias_and_small_weights():
+    actor = _actor()
+    d = actor.act_dim
+    assert torch.all(actor.head.bias[:d] == 0)
+    assert 0 < actor.head.weight[:d].abs().max() < 0.1
+    assert torch.all(actor.head.weight[d:] == 0)
+
+
+def test_temperature_rises_when_entropy_is_below_target_and_falls_above():
+    temp = EntropyTemperature(action_dim=4, init_alpha=0.1, target_entropy_scale=1.0)  # H_target = -4
+    low_entropy_logp = torch.full((8,), 10.0)      # entropy -10 < -4
+    temp.loss(low_entropy_logp).backward()
+    assert temp.log_alpha.grad.item() < 0          # gradient descent increases log alpha
+    temp.log_alpha.grad = None
+    temp.loss(torch.full((8,), -10.0)).backward()  # entropy 10 > -4
+    assert temp.log_alpha.grad.item() > 0
+
+
+def test_polyak_update_moves_targets_by_tau():
+    torch.manual_seed(0)
+    critic = TwinQCritic(3, 2, [8])
+    before = [p.clone() for p in critic.q_target.parameters()]
+    with torch.no_grad():
+        for p in critic.q.parameters():
+            p.add_(1.0)
+    critic.update_target(0.1)
+    for old, online, new in zip(before, critic.q.parameters(), critic.q_target.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * online, atol=1e-6)
+
+
+def test_twin_critics_are_independent_members():
+    critic = TwinQCritic(3, 2, [8])
+    q = critic.q_values(torch.randn(5, 3), torch.randn(5, 2))
+    assert q.shape == (2, 5)
+    assert not torch.allclose(q[0], q[1])
+
+
+def test_normalizer_matches_the_batch_statistics():
+    norm = EmpiricalNormalizer(3, eps=0.0)
+    data = torch.randn(1000, 3) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([2.0, -1.0, 0.0])
+    for chunk in data.split(77):
+        norm.update(chunk)
+    assert torch.allclose(norm.mean, data.mean(0), atol=1e-5)
+    assert torch.allclose(norm.var, data.var(0, unbiased=False), rtol=1e-4)
+
+
+def test_update_changes_every_part_and_stays_finite():
+    torch.manual_seed(0)
+    agent = SAC(4, -np.ones(2), np.ones(2), SACConfig(actor_hidden=(16,), critic_hidden=(16,)))
+    buf = ReplayBuffer(64, 4, 4, 2)
+    for _ in range(16):
+        buf.add(torch.randn(4, 4), torch.rand(4, 2), torch.randn(4), torch.randn(4, 4),
+                torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    logs = agent.update(buf.sample(32, 3, 0.97))
+    after = agent.state_dict()
+    for key in ("actor.head.weight", "critic.q.net.0.weight", "temperature.log_alpha",
+                "critic.q_target.net.0.weight"):
+        assert not torch.equal(before[key], after[key]), key
+    assert all(math.isfinite(float(v)) for v in logs.values())

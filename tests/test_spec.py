@@ -1,0 +1,166 @@
+"""RobotSpec loading, validation and the index maps derived from it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from deploy.config import ConfigError
+from deploy.spec import ROBOTS_DIR, RobotSpec, available_robots
+
+# unitree_rl_lab's 29-DoF G1 velocity policy: policy (IsaacLab PhysX) joint i -> SDK hg motor.
+G1_POLICY_TO_SDK = [0, 6, 12, 1, 7, 13, 2, 8, 14, 3, 9, 15, 22, 4, 10, 16, 23, 5, 11, 17, 24, 18, 25,
+                    19, 26, 20, 27, 21, 28]
+# unitree_sdk2 hg motor order (G1 29 DoF).
+G1_SDK_ORDER = [
+    "left_hip_pitch", "left_hip_roll", "left_hip_yaw", "left_knee", "left_ankle_pitch", "left_ankle_roll",
+    "right_hip_pitch", "right_hip_roll", "right_hip_yaw", "right_knee", "right_ankle_pitch",
+    "right_ankle_roll", "waist_yaw", "waist_roll", "waist_pitch",
+    "left_shoulder_pitch", "left_shoulder_roll", "left_shoulder_yaw", "left_elbow", "left_wrist_roll",
+    "left_wrist_pitch", "left_wrist_yaw",
+    "right_shoulder_pitch", "right_shoulder_roll", "right_shoulder_yaw", "right_elbow",
+    "right_wrist_roll", "right_wrist_pitch", "right_wrist_yaw"]
+# IsaacLab Go2 (PhysX order) -> unitree_sdk2 go motor order (FR, FL, RR, RL x hip, thigh, calf).
+GO2_POLICY_TO_SDK = [3, 0, 9, 6, 4, 1, 10, 7, 5, 2, 11, 8]
+GO2_SDK_ORDER = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL")
+                 for part in ("hip", "thigh", "calf")]
+
+
+@pytest.mark.parametrize("robot", available_robots())
+def test_every_robot_config_loads_with_its_mjcf(robot):
+    spec = RobotSpec.load(robot)
+    assert spec.name == robot
+    assert len(spec.hash) == 64
+    assert spec.num_joints == len(set(spec.joint_names))
+
+
+def test_published_robot_set_is_present():
+    assert {"g1", "go2", "anymal_d"} <= set(available_robots())
+    assert RobotSpec.load("g1").num_joints == 29
+    assert RobotSpec.load("go2").num_joints == 12
+    assert RobotSpec.load("anymal_d").num_joints == 12
+
+
+@pytest.mark.parametrize("robot", available_robots())
+def test_hardware_map_round_trips(robot):
+    spec = RobotSpec.load(robot, check_mjcf=False)
+    p2h, h2p = spec.policy_to_hardware, spec.hardware_to_policy
+    assert np.array_equal(h2p[p2h], np.arange(spec.num_joints))
+    used = h2p >= 0
+    assert np.array_equal(p2h[h2p[used]], np.flatnonzero(used))
+
+
+def test_go2_hardware_order_is_unitree_go_order():
+    spec = RobotSpec.load("go2", check_mjcf=False)
+    assert spec.policy_to_hardware.tolist() == GO2_POLICY_TO_SDK
+    h2p = spec.hardware_to_policy
+    assert [spec.joint_names[h2p[m]] for m in range(12)] == GO2_SDK_ORDER
+
+
+def test_g1_hardware_order_is_unitree_hg_order():
+    spec = RobotSpec.load("g1", check_mjcf=False)
+    assert spec.policy_to_hardware.tolist() == G1_POLICY_TO_SDK
+    h2p = spec.hardware_to_policy
+    assert [spec.joint_names[h2p[m]] for m in range(29)] == [f"{n}_joint" for n in G1_SDK_ORDER]
+    assert (h2p[29:] == -1).all()   # hg messages carry 35 slots; 29..34 are unused on the G1
+
+
+def test_spec_hash_is_stable_and_sensitive(tmp_path):
+    a = RobotSpec.load("go2", check_mjcf=False)
+    assert RobotSpec.load("go2", check_mjcf=False).hash == a.hash
+    data = _go2(tmp_path)
+    data["joints"][0]["kp"] = 26.0
+    assert _load(tmp_path, data, check_mjcf=False).hash != a.hash
+
+
+# ---- refusals -------------------------------------------------------------------------------
+def _go2(tmp_path: Path) -> dict:
+    data = yaml.safe_load((ROBOTS_DIR / "go2.yaml").read_text())
+    data["mjcf"] = str((ROBOTS_DIR / data["mjcf"]).resolve())
+    return data
+
+
+def _load(tmp_path: Path, data: dict, check_mjcf: bool = True) -> RobotSpec:
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return RobotSpec.load(path, check_mjcf=check_mjcf)
+
+
+def test_misspelled_key_is_refused_with_a_hint(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][3]["dfault"] = data["joints"][3].pop("default")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, data)
+    msg = str(err.value)
+    assert "robot.yaml" in msg and "joints[3].dfault" in msg and "did you mean 'default'" in msg
+
+
+def test_misspelled_top_level_key_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["comands"] = data.pop("commands")
+    with pytest.raises(ConfigError, match=r"comands: unknown key; did you mean 'commands'"):
+        _load(tmp_path, data)
+
+
+def test_duplicated_joint_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][5]["name"] = data["joints"][2]["name"]
+    with pytest.raises(ConfigError, match=r"joints\[5\]\.name: duplicated joint 'RL_hip_joint'"):
+        _load(tmp_path, data)
+
+
+def test_joint_missing_from_the_mjcf_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][0]["name"] = "FL_hip_jiont"
+    with pytest.raises(ConfigError, match=r"'FL_hip_jiont' is not in the MJCF"):
+        _load(tmp_path, data)
+
+
+def test_default_outside_limits_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][8]["default"] = -3.0
+    with pytest.raises(ConfigError, match=r"joints\[8\]\.default: default position -3.0 of joint "
+                                          r"'FL_calf_joint' is outside its limits"):
+        _load(tmp_path, data)
+
+
+def test_default_outside_soft_limits_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][8]["default"] = -2.7   # inside [-2.7227, -0.8378], outside the 0.9 soft range
+    with pytest.raises(ConfigError, match="outside its soft limits"):
+        _load(tmp_path, data)
+
+
+def test_limits_that_disagree_with_the_mjcf_are_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][0]["limits"] = [-1.2, 1.2]
+    with pytest.raises(ConfigError, match=r"joints\[0\]\.limits: 'FL_hip_joint' limits .* differ"):
+        _load(tmp_path, data)
+
+
+def test_duplicated_motor_index_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["joints"][1]["motor"] = data["joints"][0]["motor"]
+    with pytest.raises(ConfigError, match=r"joints\[1\]\.motor: motor index 3 .* already used"):
+        _load(tmp_path, data, check_mjcf=False)
+
+
+def test_inconsistent_timing_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["timing"]["decimation"] = 5
+    with pytest.raises(ConfigError, match=r"timing\.decimation"):
+        _load(tmp_path, data, check_mjcf=False)
+
+
+def test_unknown_observation_term_is_refused_with_the_known_names(tmp_path):
+    data = _go2(tmp_path)
+    data["observations"][0]["term"] = "base_linvel"
+    with pytest.raises(ConfigError, match=r"observations\[0\]\.term: 'base_linvel' is not one of: .*base_lin_vel"):
+        _load(tmp_path, data, check_mjcf=False)
+
+
+def test_unknown_robot_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown robot 'go3' \(known: .*go2"):
+        RobotSpec.load("go3")
