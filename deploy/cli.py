@@ -13,6 +13,8 @@ STAGES = [
     ("deploy.cli_robots", "register"),
     ("training.cli", "register"),
     ("deploy.replay.cli", "register"),
+    ("training.cli_export", "register"),
+    ("deploy.cli_models", "register"),
 ]
 
 

@@ -206,3 +206,25 @@ def test_update_changes_every_part_and_stays_finite():
                 "critic.q_target.net.0.weight"):
         assert not torch.equal(before[key], after[key]), key
     assert all(math.isfinite(float(v)) for v in logs.values())
+
+
+def test_bf16_update_follows_the_fp32_update():
+    """Mixed precision is a speed switch, not another algorithm: one update from the same state
+    moves the parameters in nearly the same direction as the fp32 update."""
+    deltas = {}
+    for amp in ("none", "bf16"):
+        torch.manual_seed(0)
+        agent = SAC(8, -np.ones(3), np.ones(3), SACConfig(actor_hidden=(64, 64), critic_hidden=(64, 64),
+                                                         amp=amp, actor_lr=1e-2, critic_lr=1e-2))
+        buf = ReplayBuffer(256, 4, 8, 3)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(32):
+            buf.add(torch.randn(4, 8, generator=gen), torch.rand(4, 3, generator=gen) * 2 - 1,
+                    torch.randn(4, generator=gen), torch.randn(4, 8, generator=gen),
+                    torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+        before = torch.nn.utils.parameters_to_vector(agent.parameters()).clone()
+        torch.manual_seed(2)
+        agent.update(buf.sample(64, 3, 0.97, torch.Generator().manual_seed(3)))
+        deltas[amp] = torch.nn.utils.parameters_to_vector(agent.parameters()) - before
+    cos = torch.nn.functional.cosine_similarity(deltas["none"], deltas["bf16"], dim=0)
+    assert cos > 0.95, float(cos)

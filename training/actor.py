@@ -40,7 +40,7 @@ class SquashedGaussianActor(nn.Module):
         self.head.bias[d:].fill_(math.log(init_std))
 
     def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        mean, log_std = self.head(self.trunk(obs)).to(obs.dtype).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

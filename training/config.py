@@ -89,6 +89,9 @@ def _sac_config(sec: Section) -> SACConfig:
     from training.networks import ACTIVATIONS
     if values.get("activation", "silu") not in ACTIVATIONS:
         raise sec.error("activation", f"'{values['activation']}' is not one of: {', '.join(ACTIVATIONS)}")
+    from training.sac import AMP_MODES
+    if values.get("amp", "none") not in AMP_MODES:
+        raise sec.error("amp", f"'{values['amp']}' is not one of: {', '.join(AMP_MODES)}")
     if not 0.0 < values.get("gamma", 0.97) < 1.0:
         raise sec.error("gamma", "discount must lie in (0, 1)")
     return SACConfig(**values)

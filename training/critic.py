@@ -22,7 +22,7 @@ class TwinQCritic(nn.Module):
 
     def q_values(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """(E, B)."""
-        return self.q(torch.cat([obs, act], -1)).squeeze(-1)
+        return self.q(torch.cat([obs, act], -1)).to(obs.dtype).squeeze(-1)
 
     def value_for_actor(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """min_i Q_i(s, a): the pessimistic value the actor climbs (Eq. 3)."""
@@ -30,7 +30,7 @@ class TwinQCritic(nn.Module):
 
     @torch.no_grad()
     def target_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.q_target(torch.cat([obs, act], -1)).squeeze(-1).min(0).values
+        return self.q_target(torch.cat([obs, act], -1)).to(obs.dtype).squeeze(-1).min(0).values
 
     def loss(self, obs: torch.Tensor, act: torch.Tensor, returns: torch.Tensor,
              bootstrap: torch.Tensor, next_obs: torch.Tensor, next_act: torch.Tensor,

@@ -42,6 +42,19 @@ class SACConfig:
     normalize_actor_obs: bool = True
     normalize_critic_obs: bool = True
     num_q: int = 2
+    amp: str = "none"   # "bf16": matrix products in bfloat16 (losses, log-probs and optimizers stay fp32)
+
+
+AMP_MODES = ("none", "bf16")
+
+
+def _adam(params, lr: float) -> torch.optim.Optimizer:
+    """Fused Adam (one kernel for all parameters) where this torch build has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 class NonFiniteError(RuntimeError):
@@ -63,8 +76,8 @@ class SAC(nn.Module):
                                               cfg.auto_alpha)
         self.actor_norm = EmpiricalNormalizer(obs_dim) if cfg.normalize_actor_obs else nn.Identity()
         self.critic_norm = EmpiricalNormalizer(obs_dim) if cfg.normalize_critic_obs else nn.Identity()
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.q.parameters(), lr=cfg.critic_lr)
+        self.actor_opt = _adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_opt = _adam(self.critic.q.parameters(), cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
 
@@ -84,6 +97,10 @@ class SAC(nn.Module):
     # ---- learning --------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on critic, temperature and (every p steps) actor; then Polyak."""
+        with torch.autocast(batch.obs.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+            return self._update(batch)
+
+    def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         step = int(self.num_updates)
         obs_a, next_a = self.actor_norm(batch.obs), self.actor_norm(batch.next_obs)

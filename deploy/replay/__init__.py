@@ -6,7 +6,8 @@
     ReplayReader("runs/replay").load(after=cursor)         # in the learner: numpy arrays
 
 record.py is the record layout, segment.py the file format, writer.py the writer thread,
-reader.py the reader, export.py the MCAP export, cli.py `sac2real replay ...`."""
+reader.py the reader, export.py the MCAP export, cli.py `sac2real replay ...`, crashtest.py the
+SIGKILL harness shared by CI and bench/replay.py."""
 from deploy.replay.reader import Chunk, Cursor, Record, ReplayArrays, ReplayReader
 from deploy.replay.record import TransitionLayout
 from deploy.replay.segment import Problem, ReplayError

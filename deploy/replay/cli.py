@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _info(args: argparse.Namespace) -> int:
     try:
         sessions, reader = survey(args.directory)
     except ReplayError as exc:
-        print(f"sac2real replay: error: {exc}")
+        print(f"sac2real replay: error: {exc}", file=sys.stderr)
         return 2
     _print_summary(args.directory, sessions, reader)
     return 0
@@ -111,7 +112,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         sessions, reader = survey(args.directory)
     except ReplayError as exc:
-        print(f"sac2real replay: error: {exc}")
+        print(f"sac2real replay: error: {exc}", file=sys.stderr)
         return 2
     for p in reader.problems:
         print(f"{'CORRUPT' if p.corrupt else 'note'}: {p}")
@@ -126,7 +127,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         summary = export_mcap(args.directory, args.output)
     except ReplayError as exc:
-        print(f"sac2real replay: error: {exc}")
+        print(f"sac2real replay: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {summary.messages} transitions of {summary.sessions} sessions to {summary.path}")
     return 0

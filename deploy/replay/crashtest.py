@@ -1,15 +1,18 @@
 """Kill-test harness: SIGKILL a real writer process at random moments and check what survives.
 
-Shared by CI (tests/test_replay_crash.py, a few dozen trials) and bench/replay.py (hundreds), and
-usable on the robot's own storage, which is what ultimately has to survive the power cuts.
+Shared by CI (tests/test_replay_crash.py, a few dozen trials) and bench/replay.py (hundreds; with
+`--dir` it runs on the robot's own storage, which is what ultimately has to survive).
 
 Each trial forks a child that starts a ReplayWriter in the same directory (so it first recovers the
 previous trial's crash) and appends synthetic transitions in bursts, publishing how many records
 its writer had handed to the kernel; the parent kills it after a random delay and reads the
-child's session back. A trial passes when the reader finds no corrupt record and every record the
-child reported written is there, in sequence. Fork is used because a child that re-imports numpy
+child's session back. In a third of the trials the child queues a backlog of thousands of records
+before starting the writer, so that the kill tends to land inside a large write (the kernel stops
+a write to a regular file at a page boundary on SIGKILL, which leaves a torn frame). A trial
+passes when the reader finds no corrupt record and every record the child reported written is
+there, in sequence, with the values written. Fork is used because a child that re-imports numpy
 would spend most of a trial starting up; call this only while the calling process runs no other
-threads."""
+Python threads."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -24,6 +27,7 @@ import numpy as np
 
 from deploy.replay.reader import Cursor, ReplayReader
 from deploy.replay.record import TransitionLayout
+from deploy.replay.segment import FRAME_OVERHEAD, OPEN, TMP, list_segments, read_header_file
 from deploy.replay.writer import ReplayWriter
 
 
@@ -42,12 +46,19 @@ def synthetic_transition(layout: TransitionLayout, i: int) -> dict[str, Any]:
     return values
 
 
-def _child(directory: str, layout: TransitionLayout, written: Any, options: dict[str, Any],
-           seed: int) -> None:
+def _child(directory: str, layout: TransitionLayout, written: Any, started: Any,
+           options: dict[str, Any], backlog: int, seed: int) -> None:
     rng = random.Random(seed)
-    writer = ReplayWriter(directory, layout, **options).start()
+    writer = ReplayWriter(directory, layout, queue_size=max(4096, backlog), **options)
+    for i in range(backlog):
+        writer.append(**synthetic_transition(layout, i))
+    writer.start()
+    started.set()
     deadline = time.monotonic() + 10.0
-    i = 0
+    i = backlog
+    while backlog and writer.stats().queue_depth and time.monotonic() < deadline:
+        written.value = writer.stats().written
+        time.sleep(0.0002)
     while time.monotonic() < deadline:
         for _ in range(rng.randint(1, 40)):
             writer.append(**synthetic_transition(layout, i))
@@ -70,18 +81,28 @@ def kill_trials(directory: str | Path, layout: TransitionLayout, trials: int, se
                    "fsync_period_s": rng.choice([0.0, 0.01, 1.0, None]),
                    "poll_s": rng.choice([0.0005, 0.005]),
                    "disk_budget_bytes": rng.choice([None, 1 << 20])}
+        backlog = rng.choice([0, 0, rng.randint(1000, 4000)])
+        if backlog:
+            options["segment_bytes"] = 4 << 20
         if options["disk_budget_bytes"] is not None:
             options["disk_budget_bytes"] = max(options["disk_budget_bytes"],
                                                2 * options["segment_bytes"])
-        written = ctx.Value("q", 0, lock=False)
-        child = ctx.Process(target=_child, args=(str(directory), layout, written, options,
-                                                 rng.randrange(1 << 30)))
+        written, started = ctx.Value("q", 0, lock=False), ctx.Event()
+        child = ctx.Process(target=_child, args=(str(directory), layout, written, started, options,
+                                                 backlog, rng.randrange(1 << 30)))
         child.start()
-        time.sleep(rng.uniform(0.0, max_delay_s))
+        if backlog:
+            while not started.wait(0.005) and child.is_alive():
+                pass
+            time.sleep(rng.uniform(0.0, 0.02))
+        else:
+            time.sleep(rng.uniform(0.0, max_delay_s))
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         reported = written.value
         result = check_last_session(directory, reported)
+        if child.exitcode != -signal.SIGKILL:
+            result.update(ok=False, exitcode=child.exitcode)
         counts["records_reported_written"] += reported
         counts["records_found"] += result["found"]
         counts["records_beyond_reported"] += max(0, result["found"] - reported)
@@ -97,10 +118,10 @@ def kill_trials(directory: str | Path, layout: TransitionLayout, trials: int, se
 def check_last_session(directory: Path, reported_written: int) -> dict[str, Any]:
     """Read the newest session: no corruption, seqs contiguous from its first record, values
     matching their seq, and at least `reported_written` records (all but retired ones)."""
-    segments = sorted(p.name for p in Path(directory).iterdir() if p.name[:1].isdigit())
+    segments = list_segments(directory)
     if not segments:
         return {"ok": reported_written == 0, "found": 0, "corrupt": [], "torn_tails": 0}
-    session = int(segments[-1][:8])
+    session = segments[-1].session
     reader = ReplayReader(directory, log_problems=False)
     seqs, values = [], []
     for chunk in reader.chunks(after=Cursor(session, -1)):
@@ -114,5 +135,14 @@ def check_last_session(directory: Path, reported_written: int) -> dict[str, Any]
     last = int(seq[-1]) if len(seq) else -1
     ok = not corrupt and contiguous and content and last + 1 >= reported_written
     return {"ok": ok, "found": len(seq), "last_seq": last, "corrupt": corrupt,
-            "contiguous": contiguous, "content_ok": content,
-            "torn_tails": sum(p.kind == "torn_tail" for p in reader.problems)}
+            "contiguous": contiguous, "content_ok": content, "torn_tails": _torn(directory)}
+
+
+def _torn(directory: Path) -> int:
+    """1 if the newest segment is unsealed and ends inside a frame (a write the kill tore)."""
+    segments = [s for s in list_segments(directory) if s.state != TMP]
+    if not segments or segments[-1].state != OPEN:
+        return 0
+    head = read_header_file(segments[-1].path)
+    body = segments[-1].path.stat().st_size - head.size
+    return int(body % (head.layout.record_size + FRAME_OVERHEAD) != 0)

@@ -30,18 +30,11 @@ log = logging.getLogger("deploy.replay")
 
 
 class Cursor(NamedTuple):
-    """The last record consumed; the default is "before everything"."""
+    """The last record consumed; the default is "before everything". A plain pair of ints, so a
+    learner can store it in its checkpoint as it is."""
 
     session: int = -1
     seq: int = -1
-
-    def __str__(self) -> str:
-        return f"{self.session}:{self.seq}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Cursor":
-        session, seq = text.split(":")
-        return cls(int(session), int(seq))
 
 
 @dataclass
@@ -122,6 +115,9 @@ class _Walk:
     headers: dict[tuple[int, int], Header | None] = field(default_factory=dict)
     last: dict[int, int] = field(default_factory=dict)    # session -> last seq read
     skipped: set[int] = field(default_factory=set)        # sessions of another layout
+    previous: tuple[int, int] | None = None               # the segment handled last
+    jumps: set[tuple[int, int]] = field(default_factory=set)   # index jumps already relisted
+    vanished: bool = False                                # a file was renamed or retired under us
 
 
 @dataclass
@@ -147,24 +143,34 @@ class ReplayReader:
         walk = _Walk(Cursor(*after))
         idle_since = time.monotonic()
         while True:
-            got = False
+            got = relist = False
             segments = [s for s in list_segments(self.directory) if s.state != TMP]
             for i, seg in enumerate(segments):
                 if seg.key in walk.done:
                     continue
+                if self._jumped(seg, walk):
+                    relist = True
+                    break
+                walk.previous = seg.key
                 final = seg.sealed or i + 1 < len(segments)
                 if seg.session < walk.cursor.session or self._passed(seg, segments[i + 1:], walk):
                     walk.done.add(seg.key)
+                    walk.last.pop(seg.session, None)    # continuity is now judged by the cursor
                     continue
                 for chunk in self._read(seg, final, walk):
                     got = True
                     walk.cursor = chunk.cursor
                     yield chunk
+                if walk.vanished:
+                    walk.vanished, relist = False, True
+                    break
                 if final:
                     walk.done.add(seg.key)
                     walk.progress.pop(seg.key, None)
             if got:
                 idle_since = time.monotonic()
+            if relist:
+                continue
             if not follow or (idle_timeout_s is not None
                               and time.monotonic() - idle_since > idle_timeout_s):
                 return
@@ -182,7 +188,9 @@ class ReplayReader:
         """Everything after `after` as arrays (what exists now; no tailing). All sessions must share
         one record layout unless the reader was given `layout_hash` to select one."""
         chunks = list(self.chunks(after))
-        layouts = {c.header.layout.hash: c for c in chunks}
+        layouts: dict[str, Chunk] = {}
+        for c in chunks:
+            layouts.setdefault(c.header.layout.hash, c)
         if len(layouts) > 1:
             listing = "; ".join(f"{h[:12]} (robot {c.header.layout.robot}, first in {c.path.name})"
                                 for h, c in layouts.items())
@@ -212,12 +220,24 @@ class ReplayReader:
             cursor=chunks[-1].cursor if chunks else Cursor(*after))
 
     # ---- internals ---------------------------------------------------------------------
+    @staticmethod
+    def _jumped(seg: SegmentFile, walk: _Walk) -> bool:
+        """A segment index skipped within a session: list the directory once more before taking
+        it for a gap, in case the listing raced a rename (order matters more than latency)."""
+        prev = walk.previous
+        if prev is None or prev[0] != seg.session or seg.index == prev[1] + 1 \
+                or seg.key in walk.jumps:
+            return False
+        walk.jumps.add(seg.key)
+        return True
+
     def _header(self, seg: SegmentFile, walk: _Walk) -> Header | None:
         if seg.key not in walk.headers:
             try:
                 walk.headers[seg.key] = read_header_file(seg.path, seg)
             except FileNotFoundError:
-                return None   # renamed (sealed) or retired under us: the next listing has it
+                walk.vanished = True   # renamed (sealed) or retired: the next listing says which
+                return None
             except (OSError, ReplayError) as exc:
                 walk.headers[seg.key] = None
                 self._report(Problem(str(seg.path), getattr(exc, "offset", None), "bad_header",
@@ -256,6 +276,7 @@ class ReplayReader:
                 f.seek(state.offset)
                 data = f.read()
         except FileNotFoundError:
+            walk.vanished = True
             return
         scan = scan_frames(seg.path, data, 0, head.layout, head.seed, state.last_seq,
                            base=state.offset)

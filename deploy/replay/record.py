@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -98,6 +99,10 @@ class TransitionLayout:
         """Rebuild the layout a segment header describes (KeyError/TypeError/ValueError if malformed)."""
         fields = tuple(FieldDef(str(f["name"]), str(f["dtype"]), tuple(int(d) for d in f["shape"]),
                                 _FILL.get(str(f["name"]))) for f in header["fields"])
+        for f in fields:
+            if np.dtype(f.dtype).kind not in "biufS" or min(f.shape, default=1) < 1:
+                raise ValueError(f"field '{f.name}' has dtype {f.dtype} shape {f.shape}; records "
+                                 f"hold only plain numbers and byte strings")
         return cls(fields, str(header["spec_hash"]), str(header["obs_hash"]), str(header["robot"]),
                    header.get("layout_meta", {}))
 
@@ -116,7 +121,7 @@ class TransitionLayout:
     def names(self) -> list[str]:
         return list(self._by_name)
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """Two sessions with the same hash can be concatenated into one array by a learner."""
         content = {"fields": [[f.name, f.dtype, list(f.shape)] for f in self.fields],
@@ -146,7 +151,3 @@ class TransitionLayout:
         if "time_ns" not in values:
             rec["time_ns"] = time.monotonic_ns()
         return rec.tobytes()
-
-    def decode(self, payload: bytes) -> np.ndarray:
-        """Records as a structured array (zero-copy view when `payload` is a whole number of records)."""
-        return np.frombuffer(payload, dtype=self.dtype)

@@ -295,7 +295,7 @@ def _add_runs(scan: FrameScan, path: Path, pos: int, step: int, seqs: list[int])
             if i < len(seqs):
                 scan.problems.append(Problem(str(path), pos + i * step, "gap",
                                              f"sequence jumps from {prev} to {seqs[i]}: "
-                                             f"{seqs[i] - prev - 1} records missing", seq=seqs[i]))
+                                             f"{seqs[i] - prev - 1} record(s) missing", seq=seqs[i]))
             begin = i
         if i < len(seqs):
             prev = seqs[i]

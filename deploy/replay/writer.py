@@ -14,6 +14,11 @@ I/O error) is cut back off the file with `ftruncate` so no torn frame sits betwe
 retried after `retry_s`; meanwhile the deque fills and the loop's drops are counted, so logging
 degrades and the loop does not notice.
 
+The thread shares the GIL with the loop. Its Python work per batch is tens of microseconds, and
+write, fdatasync and rename run without the GIL; but a loop thread at real-time priority can still
+wait for the GIL while the OS has preempted the writer thread holding it. bench/replay.py measures
+the loop's worst append and tick lateness with and without the writer while the disk is busy.
+
 One writer per directory, enforced with an advisory lock that the kernel drops when the process
 dies. On start the writer seals whatever a crashed predecessor left open: the torn tail (bytes
 after the last valid frame) is cut off and the segment renamed to sealed."""
@@ -35,7 +40,8 @@ from deploy.replay.record import TransitionLayout
 from deploy.replay.segment import (LOCK_FILE, OPEN, SEALED, TMP, ReplayError, SegmentFile,
                                    append_retired, encode_frames, encode_header, frame_size,
                                    fsync_dir, list_segments, make_header, read_header,
-                                   read_header_file, read_retired, scan_frames, segment_path, session_seed)
+                                   read_header_file, read_retired, scan_frames, segment_path,
+                                   session_seed)
 
 log = logging.getLogger("deploy.replay")
 
@@ -128,12 +134,13 @@ class ReplayWriter:
         return True
 
     def stats(self) -> WriterStats:
-        oldest = self._pending[0][0] if self._pending else None
-        if oldest is None:
+        oldest = None
+        for waiting in (self._pending, self._queue):   # the writer thread may empty either
             try:
-                oldest = self._queue[0][0]
+                oldest = waiting[0][0]
+                break
             except IndexError:
-                oldest = None
+                continue
         lag = 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
         return WriterStats(self.session, self._enqueued, self._dropped + self._lost, self._written,
                            self._synced,
@@ -171,8 +178,13 @@ class ReplayWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
-            self._thread = None
-        if self._lock_fd is not None:
+            if self._thread.is_alive():
+                log.error("replay session %d: the writer thread is stuck in a system call; the "
+                          "directory stays locked until it returns or the process exits",
+                          self.session)
+            else:
+                self._thread = None
+        if self._lock_fd is not None and self._thread is None:
             os.close(self._lock_fd)
             self._lock_fd = None
         stats = self.stats()
@@ -226,10 +238,8 @@ class ReplayWriter:
         self._finish()
 
     def _take(self) -> list[tuple[int, bytes]]:
-        out, q = [], self._queue
-        while q and len(out) < self.max_batch:
-            out.append(q.popleft())
-        return out
+        q = self._queue
+        return [q.popleft() for _ in range(min(len(q), self.max_batch))]
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
         """Write a batch, rotating segments so none grows past segment_bytes. On OSError the
@@ -255,7 +265,7 @@ class ReplayWriter:
             log.warning("replay session %d: writing again after %d I/O errors", self.session,
                         self._io_errors)
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         view, done = memoryview(data), 0
         try:
             while done < len(data):
@@ -324,10 +334,13 @@ class ReplayWriter:
         self._fd, self._seg, self._seg_size, self._seg_records = fd, seg, len(header), 0
 
     def _seal(self) -> None:
-        """fdatasync, close, rename to sealed, fsync the directory; then apply the disk budget."""
-        self._maybe_sync(force=True)
-        sealed = segment_path(self.directory, self.session, self._index, SEALED)
-        os.rename(self._seg.path, sealed)
+        """fdatasync, rename to sealed, fsync the directory, close; then apply the disk budget.
+        Safe to call again after any step failed."""
+        if self._seg.state == OPEN:
+            self._maybe_sync(force=True)
+            sealed = segment_path(self.directory, self.session, self._index, SEALED)
+            os.rename(self._seg.path, sealed)
+            self._seg = SegmentFile(sealed, self.session, self._index, SEALED)
         fsync_dir(self.directory)
         os.close(self._fd)
         self._fd, self._seg = None, None
@@ -452,9 +465,13 @@ def _recover_segment(directory: Path, seg: SegmentFile) -> None:
     for p in scan.problems:
         log.error("replay recovery: %s", p)
     if not scan.runs:
-        seg.path.unlink()
-        log.info("replay recovery: removed %s (crashed before its first record was written; "
-                 "%d torn bytes)", seg.path.name, scan.tail)
+        if scan.tail >= frame_size(head.layout):
+            log.error("replay recovery: leaving %s as it is: %d bytes and not one valid record",
+                      seg.path.name, scan.tail)
+        else:
+            seg.path.unlink()
+            log.info("replay recovery: removed %s (crashed before its first record was complete; "
+                     "%d torn bytes)", seg.path.name, scan.tail)
         return
     if scan.tail:
         with open(seg.path, "r+b") as f:

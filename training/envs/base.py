@@ -35,7 +35,11 @@ class VecEnv(Protocol):
     def close(self) -> None: ...
 
 
-def corrected_next_obs(result: StepResult) -> np.ndarray:
-    """Eq. 9: the pre-reset observation where an episode ended, the plain next one elsewhere."""
+def corrected_next_obs(result: StepResult):
+    """Eq. 9: the pre-reset observation where an episode ended, the plain next one elsewhere
+    (numpy arrays from CPU backends, torch tensors from GPU ones)."""
     ended = (result.terminated | result.truncated)[:, None]
-    return np.where(ended, result.final_obs, result.obs)
+    if isinstance(result.obs, np.ndarray):
+        return np.where(ended, result.final_obs, result.obs)
+    import torch
+    return torch.where(ended, result.final_obs, result.obs)

@@ -1,0 +1,182 @@
+"""The whole pretraining loop: it learns, it resumes exactly, and it refuses bad input."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deploy.spec import RobotSpec
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.config import TrainConfig, load_train_config
+from training.envs.gym_adapter import GymVecEnv
+from training.envs.velocity import TaskConfig, VelocityEnv
+from training.runner import Trainer
+from training.sac import NonFiniteError, SACConfig
+
+
+def _cfg(**over) -> TrainConfig:
+    base = dict(source="test", algo="sac", num_envs=4, steps_per_env=8, max_iterations=4,
+                learning_starts=1, buffer_size=4096, updates_per_iteration=4, batch_size=32,
+                sim_threads=2, eval_interval=1000, eval_episodes=2, checkpoint_interval=1000,
+                checkpoint_keep=2,
+                sac=SACConfig(actor_hidden=(32, 32), critic_hidden=(32, 32)))
+    base.update(over)
+    return TrainConfig(**base)
+
+
+def _go2_trainer(tmp_path, cfg, name):
+    spec = RobotSpec.load("go2")
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), cfg.num_envs, seed=3, threads=2)
+    return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
+
+
+def test_resume_is_exact(tmp_path):
+    """N iterations, save, load into fresh objects, M more == N + M without the interruption."""
+    cfg = _cfg()
+    straight = _go2_trainer(tmp_path, cfg, "straight")
+    straight.train(max_iterations=5, show_progress=False)
+
+    first = _go2_trainer(tmp_path, cfg, "split")
+    first.train(max_iterations=2, show_progress=False)          # saves at its end
+    second = _go2_trainer(tmp_path, cfg, "resumed")
+    second.resume(tmp_path / "split" / "checkpoints" / "latest.pt")
+    assert second.progress.iteration == 2
+    second.train(max_iterations=5, show_progress=False)
+
+    a, b = straight.agent.state_dict(), second.agent.state_dict()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    assert straight.progress.env_steps == second.progress.env_steps
+    assert torch.equal(straight.obs, second.obs)
+
+
+def test_checkpoint_holds_what_fine_tuning_needs(tmp_path):
+    trainer = _go2_trainer(tmp_path, _cfg(), "run")
+    trainer.train(max_iterations=2, show_progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "model_0000002.pt", trainer.spec)
+    model = ckpt["agent"]["model"]
+    for key in ("actor.head.weight", "critic.q.net.0.weight", "critic.q_target.net.0.weight",
+                "temperature.log_alpha", "actor_norm.mean", "critic_norm.var", "num_updates"):
+        assert key in model, key
+    for opt in ("actor_opt", "critic_opt", "alpha_opt"):
+        assert ckpt["agent"][opt]["state"], opt
+    assert ckpt["robot"]["hash"] == trainer.spec.hash
+    assert ckpt["progress"]["updates"] == 4 and ckpt["rng"]["torch"] is not None
+    assert [e["name"] for e in ckpt["obs_layout"]][0] == "base_lin_vel"
+
+
+def test_checkpoint_from_another_robot_spec_is_refused(tmp_path):
+    trainer = _go2_trainer(tmp_path, _cfg(), "run")
+    path = trainer.save()
+    with pytest.raises(CheckpointError, match=r"trained for robot 'go2' .* this run uses 'anymal_d'"):
+        load_checkpoint(path, RobotSpec.load("anymal_d"))
+
+
+class _PoisonedEnv(GymVecEnv):
+    """Pendulum whose observation turns NaN after a few steps (a broken sensor in a sim)."""
+
+    def __init__(self, at_step: int):
+        super().__init__("Pendulum-v1", 2)
+        self.at_step, self.steps = at_step, 0
+
+    def step(self, actions):
+        result = super().step(actions)
+        self.steps += 1
+        if self.steps >= self.at_step:
+            result.obs[1, 2] = np.nan
+        return result
+
+
+def test_nan_observation_stops_training_naming_it_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = _cfg(num_envs=2, checkpoint_interval=1)
+    trainer = Trainer(cfg, RobotSpec.load("go2", check_mjcf=False), _PoisonedEnv(at_step=20), None,
+                      tmp_path / "run", "pendulum", seed=0)
+    with pytest.raises(NonFiniteError, match=r"non-finite observation at env step \d+ \(env 1, "
+                                             r"observation index 2\)"):
+        trainer.train(max_iterations=10, show_progress=False)
+    kept = sorted((tmp_path / "run" / "checkpoints").glob("model_*.pt"))
+    assert kept and kept[-1].name == "model_0000002.pt"
+    assert torch.isfinite(load_checkpoint(kept[-1])["agent"]["model"]["actor.head.weight"]).all()
+
+
+@pytest.mark.slow
+def test_the_whole_loop_learns_pendulum(tmp_path):
+    """A random policy scores about -1200 on Pendulum-v1; this loop must pass -500 within 8k steps."""
+    torch.manual_seed(0)
+    env = GymVecEnv("Pendulum-v1", 4, seed=0)
+    cfg = _cfg(num_envs=4, steps_per_env=1, max_iterations=2000, learning_starts=50,
+               buffer_size=100_000, updates_per_iteration=2, batch_size=256,
+               sac=SACConfig(actor_hidden=(64, 64), critic_hidden=(64, 64), gamma=0.99, tau=0.01,
+                             init_alpha=0.1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
+                             target_entropy_scale=1.0, n_step=3, init_std=0.5))
+    trainer = Trainer(cfg, RobotSpec.load("go2", check_mjcf=False), env, None, tmp_path / "run",
+                      "pendulum", seed=0)
+    random_returns = _random_policy_returns()
+    trainer.train(show_progress=False)
+    learned = float(np.mean(trainer.progress.recent_returns[-8:]))
+    assert max(random_returns) < -500 < learned, (random_returns, learned)
+
+
+def _random_policy_returns() -> list[float]:
+    env = GymVecEnv("Pendulum-v1", 4, seed=1)
+    env.reset()
+    rng = np.random.default_rng(1)
+    returns = []
+    while len(returns) < 8:
+        r = env.step(rng.uniform(env.action_low, env.action_high, (4, 1)))
+        if "episode" in r.info:
+            returns += list(r.info["episode"]["return"])
+    return returns
+
+
+# ---- bad input ------------------------------------------------------------------------------
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--robot", "go3"], "unknown robot 'go3'"),
+    (["train", "--robot", "go2", "--task", "velocity_moon"], "unknown task 'velocity_moon'"),
+    (["train", "--robot", "go2", "--algo", "ppo"], "unknown algorithm 'ppo'"),
+])
+def test_unknown_names_are_refused(args, message):
+    out = _cli(*args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_malformed_train_config_names_the_key(tmp_path):
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["sac"]["actor_lr"] = "fast"
+    data["batchsize"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = _cli("train", "--robot", "go2", "--config", str(path))
+    assert out.returncode == 2
+    assert "bad.yaml: batchsize: unknown key; did you mean 'batch_size'" in out.stderr
+
+
+def test_train_config_value_types_are_checked(tmp_path):
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["sac"]["actor_hidden"] = [256, "wide"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match=r"sac\.actor_hidden: expected a list of positive layer widths"):
+        load_train_config(path)
+
+
+def test_profiles_carry_table_c9_where_the_paper_fixes_them():
+    gpu = load_train_config("configs/train/sac.yaml")
+    assert (gpu.num_envs, gpu.steps_per_env, gpu.batch_size, gpu.updates_per_iteration) == (8192, 24, 8192, 200)
+    s = gpu.sac
+    assert (s.gamma, s.tau, s.init_alpha, s.target_entropy_scale, s.n_step, s.init_std) == \
+        (0.97, 0.003, 0.001, 0.167, 5, 0.15)
+    assert s.actor_hidden == s.critic_hidden == (1024, 512, 256) and s.activation == "silu"
+    cpu = load_train_config("configs/train/sac_cpu.yaml")
+    assert dataclasses.replace(cpu.sac, actor_hidden=s.actor_hidden, critic_hidden=s.critic_hidden,
+                               actor_lr=s.actor_lr, critic_lr=s.critic_lr, alpha_lr=s.alpha_lr,
+                               tau=s.tau, amp=s.amp) == s
