@@ -29,13 +29,14 @@ HIDDEN = (256, 256)
 SHARED = dict(lr=3e-4, gamma=0.99, tau=0.005, batch=256, warmup=5000, ent_scale=1.0)
 
 
-def ours_config() -> SACConfig:
+def ours_config(amp: str = "bf16") -> SACConfig:
+    """Our learner with SB3's hyperparameters; bf16 matrix products as in the CPU profile."""
     s = SHARED
     return SACConfig(actor_hidden=HIDDEN, critic_hidden=HIDDEN, activation="relu", actor_lr=s["lr"],
                      critic_lr=s["lr"], alpha_lr=s["lr"], gamma=s["gamma"], tau=s["tau"],
                      init_alpha=1.0, target_entropy_scale=s["ent_scale"], n_step=1,
                      max_grad_norm=0.0, normalize_actor_obs=False, normalize_critic_obs=False,
-                     init_std=1.0)
+                     init_std=1.0, amp=amp)
 
 
 def train_ours(task: str, seed: int, steps: int) -> tuple[SAC, float]:
@@ -93,9 +94,9 @@ def evaluate(act_fn, task: str, seed: int, episodes: int = 10) -> float:
     return float(np.mean(total))
 
 
-def update_rate_ours(task: str, n: int = 300) -> float:
+def update_rate_ours(task: str, amp: str, n: int = 300) -> float:
     env = GymVecEnv(task, 1)
-    agent = SAC(env.obs_dim, env.action_low, env.action_high, ours_config())
+    agent = SAC(env.obs_dim, env.action_low, env.action_high, ours_config(amp))
     buf = ReplayBuffer(20_000, 1, env.obs_dim, len(env.action_low))
     for _ in range(2000):
         buf.add(torch.randn(1, env.obs_dim), torch.rand(1, len(env.action_low)) * 2 - 1, torch.randn(1),
@@ -185,9 +186,11 @@ def main() -> None:
                   f"sb3 {row['sb3']['returns'][-1]:.0f}", file=sys.stderr, flush=True)
         for who in ("ours", "sb3"):
             row[who]["mean_return"] = float(np.mean(row[who]["returns"]))
-        row["ours"]["updates_per_s"] = update_rate_ours(task)
+        row["ours"]["updates_per_s"] = update_rate_ours(task, "bf16")
+        row["ours"]["updates_per_s_fp32"] = update_rate_ours(task, "none")
         row["sb3"]["updates_per_s"] = update_rate_sb3(task)
         row["update_speedup"] = row["ours"]["updates_per_s"] / row["sb3"]["updates_per_s"]
+        row["update_speedup_fp32"] = row["ours"]["updates_per_s_fp32"] / row["sb3"]["updates_per_s"]
         row["return_ratio"] = row["ours"]["mean_return"] / max(abs(row["sb3"]["mean_return"]), 1e-9)
         result["tasks"][task] = row
     result["env_throughput"] = env_throughput()

@@ -28,6 +28,7 @@ import numpy as np
 
 from deploy.action_map import ActionMap
 from deploy.observations import ObservationLayout, ObservationPipeline
+from deploy.durable import atomic_write_text, fsync_dir, sha256_file, write_synced
 from deploy.spec import RobotSpec
 
 BUNDLE_FORMAT = 1
@@ -55,14 +56,6 @@ class BundleError(ValueError):
 
 
 # ---- files: hashing, manifest, atomic writes -------------------------------------------------
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def layout_hash(layout: list[dict]) -> str:
     """The same digest as ObservationLayout.hash, for a layout read back from JSON."""
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
@@ -142,30 +135,6 @@ def check_manifest(bundle_dir: str | Path, allow_unlisted: bool = False) -> dict
     if unlisted and not allow_unlisted:
         raise BundleError(bundle_dir, MANIFEST_FILE, f"files not in the manifest: {', '.join(unlisted)}")
     return entries
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a temporary sibling, fsync, rename over `path`, fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _write_synced(tmp, text)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def dump_json(obj: Any) -> str:
@@ -618,9 +587,9 @@ def record_verdict(bundle_dir: str | Path, verdict: dict) -> dict:
     meta["sim2sim"] = v
     text = dump_json(meta)
     tmp_meta = bundle_dir / f".{META_FILE}.tmp"
-    _write_synced(tmp_meta, text)
+    write_synced(tmp_meta, text)
     new_digest = hashlib.sha256(text.encode()).hexdigest()
-    _write_synced(bundle_dir / PENDING_MANIFEST, manifest_text(bundle_dir, {META_FILE: new_digest}))
+    write_synced(bundle_dir / PENDING_MANIFEST, manifest_text(bundle_dir, {META_FILE: new_digest}))
     os.replace(tmp_meta, bundle_dir / META_FILE)
     os.replace(bundle_dir / PENDING_MANIFEST, bundle_dir / MANIFEST_FILE)
     fsync_dir(bundle_dir)

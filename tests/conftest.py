@@ -14,3 +14,17 @@ except ModuleNotFoundError:  # deploy-only install: torch-free tests still run
     torch = None
 if torch is not None:
     torch.set_num_threads(1)
+
+
+if torch is not None:
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def exported_bundle(tmp_path_factory):
+        """A Go2 bundle exported from a few-second real training run, shared by the bundle and
+        registry tests (each copies it before tampering)."""
+        from training.export import export_checkpoint
+        from training.smoke import train_smoke_run
+
+        ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
+        return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)

@@ -10,28 +10,18 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from deploy import bundle as B
 from deploy.bundle import BundleError, PolicyBundle, record_verdict
 from deploy.spec import ROBOTS_DIR, RobotSpec
-from training.export import export_checkpoint
-from training.smoke import train_smoke_run
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    torch.set_num_threads(1)
-    ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
-    return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
 
 
 @pytest.fixture
-def bundle_dir(source, tmp_path):
+def bundle_dir(exported_bundle, tmp_path):
     """A fresh copy of the exported bundle for each test to tamper with."""
-    dst = tmp_path / "go2" / source.name
-    shutil.copytree(source, dst)
+    dst = tmp_path / "go2" / exported_bundle.name
+    shutil.copytree(exported_bundle, dst)
     return dst
 
 

@@ -14,7 +14,8 @@ from deploy import bundle as B
 from deploy.action_map import ActionMap
 from deploy.observations import ObservationPipeline
 from deploy.spec import RobotSpec
-from training.checkpoint import CheckpointError, file_sha256
+from deploy.durable import sha256_file
+from training.checkpoint import CheckpointError
 from training.envs.velocity import TaskConfig, VelocityEnv
 from training.export import (DeterministicPolicy, ExportError, export_checkpoint, export_onnx,
                              load_agent, random_observations)
@@ -81,7 +82,7 @@ def test_policy_json_describes_everything_a_deployment_must_agree_on(exported, r
     assert meta["action"]["low"] == amap.low.tolist() and meta["action"]["high"] == amap.high.tolist()
     assert meta["timing"]["policy_dt"] == spec.policy_dt
     assert meta["gains"] == {"kp": spec.kp.tolist(), "kd": spec.kd.tolist()}
-    assert meta["parent"]["sha256"] == file_sha256(run)
+    assert meta["parent"]["sha256"] == sha256_file(run)
     assert meta["training"]["config"]["sac"]["actor_hidden"] == [256, 256, 128]
     assert meta["training"]["env_steps"] == ckpt["progress"]["env_steps"] > 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["created"])

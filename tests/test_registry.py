@@ -8,32 +8,22 @@ import os
 import shutil
 
 import pytest
-import torch
 
 from deploy import bundle as B
 from deploy.cli import main
 from deploy.registry import ENV_VAR, PolicyRegistry, RegistryError, default_root
 from deploy.spec import REPO_ROOT
-from training.export import export_checkpoint
-from training.smoke import train_smoke_run
 
 OTHER_ID = "20000101-000000-0badf00d"
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    torch.set_num_threads(1)
-    ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
-    return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
-
-
 @pytest.fixture
-def root(exported, tmp_path):
+def root(exported_bundle, tmp_path):
     """A registry with two go2 bundles: the export and an older copy of it under another id."""
     root = tmp_path / "policies"
-    shutil.copytree(exported, root / "go2" / exported.name)
+    shutil.copytree(exported_bundle, root / "go2" / exported_bundle.name)
     other = root / "go2" / OTHER_ID
-    shutil.copytree(exported, other)
+    shutil.copytree(exported_bundle, other)
     meta = json.loads((other / "policy.json").read_text())
     meta["id"] = OTHER_ID
     (other / "policy.json").write_text(B.dump_json(meta))
@@ -56,13 +46,13 @@ def test_root_defaults_to_models_policies_and_follows_the_environment(monkeypatc
     assert PolicyRegistry().root == tmp_path
 
 
-def test_list_shows_every_bundle_oldest_first(root, exported, capsys):
+def test_list_shows_every_bundle_oldest_first(root, exported_bundle, capsys):
     assert main(["models", "list", "--root", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert OTHER_ID in lines[1] and exported.name in lines[2]
+    assert OTHER_ID in lines[1] and exported_bundle.name in lines[2]
     assert all("none" in line for line in lines[1:])      # no sim2sim verdicts yet
     entries = PolicyRegistry(root).bundles("go2")
-    assert [e.id for e in entries] == [OTHER_ID, exported.name]
+    assert [e.id for e in entries] == [OTHER_ID, exported_bundle.name]
 
 
 def test_a_damaged_bundle_is_listed_with_its_error(root, capsys):
@@ -71,9 +61,9 @@ def test_a_damaged_bundle_is_listed_with_its_error(root, capsys):
     assert "unreadable" in capsys.readouterr().out
 
 
-def test_bundles_resolve_by_id_robot_id_and_unique_prefix(root, exported):
+def test_bundles_resolve_by_id_robot_id_and_unique_prefix(root, exported_bundle):
     reg = PolicyRegistry(root)
-    assert reg.resolve(exported.name) == root / "go2" / exported.name
+    assert reg.resolve(exported_bundle.name) == root / "go2" / exported_bundle.name
     assert reg.resolve(f"go2/{OTHER_ID}") == root / "go2" / OTHER_ID
     assert reg.resolve("2000") == root / "go2" / OTHER_ID
     with pytest.raises(RegistryError, match="ambiguous"):
@@ -82,74 +72,74 @@ def test_bundles_resolve_by_id_robot_id_and_unique_prefix(root, exported):
         reg.resolve("nope")
 
 
-def test_show_prints_what_the_bundle_holds(root, exported, capsys):
-    assert main(["models", "show", exported.name, "--root", str(root)]) == 0
+def test_show_prints_what_the_bundle_holds(root, exported_bundle, capsys):
+    assert main(["models", "show", exported_bundle.name, "--root", str(root)]) == 0
     out = capsys.readouterr().out
     for fragment in ("robot go2", "observation dim 48", "FL_hip_joint", "golden pairs 16",
                      "sim2sim: none", "policy.onnx"):
         assert fragment in out, fragment
-    assert main(["models", "show", exported.name, "--json", "--root", str(root)]) == 0
-    assert json.loads(capsys.readouterr().out)["id"] == exported.name
+    assert main(["models", "show", exported_bundle.name, "--json", "--root", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == exported_bundle.name
 
 
-def test_verify_passes_a_good_bundle_and_refuses_a_changed_one(root, exported, capsys):
-    assert main(["models", "verify", exported.name, "--root", str(root)]) == 0
+def test_verify_passes_a_good_bundle_and_refuses_a_changed_one(root, exported_bundle, capsys):
+    assert main(["models", "verify", exported_bundle.name, "--root", str(root)]) == 0
     assert "ok: go2/" in capsys.readouterr().out
-    (root / "go2" / exported.name / "policy.onnx").open("ab").write(b"\0")
-    assert main(["models", "verify", exported.name, "--root", str(root)]) == 2
+    (root / "go2" / exported_bundle.name / "policy.onnx").open("ab").write(b"\0")
+    assert main(["models", "verify", exported_bundle.name, "--root", str(root)]) == 2
     assert "policy.onnx: sha256" in capsys.readouterr().err
     assert main(["models", "verify", OTHER_ID, "--spec", "anymal_d", "--root", str(root)]) == 2
     assert "bundle is for robot 'go2', spec is 'anymal_d'" in capsys.readouterr().err
 
 
-def test_promote_is_refused_without_a_sim2sim_verdict(root, exported, capsys):
-    assert main(["models", "promote", exported.name, "--root", str(root)]) == 2
+def test_promote_is_refused_without_a_sim2sim_verdict(root, exported_bundle, capsys):
+    assert main(["models", "promote", exported_bundle.name, "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert "needs a passing sim2sim verdict" in err and "Deployment issue" in err
     assert PolicyRegistry(root).current("go2") is None
 
 
-def test_promote_is_refused_with_a_failed_verdict(root, exported):
-    _pass(root / "go2" / exported.name, passed=False)
+def test_promote_is_refused_with_a_failed_verdict(root, exported_bundle):
+    _pass(root / "go2" / exported_bundle.name, passed=False)
     with pytest.raises(RegistryError, match="sim2sim verdict failed"):
-        PolicyRegistry(root).promote(exported.name)
+        PolicyRegistry(root).promote(exported_bundle.name)
 
 
-def test_promote_is_refused_when_the_verdict_was_recorded_for_other_content(root, exported):
+def test_promote_is_refused_when_the_verdict_was_recorded_for_other_content(root, exported_bundle):
     """A policy.json (with its verdict) copied from another bundle: the onnx it certified differs."""
-    bundle = root / "go2" / exported.name
+    bundle = root / "go2" / exported_bundle.name
     meta = json.loads((bundle / "policy.json").read_text())
     meta["sim2sim"] = {"passed": True, "report": "r.html", "spec_hash": meta["robot"]["spec_hash"],
                        "onnx_sha256": "ab" * 32, "created": "2025-01-01T00:00:00Z"}
     (bundle / "policy.json").write_text(B.dump_json(meta))
     B.write_manifest(bundle)
     with pytest.raises(RegistryError, match="recorded for onnx abababab"):
-        PolicyRegistry(root).promote(exported.name)
+        PolicyRegistry(root).promote(exported_bundle.name)
 
 
-def test_promote_with_a_passing_verdict_moves_the_current_pointer(root, exported, capsys):
+def test_promote_with_a_passing_verdict_moves_the_current_pointer(root, exported_bundle, capsys):
     assert main(["models", "current", "go2", "--root", str(root)]) == 1
     _pass(root / "go2" / OTHER_ID)
-    _pass(root / "go2" / exported.name)
+    _pass(root / "go2" / exported_bundle.name)
     reg = PolicyRegistry(root)
     reg.promote(OTHER_ID)
     assert reg.current("go2") == root / "go2" / OTHER_ID
-    assert main(["models", "promote", exported.name, "--root", str(root)]) == 0
-    assert f"current is now {exported.name} (was {OTHER_ID})" in capsys.readouterr().out
+    assert main(["models", "promote", exported_bundle.name, "--root", str(root)]) == 0
+    assert f"current is now {exported_bundle.name} (was {OTHER_ID})" in capsys.readouterr().out
     pointer = json.loads((root / "go2" / "current.json").read_text())
-    assert pointer["id"] == exported.name and pointer["previous"] == OTHER_ID
-    assert pointer["onnx_sha256"] == B.sha256_file(root / "go2" / exported.name / "policy.onnx")
+    assert pointer["id"] == exported_bundle.name and pointer["previous"] == OTHER_ID
+    assert pointer["onnx_sha256"] == B.sha256_file(root / "go2" / exported_bundle.name / "policy.onnx")
     assert main(["models", "current", "go2", "--root", str(root)]) == 0
-    assert exported.name in capsys.readouterr().out
+    assert exported_bundle.name in capsys.readouterr().out
     assert main(["models", "list", "--root", str(root)]) == 0
-    assert f"* go2        {exported.name}" in capsys.readouterr().out
+    assert f"* go2        {exported_bundle.name}" in capsys.readouterr().out
     assert not [p for p in (root / "go2").iterdir() if p.name.startswith(".")]
 
 
-def test_a_failed_pointer_write_leaves_the_previous_pointer(root, exported, monkeypatch):
+def test_a_failed_pointer_write_leaves_the_previous_pointer(root, exported_bundle, monkeypatch):
     """write new, rename: an interruption before the rename changes nothing a reader sees."""
     _pass(root / "go2" / OTHER_ID)
-    _pass(root / "go2" / exported.name)
+    _pass(root / "go2" / exported_bundle.name)
     reg = PolicyRegistry(root)
     reg.promote(OTHER_ID)
     before = (root / "go2" / "current.json").read_text()
@@ -159,16 +149,16 @@ def test_a_failed_pointer_write_leaves_the_previous_pointer(root, exported, monk
 
     monkeypatch.setattr(B.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        reg.promote(exported.name)
+        reg.promote(exported_bundle.name)
     monkeypatch.setattr(B.os, "replace", os.replace)
     assert (root / "go2" / "current.json").read_text() == before
     assert reg.current("go2") == root / "go2" / OTHER_ID
 
 
-def test_promote_re_verifies_the_bundle(root, exported):
-    bundle = root / "go2" / exported.name
+def test_promote_re_verifies_the_bundle(root, exported_bundle):
+    bundle = root / "go2" / exported_bundle.name
     _pass(bundle)
     (bundle / "policy.onnx").open("ab").write(b"\0")
     with pytest.raises(B.BundleError, match="differs from the manifest"):
-        PolicyRegistry(root).promote(exported.name)
+        PolicyRegistry(root).promote(exported_bundle.name)
     assert PolicyRegistry(root).current("go2") is None

@@ -2,39 +2,18 @@
 previous one intact, and complete enough to resume exactly and to fine-tune later."""
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import torch
 
+from deploy.durable import atomic_write
 from deploy.spec import RobotSpec
 
 FORMAT = 1
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointError(ValueError):

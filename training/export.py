@@ -30,7 +30,8 @@ from deploy.observations import ObservationPipeline
 from deploy.registry import default_root
 from deploy.spec import RobotSpec
 from training.actor import SquashedGaussianActor
-from training.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from deploy.durable import sha256_file
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.networks import EmpiricalNormalizer
 from training.sac import SAC, SACConfig
 
@@ -286,7 +287,7 @@ def bundle_meta(spec: RobotSpec, ckpt: dict, checkpoint: Path, layout: list[dict
                  "opset": OPSET, "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
                  "path": "obs -> (obs - mean) / sqrt(var + eps) -> trunk -> mean head -> tanh -> "
                          "center + half_range * tanh"},
-        "parent": {"checkpoint": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint),
+        "parent": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
                    "format": ckpt["format"]},
         "training": {"task": ckpt.get("task"), "config": ckpt["config"], "seed": ckpt.get("seed"),
                      "iteration": int(progress.get("iteration", 0)),

@@ -344,15 +344,6 @@ RETIRED_JOURNAL = "retired.jsonl"
 LOCK_FILE = "writer.lock"
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a create, rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_retired(directory: str | Path) -> list[dict[str, Any]]:
     """Segments the disk budget deleted, oldest first (lines that do not parse are ignored: a
     crash can tear the last one, and the journal only explains gaps, it holds no data)."""

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy.replay.record import TransitionLayout
+from deploy.durable import fsync_dir
 from deploy.replay.segment import (LOCK_FILE, OPEN, SEALED, TMP, ReplayError, SegmentFile,
                                    append_retired, encode_frames, encode_header, frame_size,
-                                   fsync_dir, list_segments, make_header, read_header,
+                                   list_segments, make_header, read_header,
                                    read_header_file, read_retired, scan_frames, segment_path,
                                    session_seed)
 
