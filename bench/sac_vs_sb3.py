@@ -155,13 +155,36 @@ def env_throughput(robot: str = "go2", num_envs: int = 64, steps: int = 200) -> 
     t0 = time.perf_counter()
     mujoco.mj_step(one, data, nstep=steps * spec.decimation)
     single = steps * spec.decimation / (time.perf_counter() - t0)
+    rates["rollout_all_threads"] = _rollout_rate(one, num_envs, steps, spec.decimation, threads)
     return {"robot": robot, "num_envs": num_envs, "threads": threads,
             "task_env_steps_per_s": task_rate / spec.decimation,
             "task_physics_steps_per_s": task_rate,
             "raw_mj_step_same_world_one_thread": rates["raw_one_thread"],
             "raw_mj_step_same_world_all_threads": rates["raw_all_threads"],
             "raw_mj_step_single_robot_model": single,
+            "mujoco_rollout_single_robot_models_all_threads": rates["rollout_all_threads"],
             "task_vs_raw_same_threads": task_rate / rates["raw_all_threads"]}
+
+
+def _rollout_rate(model, num_envs: int, steps: int, decimation: int, threads: int) -> float:
+    """The alternative design: one single-robot model per env, advanced one policy step at a time
+    by mujoco.rollout across threads (state read back and handed in every call)."""
+    import mujoco
+    from mujoco import rollout
+
+    datas = [mujoco.MjData(model) for _ in range(threads)]
+    state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.empty(mujoco.mj_stateSize(model, state_spec))
+    mujoco.mj_getState(model, datas[0], state, state_spec)
+    states = np.tile(state, (num_envs, 1))
+    control = np.zeros((num_envs, decimation, model.nu))
+    with rollout.Rollout(nthread=threads) as r:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out, _ = r.rollout(model, datas, states, control)
+            states = out[:, -1]
+        elapsed = time.perf_counter() - t0
+    return steps * num_envs * decimation / elapsed
 
 
 def main() -> None:
