@@ -58,10 +58,11 @@ def build_policy(obs_dim: int, hidden: list[int], act_dim: int, seed: int) -> De
 
 
 class NumpyActor:
-    """The ideal reference: the same float32 weights and operations, nothing else."""
+    """The ideal reference: the same weights and operations in the same precision, nothing else."""
 
-    def __init__(self, policy: DeterministicPolicy):
-        f = lambda t: t.detach().numpy().astype(np.float32).copy()  # noqa: E731
+    def __init__(self, policy: DeterministicPolicy, dtype=np.float32):
+        self.dtype = dtype
+        f = lambda t: t.detach().numpy().astype(dtype).copy()  # noqa: E731
         self.mean, self.std = f(policy.normalizer.mean), f(policy.normalizer.std)
         linears = [m for m in policy.actor.trunk if isinstance(m, torch.nn.Linear)]
         self.layers = [(f(m.weight).T.copy(), f(m.bias)) for m in linears]
@@ -70,7 +71,7 @@ class NumpyActor:
         self.center, self.half = f(policy.actor.center), f(policy.actor.half_range)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        h = (x - self.mean) / self.std
+        h = (x.astype(self.dtype) - self.mean) / self.std
         for w, b in self.layers:
             h = h @ w + b
             h = h / (1.0 + np.exp(-h))          # SiLU
@@ -84,11 +85,14 @@ def percentiles(ns: np.ndarray) -> dict:
             "mean": round(float(us.mean()), 2)}
 
 
-def bench_network(name, obs_dim, hidden, act_dim, iters, warmup, device, workdir, seed) -> dict:
-    policy = build_policy(obs_dim, hidden, act_dim, seed)
-    onnx_path = export_onnx(policy, Path(workdir) / f"{name}.onnx")
+def bench_network(name, obs_dim, hidden, act_dim, iters, warmup, device, workdir, seed,
+                  precision: str) -> dict:
+    """`precision` float64 is what `sac2real export` writes (see training/export.py)."""
+    dtype = {"float32": (torch.float32, np.float32), "float64": (torch.float64, np.float64)}[precision]
+    policy = build_policy(obs_dim, hidden, act_dim, seed).to(dtype[0])
+    onnx_path = export_onnx(policy, Path(workdir) / f"{name}_{precision}.onnx")
     session = B.make_session(onnx_path, device)
-    ref = NumpyActor(policy)
+    ref = NumpyActor(policy, dtype[1])
     rng = np.random.default_rng(seed)
     obs = (ref.mean + ref.std * rng.standard_normal((iters + warmup, obs_dim))).astype(np.float32)
     out, feed_name = [B.OUTPUT_NAME], B.INPUT_NAME
@@ -113,7 +117,7 @@ def bench_network(name, obs_dim, hidden, act_dim, iters, warmup, device, workdir
     onnx_t, np_t, torch_t = (percentiles(t) for t in times)
     ratio = lambda a, b: {k: round(a[k] / b[k], 3) for k in ("p50", "p99", "p99_9")}  # noqa: E731
     params = sum(p.numel() for p in policy.actor.trunk.parameters()) + (hidden[-1] + 1) * act_dim
-    return {"name": name, "network": f"{obs_dim}->{hidden}->{act_dim}", "params": int(params),
+    return {"name": name, "precision": precision, "network": f"{obs_dim}->{hidden}->{act_dim}", "params": int(params),
             "providers": session.get_providers(),
             "onnxruntime_us": onnx_t, "numpy_reference_us": np_t, "torch_eager_us": torch_t,
             "ratio_onnx_over_numpy": ratio(onnx_t, np_t), "ratio_onnx_over_torch": ratio(onnx_t, torch_t),
@@ -134,13 +138,13 @@ def main() -> int:
         if Path("/proc/cpuinfo").exists() else platform.processor()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [bench_network(n, d, h, a, args.iters, args.warmup, args.device, tmp, seed)
-                for seed, (n, d, h, a) in enumerate(NETWORKS)]
+        rows = [bench_network(n, d, h, a, args.iters, args.warmup, args.device, tmp, seed, precision)
+                for seed, (n, d, h, a) in enumerate(NETWORKS) for precision in ("float32", "float64")]
     print(json.dumps({
         "benchmark": "batch-1 actor inference latency (microseconds)",
         "command": " ".join(["python3", "bench/inference.py", *sys.argv[1:]]),
-        "reference": "numpy float32, same weights and operations, one BLAS thread, same run, "
-                     "interleaved calls",
+        "reference": "numpy in the same precision, same weights and operations, one BLAS thread, "
+                     "same run, interleaved calls",
         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "torch": torch.__version__,
         "intra_op_threads": 1, "iters": args.iters, "warmup": args.warmup,
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),

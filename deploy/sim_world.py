@@ -152,10 +152,30 @@ class SimWorld:
         (motor strength scales the torque limit and both gains; kp_scale scales kp alone)."""
         spec = self.spec
         kp_scale = np.ones(self.n) if kp_scale is None else kp_scale
+        self.strength = np.asarray(strength, dtype=np.float64).copy()
+        self.kp_scale = np.asarray(kp_scale, dtype=np.float64).copy()
         for sh in self.shards:
             st, ks = self._split(strength, sh)[:, None], self._split(kp_scale, sh)[:, None]
             write_pd_actuators(sh.model, sh.idx.actuator, spec.kp * st * ks, spec.kd * st,
                                spec.effort_limit * st)
+
+    def set_pd_gains(self, robots: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
+        """Per-robot PD gains (rows of (k, J), policy order) for `robots`, as a controller commands
+        them from tick to tick; scaled by each robot's motor strength (and kp scale) like
+        set_motor_strength; effort limits unchanged."""
+        robots = np.asarray(robots, dtype=np.int64)
+        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
+        for sh in self.shards:
+            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            if not sel.any():
+                continue
+            r = robots[sel]
+            st, ks = self.strength[r][:, None], self.kp_scale[r][:, None]
+            act = sh.idx.actuator[r - sh.start]
+            kpv, kdv = kp[sel] * st * ks, kd[sel] * st
+            sh.model.actuator_gainprm[act, 0] = kpv
+            sh.model.actuator_biasprm[act, 1] = -kpv
+            sh.model.actuator_biasprm[act, 2] = -kdv
 
     def set_added_base_mass(self, added: np.ndarray) -> None:
         """Add mass to each base, scaling its inertia with it (IsaacLab's add_base_mass event)."""
@@ -233,6 +253,15 @@ class SimWorld:
     @property
     def joint_torque(self) -> np.ndarray:
         return self._cat(lambda s: s.data.actuator_force[s.idx.actuator])
+
+    @property
+    def imu_accel(self) -> np.ndarray:
+        """(N, 3) specific force at the base origin in the body frame (what an accelerometer reads,
+        from the base's linear acceleration of the last step minus gravity)."""
+        quat = self._cat(lambda s: s.data.qpos[s.idx.free_qpos[:, None] + np.arange(3, 7)])
+        acc = self._cat(lambda s: s.data.qacc[s.idx.free_dof[:, None] + np.arange(3)]
+                        - s.model.opt.gravity)
+        return quat_rotate_inverse(quat, acc)
 
     @property
     def joint_acc(self) -> np.ndarray:

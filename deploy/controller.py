@@ -1,0 +1,504 @@
+"""The Controller: the one control loop that runs on the robot and, unchanged, in sim2sim.
+
+    ctrl = Controller(spec, backend, bundle, replay=writer)   # replay optional
+    ctrl.start()                     # own loop thread, absolute deadlines at spec.policy_dt
+    ctrl.request_stand()             # PASSIVE -> STAND (interpolate to the default pose)
+    ctrl.request_policy()            # STAND -> POLICY once standing (waits for the pose)
+    ctrl.set_command(0.5, 0.0, 0.0)  # clamped to the spec's command ranges
+    ctrl.swap_policy(path_or_bundle) # verified now, installed at the next tick boundary
+    ctrl.request_damping()           # or ctrl.estop(): any mode -> DAMPING (latched)
+    ctrl.stop()
+    ctrl.diagnostics()               # a plain dict, see below
+
+Public API (for the ROS 2 node and sim2sim; everything else is internal):
+
+    Controller(spec, backend, bundle=None, replay=None, config=None, clock=time.monotonic)
+        spec     RobotSpec;  backend: deploy.backend.RobotBackend;  bundle: PolicyBundle or None;
+        replay   deploy.replay.ReplayWriter (already started; its layout must come from this
+                 spec and observation layout), or None;  config: DeployConfig (default
+                 configs/deploy/<robot>.yaml, else derived from the spec);  clock: the time base
+                 of the backend's StateSample.stamp (sim2sim passes the simulation clock).
+        Raises PolicyRefused if `bundle` does not fit the spec.
+    start() / stop(timeout=1.0)      run / end the loop thread (daemon)
+    tick(now=None) -> Mode           one tick, for a caller that drives the loop itself (a ROS 2
+                                     timer, sim2sim); never raises
+    request_stand(), request_policy(), request_damping(), estop()   operator requests; a request
+                                     that cannot be served is dropped and the reason kept in
+                                     diagnostics()["last_request"]
+    set_command(vx, vy, wz) -> (vx, vy, wz) as clamped to spec.commands
+    swap_policy(bundle_or_path) -> SwapResult(accepted, reason): a bundle that fails verification
+                                     is never installed; the mode does not change
+    mode, policy_id, bundle          read-only state
+    diagnostics() -> dict            mode, tick, command, policy id, pending swap, state age,
+                                     loop timing (period, jitter, overruns; per-stage latency
+                                     p50/p99/p99.9/max in us), replay writer stats (drops),
+                                     safety event counts and the last events, mode transitions
+
+Per tick: swap at the boundary -> read state -> state checks -> mode transitions -> observation ->
+policy -> safety filter -> write command -> hand the completed transition to the replay writer.
+The loop never blocks on disk or network: the replay writer's append is a deque push."""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deploy.action_map import ActionMap
+from deploy.backend import RobotBackend, StateSample
+from deploy.deploy_config import DeployConfig
+from deploy.loop_stats import LoopTimer
+from deploy.observations import ObservationPipeline
+from deploy.safety import SafetySupervisor
+from deploy.spec import RobotSpec
+from deploy.state_machine import Facts, Mode, Request, step
+
+log = logging.getLogger("deploy.controller")
+
+# faults of a finite, fresh state: the observation is still valid (it ends the episode)
+PHYSICAL_FAULTS = frozenset({"tilt", "joint_limit", "joint_velocity"})
+STAGES = ("state", "obs", "inference", "safety", "command", "replay", "tick")
+
+
+class PolicyRefused(ValueError):
+    """A bundle given to the Controller's constructor does not fit its spec or pipeline."""
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    accepted: bool
+    reason: str
+
+
+def _smoothstep(s: float) -> float:
+    s = min(1.0, max(0.0, s))
+    return s * s * (3.0 - 2.0 * s)
+
+
+class Controller:
+    def __init__(self, spec: RobotSpec, backend: RobotBackend, bundle=None, replay=None,
+                 config: DeployConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic, height_scan: bool = False):
+        self.spec = spec
+        self.backend = backend
+        self.config = config or DeployConfig.load(spec)
+        self.clock = clock
+        self.period = spec.policy_dt
+        self.pipeline = ObservationPipeline(spec, height_scan=height_scan)
+        self.action_map = ActionMap(spec)
+        self.safety = SafetySupervisor(spec, self.config.safety)
+        self.replay = replay
+        if replay is not None and replay.layout.obs_hash != self.pipeline.layout.hash:
+            raise ValueError("the replay writer's layout was made for another observation layout")
+        j = spec.num_joints
+        # gains per mode (attributes, so that sim2sim's fault injection can alter them)
+        self.policy_kp, self.policy_kd = spec.kp.copy(), spec.kd.copy()
+        self.stand_kp, self.stand_kd = spec.stand_kp.copy(), spec.stand_kd.copy()
+        self.damping_kp = np.zeros(j)
+        self.damping_kd = np.asarray(self.config.controller.damping_kd, dtype=np.float64).copy()
+        self.default_pos = spec.default_pos.copy()
+        cmd = spec.commands
+        self._cmd_low, self._cmd_high = cmd.low, cmd.high
+
+        self.mode = Mode.PASSIVE
+        self._lock = threading.Lock()
+        self._request: Request | None = None
+        self.last_request: dict = {}
+        self._command = np.zeros((1, 3))
+        self.bundle = None
+        self._previous_bundle = None
+        self._pending_bundle = None
+        self._swap_time = -math.inf
+        if bundle is not None:
+            problem = self.safety.check_swap(bundle, self.pipeline.layout.hash)
+            if problem:
+                raise PolicyRefused(f"bundle {getattr(bundle, 'id', '?')}: {problem}")
+            self.bundle = bundle
+
+        self._tick = 0
+        self._now = 0.0
+        self._last_target: np.ndarray | None = None
+        self._last_kp = self.damping_kp
+        self._last_kd = self.damping_kd
+        self._last_action = np.zeros((1, j), dtype=np.float32)
+        self._prev_obs: np.ndarray | None = None
+        self._prev_action: np.ndarray | None = None
+        self._last_obs: np.ndarray | None = None
+        self._last_sample: StateSample | None = None
+        self._state_age = math.nan
+        self._stand_from = self.default_pos.copy()
+        self._stand_t0 = 0.0
+        self._stand_T = self.config.controller.stand_duration_s
+        self._blend_t0 = 0.0
+        self.transitions: collections.deque = collections.deque(maxlen=64)
+        self.replay_skipped = 0
+        self.timer = LoopTimer(STAGES)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.on_tick: Callable[["Controller"], None] | None = None   # test/sim hook, after a tick
+
+    # ---- operator ---------------------------------------------------------------------------
+    def _set_request(self, req: Request) -> None:
+        with self._lock:
+            self._request = req
+
+    def request_stand(self) -> None:
+        self._set_request(Request.STAND)
+
+    def request_policy(self) -> None:
+        self._set_request(Request.POLICY)
+
+    def request_damping(self) -> None:
+        self._set_request(Request.DAMPING)
+
+    estop = request_damping
+
+    def set_command(self, vx: float, vy: float, wz: float) -> tuple[float, float, float]:
+        c = np.clip(np.array([[vx, vy, wz]], dtype=np.float64), self._cmd_low, self._cmd_high)
+        if not np.isfinite(c).all():
+            c = np.zeros((1, 3))
+        self._command = c
+        return tuple(float(v) for v in c[0])
+
+    @property
+    def command(self) -> np.ndarray:
+        return self._command[0].copy()
+
+    @property
+    def policy_id(self) -> str | None:
+        return None if self.bundle is None else self.bundle.id
+
+    # ---- policy swap --------------------------------------------------------------------------
+    def swap_policy(self, bundle_or_path) -> SwapResult:
+        """Verify a bundle (a PolicyBundle, or a folder to load and verify) and install it at the
+        next tick boundary. Refused: nothing changes, the reason is returned and recorded."""
+        bundle = bundle_or_path
+        if isinstance(bundle_or_path, (str, Path)):
+            from deploy.bundle import BundleError, PolicyBundle
+            try:
+                bundle = PolicyBundle.load(bundle_or_path, self.spec, layout=self.pipeline.layout,
+                                           providers="cpu")
+            except (BundleError, OSError) as exc:
+                self.safety.record("swap_refused", str(exc), False)
+                return SwapResult(False, str(exc))
+        problem = self.safety.check_swap(bundle, self.pipeline.layout.hash, self._last_obs)
+        if problem:
+            return SwapResult(False, problem)
+        self._pending_bundle = bundle
+        if self._thread is None and self._tick == 0:
+            self._install_pending(self.clock())
+            return SwapResult(True, f"installed {bundle.id}")
+        return SwapResult(True, f"{bundle.id} verified; installed at the next tick boundary")
+
+    def _install_pending(self, now: float) -> None:
+        bundle, self._pending_bundle = self._pending_bundle, None
+        if bundle is None:
+            return
+        self._previous_bundle, self.bundle = self.bundle, bundle
+        self._swap_time = now
+        self._prev_obs = None           # the next transition starts with the new policy
+        self.safety.record("swapped", f"{getattr(self._previous_bundle, 'id', None)} -> {bundle.id}",
+                           False)
+
+    # ---- the loop thread ------------------------------------------------------------------------
+    def start(self, spin_s: float = 0.0) -> "Controller":
+        """Run tick() on absolute deadlines t0 + k * policy_dt in a daemon thread. `spin_s`: wake
+        that much early and busy-wait (trades CPU for jitter; 0 = plain sleep)."""
+        if self._thread is not None:
+            raise RuntimeError("the controller loop is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(spin_s,), name="controller",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, spin_s: float) -> None:
+        mono, period, timer = time.monotonic, self.period, self.timer
+        use_wall = self.clock is time.monotonic
+        t0 = mono()
+        k = 0
+        last_wake = None
+        while not self._stop.is_set():
+            deadline = t0 + k * period
+            delay = deadline - mono() - spin_s
+            if delay > 0:
+                time.sleep(delay)
+            while spin_s and mono() < deadline:
+                pass
+            wake = mono()
+            timer.jitter.add(max(0.0, wake - deadline))
+            if last_wake is not None:
+                timer.period.add(wake - last_wake)
+            last_wake = wake
+            try:
+                self.tick(wake if use_wall else None)
+            except Exception:   # tick() catches what it expects; this is a bug: stay safe
+                log.exception("controller tick failed; commanding damping")
+                self._emergency_damping()
+            k += 1
+            end = mono()
+            if end > t0 + k * period:
+                timer.overruns += 1
+                behind = int((end - t0) / period) + 1
+                timer.missed += behind - k
+                k = behind
+
+    def _emergency_damping(self) -> None:
+        self.mode = Mode.DAMPING
+        self.safety.record("controller_error", "tick raised; damping", True)
+        try:
+            target = self._last_target if self._last_target is not None else self.default_pos
+            self.backend.write_command(np.clip(target, self.spec.soft_lower, self.spec.soft_upper),
+                                       self.damping_kp, self.damping_kd)
+        except Exception:
+            log.exception("backend write failed during emergency damping")
+
+    # ---- one tick ------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> Mode:
+        clk = time.perf_counter
+        t_start = clk()
+        now = self.clock() if now is None else now
+        self._tick += 1
+        self._now = now
+        sup = self.safety
+        sup.begin_tick(self._tick, now)
+        if self._pending_bundle is not None:
+            self._install_pending(now)
+
+        # 1. state
+        try:
+            sample = self.backend.read_state()
+        except Exception as exc:
+            sup.record("backend_error", f"read_state raised {exc!r}", True)
+            sample = None
+        t_state = clk()
+        prev_mode = self.mode
+        fault = sup.check_state(sample, now, allow_missing=prev_mode is Mode.PASSIVE)
+        state_ok = sample is not None and fault is None
+        if sample is not None:
+            self._last_sample = sample
+            self._state_age = now - sample.stamp
+
+        # 2. transitions (operator requests, state faults)
+        with self._lock:
+            req = self._request
+        st = step(prev_mode, self._facts(fault, req, state_ok, now))
+        self._settle_request(req, st.request_kept, st.transition is not None and req is not None
+                             and st.transition.why.startswith("operator"), st.dropped)
+        if st.mode is not prev_mode:
+            self._enter(st.mode, now, st.transition.why, fault, sample)
+
+        # 3. observation (also on the tick that leaves POLICY: it closes the last transition)
+        obs = None
+        usable = sample is not None and (fault is None or fault in PHYSICAL_FAULTS)
+        if usable and (self.mode is Mode.POLICY or prev_mode is Mode.POLICY):
+            obs = self.pipeline.compute(sample.state, self._command, self._last_action)[0]
+            ofault = sup.check_observation(obs)
+            if ofault is not None:
+                obs = None
+                self._fault_now(ofault, now, sample)
+            else:
+                self._last_obs = obs
+        t_obs = clk()
+
+        # 4. policy
+        action = None
+        if self.mode is Mode.POLICY and obs is not None:
+            try:
+                action = self.bundle.act(obs)
+            except Exception as exc:
+                sup.record("policy_error", f"inference raised {exc!r}", False)
+                action = np.full(self.spec.num_joints, np.nan, dtype=np.float32)
+        t_inf = clk()
+
+        # 5. targets for the mode, then the safety filter
+        target, kp, kd = self._mode_command(now, action, sample)
+        last = self._last_target if self._last_target is not None else target_or_default(
+            sample, self.default_pos)
+        if sample is not None and state_ok:
+            q, qd = sample.state.joint_pos[0], sample.state.joint_vel[0]
+        else:
+            q = qd = _NAN_J.get(self.spec.num_joints)
+        safe, afault = sup.filter_targets(target, np.clip(last, self.spec.soft_lower,
+                                                          self.spec.soft_upper), q, qd, kp, kd)
+        t_safe = clk()
+
+        # 6. command
+        try:
+            self.backend.write_command(safe, kp, kd)
+        except Exception as exc:
+            sup.record("backend_error", f"write_command raised {exc!r}", True)
+            afault = afault or "backend_error"
+        self._last_target, self._last_kp, self._last_kd = safe, kp, kd
+        if afault is not None and self.mode is not Mode.DAMPING:
+            self._fault_now(afault, now, sample)       # the held target went out; DAMPING next
+        t_cmd = clk()
+
+        # 7. replay: the transition (prev_obs, prev_action) -> obs is complete
+        self._log_transition(prev_mode, obs, sample, afault or fault)
+        if self.mode is Mode.POLICY and action is not None and afault is None:
+            self._prev_obs, self._prev_action = obs, action
+            self._last_action = action.reshape(1, -1).astype(np.float32, copy=False)
+        else:
+            self._prev_obs = self._prev_action = None
+        t_end = clk()
+
+        s = self.timer.stages
+        s["state"].add(t_state - t_start)
+        s["obs"].add(t_obs - t_state)
+        s["inference"].add(t_inf - t_obs)
+        s["safety"].add(t_safe - t_inf)
+        s["command"].add(t_cmd - t_safe)
+        s["replay"].add(t_end - t_cmd)
+        s["tick"].add(t_end - t_start)
+        if t_end - t_start > self.period:
+            self.timer.budget_exceeded += 1
+        if self.on_tick is not None:
+            self.on_tick(self)
+        return self.mode
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _facts(self, fault, req, state_ok, now) -> Facts:
+        return Facts(fault=fault, request=req, state_ok=state_ok,
+                     stand_done=self.mode is Mode.STAND and now - self._stand_t0 >= self._stand_T,
+                     policy_loaded=self.bundle is not None)
+
+    def _settle_request(self, req, kept: bool, served: bool, dropped: str | None) -> None:
+        if req is None or kept:
+            return
+        with self._lock:
+            if self._request is req:      # not replaced meanwhile by another thread
+                self._request = None
+        result = "served" if served else (f"dropped: {dropped}" if dropped else "already there")
+        self.last_request = {"request": req.value, "tick": self._tick, "result": result}
+        if dropped:
+            log.warning("controller: %s", dropped)
+
+    def _fault_now(self, reason: str, now: float, sample) -> None:
+        st = step(self.mode, Facts(reason, None, False, False, self.bundle is not None))
+        if st.mode is not self.mode:
+            self._enter(st.mode, now, st.transition.why, reason, sample)
+
+    def _enter(self, mode: Mode, now: float, why: str, fault: str | None, sample) -> None:
+        old = self.mode
+        self.mode = mode
+        detail = why if fault is None else f"{why}: {fault}"
+        self.transitions.append({"tick": self._tick, "time": round(now, 6), "from": old.value,
+                                 "to": mode.value, "why": detail})
+        log.info("controller: %s -> %s (%s)", old.value, mode.value, detail)
+        if mode is Mode.STAND:
+            start = self._last_target if self._last_target is not None else \
+                target_or_default(sample, self.default_pos)
+            self._stand_from = np.clip(start, self.spec.soft_lower, self.spec.soft_upper)
+            max_rate = self.safety.max_step / self.period           # rad/s per joint
+            needed = float(np.max(1.5 * np.abs(self.default_pos - self._stand_from) / (0.9 * max_rate)))
+            self._stand_T = max(self.config.controller.stand_duration_s, needed)
+            self._stand_t0 = now
+        elif mode is Mode.POLICY:
+            self._blend_t0 = now
+            self._last_action = np.zeros((1, self.spec.num_joints), dtype=np.float32)
+            self._prev_obs = self._prev_action = None
+        elif mode is Mode.DAMPING and fault is not None and self._previous_bundle is not None \
+                and now - self._swap_time <= self.config.safety.rollback_window_s:
+            bad, self.bundle = self.bundle, self._previous_bundle
+            self.safety.record("swap_rolled_back", f"fault '{fault}' {now - self._swap_time:.2f} s "
+                               f"after installing {bad.id}; back to {self.bundle.id}", False)
+            self._previous_bundle = None
+            self._swap_time = -math.inf
+
+    def _mode_command(self, now: float, action, sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mode = self.mode
+        if mode is Mode.POLICY and action is not None:
+            target = self.action_map.joint_targets(action)
+            blend = self.config.controller.blend_in_s
+            b = 1.0 if blend <= 0 else _smoothstep((now - self._blend_t0) / blend)
+            if b < 1.0:
+                return (self.default_pos + b * (target - self.default_pos),
+                        self.stand_kp + b * (self.policy_kp - self.stand_kp),
+                        self.stand_kd + b * (self.policy_kd - self.stand_kd))
+            return target, self.policy_kp, self.policy_kd
+        if mode is Mode.POLICY:      # no usable observation this tick: hold, DAMPING follows
+            hold = self._last_target if self._last_target is not None else self.default_pos
+            return hold, self._last_kp, self._last_kd
+        if mode is Mode.STAND:
+            s = _smoothstep((now - self._stand_t0) / self._stand_T)
+            return self._stand_from + s * (self.default_pos - self._stand_from), \
+                self.stand_kp, self.stand_kd
+        return target_or_default(sample, self._last_target if self._last_target is not None
+                                 else self.default_pos), self.damping_kp, self.damping_kd
+
+    def _log_transition(self, prev_mode: Mode, obs, sample, fault: str | None) -> None:
+        if self.replay is None or prev_mode is not Mode.POLICY or self._prev_obs is None:
+            return
+        if obs is None or sample is None:
+            self.replay_skipped += 1      # no valid next observation (NaN or stale state)
+            return
+        terminated = self.mode is Mode.DAMPING and fault is not None
+        truncated = self.mode is not Mode.POLICY and not terminated
+        st = sample.state
+        quat = st.base_quat[0]
+        self.replay.append(
+            time_ns=int(self._now * 1e9), obs=self._prev_obs, action=self._prev_action,
+            next_obs=obs, terminated=terminated, truncated=truncated, command=self._command[0],
+            joint_pos=st.joint_pos[0], joint_vel=st.joint_vel[0], joint_torque=sample.joint_torque,
+            imu_quat=quat, imu_gyro=st.base_ang_vel[0], imu_accel=sample.imu_accel,
+            base_pos=sample.base_pos if sample.base_pos is not None else _NAN3,
+            policy_id=self.bundle.id if self.bundle is not None else "")
+
+    # ---- diagnostics -----------------------------------------------------------------------------
+    def diagnostics(self) -> dict:
+        rs = None
+        if self.replay is not None:
+            w = self.replay.stats()
+            rs = {"enqueued": w.enqueued, "dropped": w.dropped, "written": w.written,
+                  "queue_depth": w.queue_depth, "io_errors": w.io_errors, "alive": w.alive,
+                  "skipped": self.replay_skipped}
+        with self._lock:
+            pending = self._request.value if self._request else None
+        return {
+            "mode": self.mode.value, "tick": self._tick, "time": self._now,
+            "command": self.command.tolist(), "policy_id": self.policy_id,
+            "pending_swap": getattr(self._pending_bundle, "id", None),
+            "pending_request": pending, "last_request": dict(self.last_request),
+            "state_age_ms": None if math.isnan(self._state_age) else round(self._state_age * 1e3, 3),
+            "loop": {"running": self.running, "period_target_ms": self.period * 1e3,
+                     **self.timer.snapshot()},
+            "replay": rs, "safety": self.safety.snapshot(),
+            "transitions": list(self.transitions)[-10:],
+        }
+
+
+class _NanJoints(dict):
+    def get(self, n: int) -> np.ndarray:   # type: ignore[override]
+        if n not in self:
+            self[n] = np.full(n, np.nan)
+        return self[n]
+
+
+_NAN_J = _NanJoints()
+_NAN3 = np.full(3, np.nan)
+
+
+def target_or_default(sample: StateSample | None, fallback: np.ndarray) -> np.ndarray:
+    """The measured joint positions when they are finite, else `fallback`."""
+    if sample is not None:
+        q = sample.state.joint_pos[0]
+        if np.isfinite(q).all():
+            return q.astype(np.float64, copy=True)
+    return np.asarray(fallback, dtype=np.float64).copy()
