@@ -146,8 +146,9 @@ class Trainer:
                "wall_time": round(p.wall_time, 1), **{k: round(v, 5) for k, v in metrics.items()}}
         log = self.out / "eval.csv"
         new = not log.exists()
+        fields = list(row) if new else next(csv.reader(open(log)))   # a resumed run keeps its columns
         with open(log, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow(row)
@@ -209,9 +210,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(agent: SAC, env, device: torch.device) -> dict:
+def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345) -> dict:
     """One whole episode per env with the deterministic policy; first episode of each env counts."""
-    obs = torch.as_tensor(env.reset(seed=12345, stagger=False), device=device)
+    obs = torch.as_tensor(env.reset(seed=seed, stagger=False), device=device)
     n = env.num_envs
     ret, fell, err, length = np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n)
     seen = np.zeros(n, bool)
@@ -227,8 +228,9 @@ def evaluate(agent: SAC, env, device: torch.device) -> dict:
         obs = torch.as_tensor(result.obs, device=device)
         if seen.all():
             break
-    return {"return": float(ret.mean()), "fall_rate": float(fell.mean()),
-            "lin_vel_error": float(err.mean()), "episode_length_s": float(length.mean() * env.spec.policy_dt)}
+    return {"return": float(ret.mean()), "fall_rate": float(fell.mean()), "falls": int(fell.sum()),
+            "lin_vel_error": float(err.mean()), "lin_vel_error_worst_episode": float(err.max()),
+            "episode_length_s": float(length.mean() * env.spec.policy_dt)}
 
 
 def plot_eval_curve(csv_path: Path, png_path: Path) -> None:
