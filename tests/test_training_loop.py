@@ -17,16 +17,13 @@ from training.envs.gym_adapter import GymVecEnv
 from training.envs.velocity import TaskConfig, VelocityEnv
 from training.runner import Trainer
 from training.sac import NonFiniteError, SACConfig
+from training.smoke import smoke_config
 
 
 def _cfg(**over) -> TrainConfig:
-    base = dict(source="test", algo="sac", num_envs=4, steps_per_env=8, max_iterations=4,
-                learning_starts=1, buffer_size=4096, updates_per_iteration=4, batch_size=32,
-                sim_threads=2, eval_interval=1000, eval_episodes=2, checkpoint_interval=1000,
-                checkpoint_keep=2,
+    base = dict(num_envs=4, max_iterations=4, updates_per_iteration=4, batch_size=32, sim_threads=2,
                 sac=SACConfig(actor_hidden=(32, 32), critic_hidden=(32, 32)))
-    base.update(over)
-    return TrainConfig(**base)
+    return smoke_config(**{**base, **over})
 
 
 def _go2_trainer(tmp_path, cfg, name):
