@@ -61,13 +61,13 @@ class Trainer:
         try:
             while p.iteration < end:
                 t0 = time.perf_counter()
-                self._collect()
+                env_logs = self._collect()
                 t1 = time.perf_counter()
                 logs = self._learn()
                 t2 = time.perf_counter()
                 p.iteration += 1
                 p.wall_time += t2 - t0
-                self._log(writer, bar, logs, t1 - t0, t2 - t1)
+                self._log(writer, bar, logs, env_logs, t1 - t0, t2 - t1)
                 if self.eval_env is not None and p.iteration % cfg.eval_interval == 0:
                     self._evaluate(writer)
                 if p.iteration % cfg.checkpoint_interval == 0 or p.iteration == end:
@@ -77,8 +77,12 @@ class Trainer:
             writer.close()
         return p
 
-    def _collect(self) -> None:
+    def _collect(self) -> dict:
+        """N_s steps of every env into the buffer; returns the iteration's mean reward terms and
+        episode statistics for the logs."""
         cfg, p = self.cfg, self.progress
+        terms: dict[str, float] = {}
+        lengths, falls = [], []
         for _ in range(cfg.steps_per_env):
             obs = self.obs
             self._check_obs(obs)
@@ -94,8 +98,18 @@ class Trainer:
                             next_obs, done, timeout)
             self.obs = torch.as_tensor(result.obs, device=self.device)
             p.env_steps += self.env.num_envs
+            for k, v in result.info.get("reward_terms", {}).items():
+                terms[k] = terms.get(k, 0.0) + v / cfg.steps_per_env
             if "episode" in result.info:
-                p.recent_returns = (p.recent_returns + list(result.info["episode"]["return"]))[-200:]
+                ep = result.info["episode"]
+                p.recent_returns = (p.recent_returns + list(ep["return"]))[-200:]
+                lengths += list(ep["length"])
+                falls += list(ep.get("fell", []))
+        stats = {f"reward/{k}": v for k, v in terms.items()}
+        if lengths:
+            stats["train/episode_length"] = float(np.mean(lengths))
+            stats["train/fall_fraction"] = float(np.mean(falls)) if falls else 0.0
+        return stats
 
     def _learn(self) -> dict:
         cfg = self.cfg
@@ -117,11 +131,11 @@ class Trainer:
                                  f"in {self.out}")
 
     # ---- reporting -------------------------------------------------------------------------
-    def _log(self, writer, bar, logs: dict, t_collect: float, t_learn: float) -> None:
+    def _log(self, writer, bar, logs: dict, env_logs: dict, t_collect: float, t_learn: float) -> None:
         p, cfg = self.progress, self.cfg
         sps = cfg.steps_per_env * self.env.num_envs / max(t_collect, 1e-9)
         ups = cfg.updates_per_iteration / max(t_learn, 1e-9) if logs else 0.0
-        for k, v in logs.items():
+        for k, v in {**logs, **env_logs}.items():
             writer.add_scalar(k, v, p.env_steps)
         writer.add_scalar("perf/env_steps_per_s", sps, p.env_steps)
         writer.add_scalar("perf/updates_per_s", ups, p.env_steps)

@@ -1,0 +1,435 @@
+"""UnitreeBackend: a Unitree G1 (hg messages) or Go2 (go messages) over low-level DDS.
+
+    backend = UnitreeBackend(spec, network_interface="eth0", domain=0)
+    sample = backend.read_state()                 # latest rt/lowstate, policy order, or None
+    backend.write_command(q_target, kp, kd)       # policy order; sent at the robot's rate
+    backend.diagnostics()                         # counters, state age and rate, damping reason
+    backend.close()                               # a short burst of damping, then leave DDS
+
+What happens, in order:
+ 1. the network interface must exist and be up; unitree_sdk2py's channel factory is initialised
+    on it (`ChannelFactoryInitialize(domain, interface)`), which also configures cyclonedds;
+ 2. the robot's built-in motion mode is released through the SDK's MotionSwitcherClient
+    (CheckMode / ReleaseMode until no mode is active); no answer is a refusal;
+ 3. if any other participant publishes rt/lowcmd, the backend refuses to start;
+ 4. one I/O thread waits on rt/lowstate. Each valid lowstate (size, CRC, finite values; malformed
+    ones are dropped and counted by reason) becomes the latest StateSample and is answered at once
+    by one rt/lowcmd built from the latest targets the Controller wrote (mode_machine copied from
+    the lowstate, motors mapped by the spec's hardware index, CRC filled in). So commands go out at
+    the robot's own state rate, with the least delay after each state;
+ 5. if no valid lowstate arrives for `stale_timeout_s`, the thread sends damping (kp 0, the
+    deploy config's damping kd) at the nominal rate instead, and keeps damping after lowstate
+    returns until the Controller writes a command newer than the recovery: a target computed from
+    a stale state is never sent. Before the first command it sends damping too.
+
+Messages travel as bytes (deploy.backends.unitree_msgs) on topics typed with the SDK's own IDL
+classes, read and written through cyclonedds' raw sample calls (`cyclonedds._clayer`, pinned by
+`cyclonedds==11.0.1`); this keeps a 500 Hz state stream to a few percent of a core in Python.
+Quaternions arrive w, x, y, z (the project's order): no conversion.
+
+unitree_sdk2py and cyclonedds are imported here only; `deploy` imports without them."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from deploy.backend import StateSample
+from deploy.backends import unitree_msgs as M
+from deploy.backends.netif import interface_problem
+from deploy.observations import RobotState
+from deploy.spec import RobotSpec
+
+log = logging.getLogger("deploy.backends.unitree")
+
+LOWSTATE_TOPIC = "rt/lowstate"
+LOWCMD_TOPIC = "rt/lowcmd"
+STATE_RATE_HZ = 500.0          # both G1 and Go2 publish rt/lowstate at 500 Hz
+UNITREE_DOMAIN = 0             # the robots' DDS domain
+
+
+class UnitreeBackendError(RuntimeError):
+    """The backend refuses to start (or to go on); the message says why and what to do."""
+
+
+# ---- unitree_sdk2py's channel factory: one domain and interface per process --------------------
+_sdk_init: tuple[int, str] | None = None
+_sdk_lock = threading.Lock()
+
+
+def init_channel_factory(domain: int, network_interface: str) -> None:
+    """`ChannelFactoryInitialize(domain, interface)` once per process (the SDK keeps the first call
+    and silently ignores later ones, so a second, different call is refused here instead)."""
+    global _sdk_init
+    problem = interface_problem(network_interface)
+    if problem:
+        raise UnitreeBackendError(problem)
+    if not 0 <= int(domain) <= 232:
+        raise UnitreeBackendError(f"DDS domain {domain} is outside 0..232")
+    with _sdk_lock:
+        if _sdk_init is not None:
+            if _sdk_init != (int(domain), network_interface):
+                raise UnitreeBackendError(
+                    f"unitree_sdk2py is already initialised for domain {_sdk_init[0]} on "
+                    f"'{_sdk_init[1]}' in this process; it cannot also join domain {domain} on "
+                    f"'{network_interface}' (one process drives one robot)")
+            return
+        try:
+            from unitree_sdk2py.core.channel import ChannelFactoryInitialize
+        except ModuleNotFoundError as exc:
+            raise UnitreeBackendError(
+                f"unitree_sdk2py is not installed ({exc.name}): pip install -e '.[unitree]' "
+                f"(unitree-sdk2py-dimos, cyclonedds==11.0.1)") from exc
+        try:
+            ChannelFactoryInitialize(int(domain), network_interface)
+        except Exception as exc:  # the SDK raises a bare Exception
+            raise UnitreeBackendError(f"unitree_sdk2py could not join DDS domain {domain} on "
+                                      f"'{network_interface}': {exc}") from exc
+        _sdk_init = (int(domain), network_interface)
+
+
+# ---- raw DDS channels ---------------------------------------------------------------------------
+class DdsLink:
+    """One cyclonedds participant with raw-bytes readers and writers on SDK-typed topics."""
+
+    def __init__(self, domain: int):
+        from cyclonedds.domain import DomainParticipant
+
+        self.participant = DomainParticipant(int(domain))
+        self.guid = str(self.participant.guid)
+        self._topics: dict[str, object] = {}
+        self._closed = False
+
+    def topic(self, name: str, idl_type):
+        from cyclonedds.topic import Topic
+
+        if name not in self._topics:
+            self._topics[name] = Topic(self.participant, name, idl_type)
+        return self._topics[name]
+
+    def reader(self, name: str, idl_type, depth: int = 1) -> "RawReader":
+        return RawReader(self, self.topic(name, idl_type), depth)
+
+    def writer(self, name: str, idl_type) -> "RawWriter":
+        return RawWriter(self, self.topic(name, idl_type))
+
+    def close(self) -> None:
+        """Delete the participant and everything in it now (not at garbage collection), so that a
+        later participant in this process never sees this one's writers as another publisher."""
+        if self._closed:
+            return
+        self._closed = True
+        p = self.participant
+        try:
+            p._delete(p._ref)
+        except Exception:   # already gone
+            pass
+        self._topics.clear()
+
+
+class RawReader:
+    def __init__(self, link: DdsLink, topic, depth: int):
+        from cyclonedds.core import GuardCondition, InstanceState, ReadCondition, SampleState, \
+            ViewState, WaitSet
+        from cyclonedds.qos import Policy, Qos
+        from cyclonedds.sub import DataReader
+
+        self.link = link
+        qos = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(depth))
+        self.reader = DataReader(link.participant, topic, qos)
+        self._mask = SampleState.Any | ViewState.Any | InstanceState.Any
+        self._cond = ReadCondition(self.reader, self._mask)
+        self._guard = GuardCondition(link.participant)
+        self._waitset = WaitSet(link.participant)
+        self._waitset.attach(self._cond)
+        self._waitset.attach(self._guard)
+        from cyclonedds._clayer import ddspy_take
+        self._take = ddspy_take
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a sample arrives, wake() is called or `timeout_s` passes."""
+        self._waitset.wait(max(0, int(timeout_s * 1e9)))
+
+    def wake(self) -> None:
+        self._guard.set(True)
+
+    def clear_wake(self) -> None:
+        self._guard.set(False)
+
+    def take(self, n: int = 8) -> list[bytes]:
+        if self.link._closed:
+            return []
+        ret = self._take(self.reader._ref, self._mask, n)
+        if isinstance(ret, int):
+            return []
+        return [data for data, info in ret if info.valid_data]
+
+    def publishers(self) -> list[str]:
+        """GUIDs of the participants whose writers this reader has matched."""
+        out = []
+        for h in self.reader.get_matched_publications():
+            try:
+                out.append(str(self.reader.get_matched_publication_data(h).participant_key))
+            except Exception:    # the publication went away between the two calls
+                continue
+        return out
+
+    def foreign_publishers(self) -> list[str]:
+        return sorted({g for g in self.publishers() if g != self.link.guid})
+
+
+class RawWriter:
+    def __init__(self, link: DdsLink, topic):
+        from cyclonedds._clayer import ddspy_write
+        from cyclonedds.pub import DataWriter
+
+        self.link = link
+        self.writer = DataWriter(link.participant, topic)
+        self._write = ddspy_write
+
+    def write(self, data: bytes) -> bool:
+        if self.link._closed:
+            return False
+        return self._write(self.writer._ref, data) == 0
+
+
+# ---- the built-in motion mode -------------------------------------------------------------------
+def release_builtin_motion_mode(timeout_s: float = 2.0, attempts: int = 5,
+                        log_fn: Callable[[str], None] = log.info) -> str:
+    """Release the robot's built-in motion service (sport mode, AI mode, ...) so that low-level
+    commands are obeyed. Returns the name of the mode that was released ('' if none was active).
+    Needs init_channel_factory() first."""
+    from unitree_sdk2py.comm.motion_switcher.motion_switcher_client import MotionSwitcherClient
+
+    client = MotionSwitcherClient()
+    client.SetTimeout(timeout_s)
+    client.Init()
+    released = ""
+    for _ in range(attempts):
+        code, data = client.CheckMode()
+        if code != 0 or data is None:
+            raise UnitreeBackendError(
+                f"the robot's motion_switcher service did not answer CheckMode (code {code}) within "
+                f"{timeout_s:g} s: is the robot on this network interface and DDS domain? "
+                f"(to skip this step on a robot without one: release_motion_mode false)")
+        name = data.get("name", "")
+        if not name:
+            return released
+        log_fn(f"releasing the built-in motion mode '{name}'")
+        released = released or name
+        code, _ = client.ReleaseMode()
+        if code != 0:
+            raise UnitreeBackendError(f"motion_switcher refused ReleaseMode (code {code}) for '{name}'")
+        time.sleep(0.2)
+    raise UnitreeBackendError(f"the built-in motion mode is still active after {attempts} releases")
+
+
+# ---- the backend ------------------------------------------------------------------------------
+class UnitreeBackend:
+    def __init__(self, spec: RobotSpec, network_interface: str, domain: int = UNITREE_DOMAIN, *,
+                 state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
+                 damping_kd: np.ndarray | None = None, release_motion_mode: bool = True,
+                 motion_switcher_timeout_s: float = 2.0, lowcmd_check_s: float = 1.0,
+                 close_damping_s: float = 0.05):
+        if spec.interface not in M.FAMILIES:
+            raise UnitreeBackendError(f"robot '{spec.name}' uses hardware interface "
+                                      f"'{spec.interface}', not a Unitree one "
+                                      f"({', '.join(M.FAMILIES)})")
+        self.spec = spec
+        self.fam = M.family(spec.interface)
+        self.network_interface = network_interface
+        self.domain = int(domain)
+        self.period = 1.0 / float(state_rate_hz)
+        self.stale_timeout_s = float(stale_timeout_s)
+        self.close_damping_s = float(close_damping_s)
+        if damping_kd is None:
+            from deploy.deploy_config import DeployConfig
+            damping_kd = DeployConfig.load(spec).controller.damping_kd
+        j = spec.num_joints
+        self._p2h = spec.policy_to_hardware
+        self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
+        self._encoder = M.LowCmdEncoder(self.fam)
+        slots = self.fam.motor_slots
+        self._mode = np.zeros(slots)
+        self._mode[self._p2h] = M.HG_MODE_ENABLE if self.fam.interface == "unitree_hg" else M.GO_MODE_SERVO
+        self._idle_q = np.zeros(slots)
+        self._idle_dq = np.zeros(slots)
+        if self.fam.interface == "unitree_go":   # unused go slots: Unitree's stop sentinels
+            unused = np.setdiff1d(np.arange(slots), self._p2h)
+            self._idle_q[unused] = M.GO_POS_STOP
+            self._idle_dq[unused] = M.GO_VEL_STOP
+
+        # shared with the I/O thread (single assignments of immutable tuples / objects)
+        self._latest: StateSample | None = None
+        self._target: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        self._counts = collections.Counter()
+        self._drops = collections.Counter()
+        self._damping_reason = "no command yet"
+        self._stale_since: float | None = None
+        self._recovered_at = -np.inf
+        self._last_state_time = -np.inf
+        self._mode_machine = 0
+        self._rate_window = collections.deque(maxlen=1000)
+        self._foreign: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.released_mode = ""
+
+        init_channel_factory(self.domain, network_interface)
+        LowState_, LowCmd_ = M.sdk_types(spec.interface)
+        self._link = DdsLink(self.domain)
+        try:
+            self._state_in = self._link.reader(LOWSTATE_TOPIC, LowState_, depth=1)
+            self._cmd_seen = self._link.reader(LOWCMD_TOPIC, LowCmd_, depth=1)
+            t0 = time.monotonic()
+            if release_motion_mode:
+                self.released_mode = release_builtin_motion_mode(motion_switcher_timeout_s)
+            time.sleep(max(0.0, lowcmd_check_s - (time.monotonic() - t0)))
+            foreign = self._cmd_seen.foreign_publishers()
+            if foreign:
+                raise UnitreeBackendError(
+                    f"another process publishes {LOWCMD_TOPIC} on domain {self.domain} via "
+                    f"'{network_interface}' (participant {', '.join(foreign)}): stop it (another "
+                    f"controller, a bridge, the SDK examples) before this one takes control")
+            self._cmd_out = self._link.writer(LOWCMD_TOPIC, LowCmd_)
+        except BaseException:
+            self._link.close()
+            raise
+        self._thread = threading.Thread(target=self._io_loop, name="unitree-io", daemon=True)
+        self._thread.start()
+
+    # ---- RobotBackend ------------------------------------------------------------------------
+    def read_state(self) -> StateSample | None:
+        return self._latest
+
+    def write_command(self, joint_targets: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
+        j = self.spec.num_joints
+        q, p, d = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (joint_targets, kp, kd))
+        if q.shape != (j,) or p.shape != (j,) or d.shape != (j,):
+            raise ValueError(f"write_command expects ({j},) targets and gains in policy order, got "
+                             f"{q.shape}, {p.shape}, {d.shape}")
+        if not (np.isfinite(q).all() and np.isfinite(p).all() and np.isfinite(d).all()):
+            self._counts["commands_rejected_nonfinite"] += 1
+            self._target = None            # damping until the next finite command
+            return
+        self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._state_in.wake()
+            self._thread.join(2.0)
+            self._thread = None
+        self._link.close()
+
+    # ---- status ------------------------------------------------------------------------------
+    @property
+    def damping(self) -> bool:
+        return self._damping_reason is not None
+
+    def diagnostics(self) -> dict:
+        now = time.monotonic()
+        window = [t for t in list(self._rate_window) if now - t <= 1.0]
+        return {
+            "backend": "unitree", "interface": self.fam.interface, "domain": self.domain,
+            "network_interface": self.network_interface,
+            "states_received": self._counts["states"], "states_dropped": dict(self._drops),
+            "commands_sent": self._counts["commands"], "damping_sent": self._counts["damping"],
+            "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
+            "damping": self.damping, "damping_reason": self._damping_reason,
+            "stale_events": self._counts["stale_events"],
+            "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
+            "state_rate_hz": float(len(window)),
+            "foreign_lowcmd_publishers": list(self._foreign),
+            "released_motion_mode": self.released_mode,
+        }
+
+    # ---- the I/O thread ------------------------------------------------------------------------
+    def _io_loop(self) -> None:
+        mono = time.monotonic
+        next_idle_send = mono()
+        next_check = mono() + 0.5
+        while not self._stop.is_set():
+            self._state_in.wait(self.period)
+            now = mono()
+            reading = None
+            for data in self._state_in.take(8):
+                try:
+                    reading = M.decode_state(self.fam, data)
+                except M.MalformedMessage as exc:
+                    self._drops[exc.reason] += 1
+                    if self._drops[exc.reason] in (1, 10, 100, 1000):
+                        log.warning("dropped a malformed %s (%s; %d so far)", LOWSTATE_TOPIC, exc,
+                                    self._drops[exc.reason])
+            if reading is not None:
+                self._on_state(reading, now)
+                self._send(now)
+                next_idle_send = now + self.period
+            elif now - self._last_state_time > self.stale_timeout_s:
+                if self._stale_since is None and self._last_state_time > -np.inf:
+                    self._stale_since = now
+                    self._counts["stale_events"] += 1
+                    log.warning("%s stale for %.3f s: damping", LOWSTATE_TOPIC,
+                                now - self._last_state_time)
+                if now >= next_idle_send:        # keep the robot's command stream alive
+                    self._send(now)
+                    next_idle_send = max(next_idle_send + self.period, now)
+            if now >= next_check:
+                next_check = now + 0.5
+                self._foreign = self._cmd_seen.foreign_publishers()
+        # leaving: damping for a moment, so the motors are not left holding a stiff target
+        self._target = None
+        end = mono() + self.close_damping_s
+        while mono() < end:
+            self._send(mono())
+            time.sleep(self.period)
+
+    def _on_state(self, r: M.LowStateReading, now: float) -> None:
+        p2h = self._p2h
+        state = RobotState(base_quat=r.quat_wxyz.reshape(1, 4), base_ang_vel=r.gyro.reshape(1, 3),
+                           joint_pos=r.q[p2h].reshape(1, -1), joint_vel=r.dq[p2h].reshape(1, -1),
+                           base_lin_vel=None)
+        self._latest = StateSample(state=state, joint_torque=r.tau_est[p2h], imu_accel=r.accel,
+                                   stamp=now, sequence=r.tick)
+        self._mode_machine = r.mode_machine
+        self._counts["states"] += 1
+        self._rate_window.append(now)
+        if self._stale_since is not None:
+            self._stale_since = None
+            self._recovered_at = now
+            log.warning("%s back; damping until the controller writes a new command", LOWSTATE_TOPIC)
+        self._last_state_time = now
+
+    def _send(self, now: float) -> None:
+        slots = self.fam.motor_slots
+        q, dq = self._idle_q.copy(), self._idle_dq.copy()
+        kp, kd, tau = np.zeros(slots), np.zeros(slots), np.zeros(slots)
+        target = self._target
+        stale = now - self._last_state_time > self.stale_timeout_s
+        if self._foreign:
+            reason = f"another {LOWCMD_TOPIC} publisher: {', '.join(self._foreign)}"
+        elif stale:
+            reason = ("no lowstate yet" if self._last_state_time == -np.inf
+                      else f"stale lowstate ({now - self._last_state_time:.3f} s)")
+        elif target is None:
+            reason = "no command yet"
+        elif target[3] <= self._recovered_at:
+            reason = "lowstate recovered; waiting for a new command"
+        else:
+            reason = None
+        p2h = self._p2h
+        if reason is None:
+            q[p2h], kp[p2h], kd[p2h] = target[0], target[1], target[2]
+            self._counts["commands"] += 1
+        else:
+            latest = self._latest
+            if latest is not None:
+                q[p2h] = latest.state.joint_pos[0]
+            kd[p2h] = self._damping_kd
+            self._counts["damping"] += 1
+        self._damping_reason = reason
+        self._cmd_out.write(self._encoder.encode(self._mode, q, dq, tau, kp, kd, self._mode_machine))
