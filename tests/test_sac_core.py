@@ -146,6 +146,14 @@ def test_initial_std_is_sigma0_on_every_dimension_for_any_observation():
     assert torch.allclose(log_std.exp(), torch.full_like(log_std, 0.15), atol=1e-7)
 
 
+def test_initial_actions_are_the_default_pose_even_with_asymmetric_bounds():
+    actor = _actor(low=(-1.0, -0.5, -4.5), high=(1.0, 2.0, 2.3))
+    a = actor.deterministic(torch.randn(256, 4))
+    assert a.abs().max() < 0.25                       # near env action 0, the default joint pose
+    assert actor.center.abs().max() > 1.0             # where a zero-mean squash would start
+    assert not torch.allclose(actor.center, torch.zeros(3))
+
+
 def test_initial_mean_head_has_zero_bias_and_small_weights():
     actor = _actor()
     d = actor.act_dim

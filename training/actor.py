@@ -1,6 +1,13 @@
 """The SAC actor: a tanh-squashed Gaussian scaled to per-joint bounds (rsl_rl_sac.md Eq. 5-6),
 initialized so exploration starts at the default pose with std sigma0 on every joint (Sec. 3.3).
 
+With asymmetric joint limits the bounds' centre b is not zero (a Go2 rear thigh: b = 4.0, so a
+zero-mean head would command the default pose + 1.0 rad and start every robot in a crouch). Sec. 3.3
+wants initial actions at zero, i.e. at the default pose, so the squash is anchored there:
+a = b + c tanh(x + x0) with the constant x0 = atanh(-b / c). This is Eq. 5 with the mean shifted by
+a constant; the bounds, the zero-bias mean head of Eq. 7 and the log-probability of Eq. 6 (with
+x + x0 in the tanh term) are unchanged.
+
 An actor is a replaceable part of the learner: it maps normalized observations to
 (action, log_prob) and exposes its deterministic path for evaluation and export."""
 from __future__ import annotations
@@ -28,6 +35,7 @@ class SquashedGaussianActor(nn.Module):
         low_t, high_t = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
         self.register_buffer("center", 0.5 * (high_t + low_t))      # b
         self.register_buffer("half_range", 0.5 * (high_t - low_t))  # c
+        self.register_buffer("anchor", torch.atanh((-self.center / self.half_range).clamp(-0.999, 0.999)))
         self.reset_head(init_std, mean_init_std)
 
     @torch.no_grad()
@@ -50,12 +58,13 @@ class SquashedGaussianActor(nn.Module):
         return self.squash(x), self.log_prob(x, mean, log_std)
 
     def squash(self, x: torch.Tensor) -> torch.Tensor:
-        return self.center + self.half_range * torch.tanh(x)
+        return self.center + self.half_range * torch.tanh(x + self.anchor)
 
     def log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        """Eq. 6. log(1 - tanh^2 x) is written as 2 (log 2 - x - softplus(-2x)) to stay finite."""
+        """Eq. 6. log(1 - tanh^2 y) is written as 2 (log 2 - y - softplus(-2y)) to stay finite."""
         gauss = -0.5 * ((x - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-        log_det_tanh = 2.0 * (math.log(2.0) - x - nn.functional.softplus(-2.0 * x))
+        y = x + self.anchor
+        log_det_tanh = 2.0 * (math.log(2.0) - y - nn.functional.softplus(-2.0 * y))
         return (gauss - log_det_tanh - torch.log(self.half_range)).sum(-1)
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
