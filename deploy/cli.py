@@ -15,6 +15,9 @@ STAGES = [
     ("deploy.replay.cli", "register"),
     ("training.cli_export", "register"),
     ("deploy.cli_models", "register"),
+    ("deploy.cli_run", "register"),
+    ("deploy.sim2sim.cli", "register"),
+    ("deploy.cli_preflight", "register"),
 ]
 
 

@@ -19,7 +19,9 @@ Public API (for the ROS 2 node and sim2sim; everything else is internal):
                  configs/deploy/<robot>.yaml, else derived from the spec);  clock: the time base
                  of the backend's StateSample.stamp (sim2sim passes the simulation clock).
         Raises PolicyRefused if `bundle` does not fit the spec.
-    start() / stop(timeout=1.0)      run / end the loop thread (daemon)
+    start(spin_s=0.0, rt_priority=None) / stop(timeout=1.0)
+                                     run / end the loop thread (daemon); rt_priority: SCHED_FIFO
+                                     (Linux, CAP_SYS_NICE); what it got is in diagnostics()
     tick(now=None) -> Mode           one tick, for a caller that drives the loop itself (a ROS 2
                                      timer, sim2sim); never raises
     request_stand(), request_policy(), request_damping(), estop()   operator requests; a request
@@ -29,10 +31,23 @@ Public API (for the ROS 2 node and sim2sim; everything else is internal):
     swap_policy(bundle_or_path) -> SwapResult(accepted, reason): a bundle that fails verification
                                      is never installed; the mode does not change
     mode, policy_id, bundle          read-only state
-    diagnostics() -> dict            mode, tick, command, policy id, pending swap, state age,
-                                     loop timing (period, jitter, overruns; per-stage latency
-                                     p50/p99/p99.9/max in us), replay writer stats (drops),
-                                     safety event counts and the last events, mode transitions
+    diagnostics() -> dict            plain data (JSON-ready): mode, tick, time, command,
+                                     policy_id, pending_swap, pending_request, last_request,
+                                     state_age_ms, loop {running, scheduling, period_target_ms,
+                                     stages_us {state, obs, inference, safety, command, replay,
+                                     tick: p50/p99/p99.9/max/mean/n}, period_ms, jitter_ms,
+                                     overruns, missed_deadlines, ticks_over_budget}, replay
+                                     {enqueued, dropped, written, queue_depth, io_errors, alive,
+                                     skipped} or None, safety {counts, last_events, last_fatal},
+                                     transitions (the last 10 mode changes with their reason)
+    on_tick                          optional callable(controller) run after every tick (tests,
+                                     sim2sim, benches; keep it short: it runs in the loop)
+
+Timing: deadlines are absolute (t0 + k * policy_dt); a tick that ends after the next deadline is
+an overrun and the missed deadlines are skipped (counted), never made up in a burst. Stage
+latencies are measured on every tick; period and jitter (wake-up lateness) when the loop thread
+runs. Modes and transitions: deploy/state_machine.py; safety checks: deploy/safety.py;
+thresholds and gains: deploy/deploy_config.py (configs/deploy/<robot>.yaml).
 
 Per tick: swap at the boundary -> read state -> state checks -> mode transitions -> observation ->
 policy -> safety filter -> write command -> hand the completed transition to the replay writer.
@@ -42,6 +57,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -142,6 +158,7 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.on_tick: Callable[["Controller"], None] | None = None   # test/sim hook, after a tick
+        self.scheduling = "not started"
 
     # ---- operator ---------------------------------------------------------------------------
     def _set_request(self, req: Request) -> None:
@@ -207,14 +224,16 @@ class Controller:
                            False)
 
     # ---- the loop thread ------------------------------------------------------------------------
-    def start(self, spin_s: float = 0.0) -> "Controller":
+    def start(self, spin_s: float = 0.0, rt_priority: int | None = None) -> "Controller":
         """Run tick() on absolute deadlines t0 + k * policy_dt in a daemon thread. `spin_s`: wake
-        that much early and busy-wait (trades CPU for jitter; 0 = plain sleep)."""
+        that much early and busy-wait (trades CPU for jitter; 0 = plain sleep). `rt_priority`:
+        run the loop thread under SCHED_FIFO at this priority (Linux; needs CAP_SYS_NICE; if
+        refused the loop runs at normal priority and diagnostics say why)."""
         if self._thread is not None:
             raise RuntimeError("the controller loop is already running")
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(spin_s,), name="controller",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(spin_s, rt_priority),
+                                        name="controller", daemon=True)
         self._thread.start()
         return self
 
@@ -228,7 +247,8 @@ class Controller:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self, spin_s: float) -> None:
+    def _run(self, spin_s: float, rt_priority: int | None = None) -> None:
+        self.scheduling = set_realtime(rt_priority)
         mono, period, timer = time.monotonic, self.period, self.timer
         use_wall = self.clock is time.monotonic
         t0 = mono()
@@ -287,9 +307,10 @@ class Controller:
         except Exception as exc:
             sup.record("backend_error", f"read_state raised {exc!r}", True)
             sample = None
-        t_state = clk()
         prev_mode = self.mode
-        fault = sup.check_state(sample, now, allow_missing=prev_mode is Mode.PASSIVE)
+        fault = sup.check_state(sample, now, allow_missing=prev_mode is Mode.PASSIVE,
+                                policy_active=prev_mode is Mode.POLICY)
+        t_state = clk()
         state_ok = sample is not None and fault is None
         if sample is not None:
             self._last_sample = sample
@@ -329,14 +350,13 @@ class Controller:
 
         # 5. targets for the mode, then the safety filter
         target, kp, kd = self._mode_command(now, action, sample)
-        last = self._last_target if self._last_target is not None else target_or_default(
-            sample, self.default_pos)
+        last = self._last_target if self._last_target is not None else np.clip(
+            target_or_default(sample, self.default_pos), self.spec.soft_lower, self.spec.soft_upper)
         if sample is not None and state_ok:
             q, qd = sample.state.joint_pos[0], sample.state.joint_vel[0]
         else:
             q = qd = _NAN_J.get(self.spec.num_joints)
-        safe, afault = sup.filter_targets(target, np.clip(last, self.spec.soft_lower,
-                                                          self.spec.soft_upper), q, qd, kp, kd)
+        safe, afault = sup.filter_targets(target, last, q, qd, kp, kd)
         t_safe = clk()
 
         # 6. command
@@ -478,10 +498,23 @@ class Controller:
             "pending_request": pending, "last_request": dict(self.last_request),
             "state_age_ms": None if math.isnan(self._state_age) else round(self._state_age * 1e3, 3),
             "loop": {"running": self.running, "period_target_ms": self.period * 1e3,
+                     "scheduling": self.scheduling,
                      **self.timer.snapshot()},
             "replay": rs, "safety": self.safety.snapshot(),
             "transitions": list(self.transitions)[-10:],
         }
+
+
+def set_realtime(priority: int | None) -> str:
+    """Put the calling thread under SCHED_FIFO at `priority`; returns what it got, in words."""
+    if priority is None:
+        return "normal"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+        return f"SCHED_FIFO {int(priority)}"
+    except (AttributeError, OSError, ValueError) as exc:
+        log.warning("real-time priority %s refused (%s); running at normal priority", priority, exc)
+        return f"normal (SCHED_FIFO {priority} refused: {exc})"
 
 
 class _NanJoints(dict):

@@ -42,11 +42,18 @@ class ObsInputs:
     spec: RobotSpec
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (N,3) arrays; np.cross costs ~3x more on the batch-1 control path."""
+    ax, ay, az = a[:, 0], a[:, 1], a[:, 2]
+    bx, by, bz = b[:, 0], b[:, 1], b[:, 2]
+    return np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=1)
+
+
 def quat_rotate_inverse(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate world-frame vectors v (N,3) into the body frame of w,x,y,z quaternions q (N,4)."""
     w, xyz = q[:, :1], q[:, 1:]
-    t = 2.0 * np.cross(xyz, v)
-    return v - w * t + np.cross(xyz, t)
+    t = 2.0 * _cross(xyz, v)
+    return v - w * t + _cross(xyz, t)
 
 
 def projected_gravity(q: np.ndarray) -> np.ndarray:

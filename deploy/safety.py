@@ -10,6 +10,8 @@ State checks (fatal: the Controller goes to DAMPING in the same tick)
     tilt            angle between the base z axis and the world z axis > max_tilt
     joint_limit     a measured joint beyond its hard limit by more than hard_limit_tolerance
     joint_velocity  |qd| > joint_velocity_factor x the spec's velocity limit
+                    (these two while the policy drives: at rest or standing up from a folded
+                    pose a joint may lean on its stop)
     nan_observation the policy observation holds NaN/Inf
 Action checks, on every target (the first is fatal, the others clamp and are counted)
     nan_action      non-finite target: the last safe target is held this tick, then DAMPING
@@ -89,32 +91,34 @@ class SafetySupervisor:
         return None
 
     # ---- state ----------------------------------------------------------------------------
-    def check_state(self, sample: StateSample | None, now: float, allow_missing: bool = False
-                    ) -> str | None:
-        """The first fatal reason, or None when the state is usable."""
+    def check_state(self, sample: StateSample | None, now: float, allow_missing: bool = False,
+                    policy_active: bool = True) -> str | None:
+        """The first fatal reason, or None when the state is usable. Joint limits and joint
+        velocities are checked while the policy drives (`policy_active`): a robot lying on the
+        floor or being stood up from a folded pose rests against its joint stops."""
         try:
-            return self._check_state(sample, now, allow_missing)
+            return self._check_state(sample, now, allow_missing, policy_active)
         except Exception as exc:  # never raise in the loop
             return self.record("supervisor_error", f"state check failed: {exc!r}", True)
 
-    def _check_state(self, sample, now, allow_missing):
+    def _check_state(self, sample, now, allow_missing, policy_active):
         if sample is None:
             if allow_missing:
                 return None
             return self.record("no_state", "the backend has not delivered a state", True)
         st = sample.state
-        q, qd, quat, gyro = st.joint_pos[0], st.joint_vel[0], st.base_quat[0], st.base_ang_vel[0]
-        total = float(q.sum()) + float(qd.sum()) + float(quat.sum()) + float(gyro.sum()) \
-            + float(sample.stamp)
+        q, qd, quat = st.joint_pos[0], st.joint_vel[0], st.base_quat[0]
+        total = float(q.sum()) + float(qd.sum()) + float(st.base_ang_vel.sum()) + sample.stamp
         if st.base_lin_vel is not None:
             total += float(st.base_lin_vel.sum())
+        w, x, y, z = quat.tolist()
+        total += w + x + y + z
         if not math.isfinite(total):
             return self.record("nan_state", self._nonfinite_detail(sample), True)
         age = now - sample.stamp
         if age > self.config.max_state_age_s:
             return self.record("stale_state", f"state is {age * 1e3:.1f} ms old "
                                f"(limit {self.config.max_state_age_s * 1e3:.1f} ms)", True)
-        w, x, y, z = (float(v) for v in quat)
         n2 = w * w + x * x + y * y + z * z
         if abs(math.sqrt(n2) - 1.0) > self.config.max_quat_norm_error:
             return self.record("bad_quaternion", f"|quat| = {math.sqrt(n2):.3f}", True)
@@ -122,6 +126,13 @@ class SafetySupervisor:
         if cos_tilt < self.cos_max_tilt:
             tilt = math.acos(max(-1.0, min(1.0, cos_tilt)))
             return self.record("tilt", f"tilt {tilt:.3f} rad > {self.config.max_tilt:.3f} rad", True)
+        if not policy_active:
+            return None
+        if ((q < self.hard_lower) | (q > self.hard_upper) | (np.abs(qd) > self.max_joint_vel)).any():
+            return self._joint_fault(q, qd)
+        return None
+
+    def _joint_fault(self, q, qd):
         if (q < self.hard_lower).any() or (q > self.hard_upper).any():
             i = int(np.argmax((self.hard_lower - q).clip(0) + (q - self.hard_upper).clip(0)))
             return self.record("joint_limit", f"joint '{self.names[i]}' at {q[i]:.3f} rad, hard "
@@ -177,29 +188,37 @@ class SafetySupervisor:
                                 f"{[self.names[i] for i in bad]}: holding the last safe target", True)
             t = last_safe.copy()
         if not kp.any():      # damping: the target has no effect; keep it inside the soft limits
-            return np.clip(t, self.soft_lower, self.soft_upper), fatal
-        if math.isfinite(float(q.sum()) + float(qd.sum())):
+            return np.minimum(np.maximum(t, self.soft_lower), self.soft_upper), fatal
+        measured = math.isfinite(float(q.sum()) + float(qd.sum()))
+        # the common case, in few operations: nothing to clamp
+        lo = np.maximum(last_safe - self.max_step, self.soft_lower)
+        hi = np.minimum(last_safe + self.max_step, self.soft_upper)
+        inside = bool(((t >= lo) & (t <= hi)).all())
+        if inside and (not measured or
+                       bool((np.abs(kp * (t - q) - kd * qd) <= self.effort).all())):
+            return t, fatal
+        if measured:
             tau = kp * (t - q) - kd * qd
             if (np.abs(tau) > self.effort).any():
                 active = kp > 0
                 safe_kp = np.where(active, kp, 1.0)
-                lo = np.where(active, q + (kd * qd - self.effort) / safe_kp, -np.inf)
-                hi = np.where(active, q + (kd * qd + self.effort) / safe_kp, np.inf)
+                tlo = np.where(active, q + (kd * qd - self.effort) / safe_kp, -np.inf)
+                thi = np.where(active, q + (kd * qd + self.effort) / safe_kp, np.inf)
                 i = int(np.argmax(np.abs(tau) / self.effort))
                 self.record("torque_clamped", f"joint '{self.names[i]}' estimated torque "
                             f"{tau[i]:.1f} N m > {self.effort[i]:.1f}", False)
-                t = np.clip(t, lo, hi)
-        lo, hi = last_safe - self.max_step, last_safe + self.max_step
-        if (t < lo).any() or (t > hi).any():
+                t = np.minimum(np.maximum(t, tlo), thi)
+        rlo, rhi = last_safe - self.max_step, last_safe + self.max_step
+        if (t < rlo).any() or (t > rhi).any():
             i = int(np.argmax(np.abs(t - last_safe) / self.max_step))
             self.record("rate_limited", f"joint '{self.names[i]}' target step "
                         f"{t[i] - last_safe[i]:+.3f} rad > {self.max_step[i]:.3f} rad/tick", False)
-            t = np.clip(t, lo, hi)
+            t = np.minimum(np.maximum(t, rlo), rhi)
         if (t < self.soft_lower).any() or (t > self.soft_upper).any():
             i = int(np.argmax((self.soft_lower - t).clip(0) + (t - self.soft_upper).clip(0)))
             self.record("soft_clamped", f"joint '{self.names[i]}' target {t[i]:.3f} rad outside soft "
                         f"limits [{self.soft_lower[i]:.3f}, {self.soft_upper[i]:.3f}]", False)
-            t = np.clip(t, self.soft_lower, self.soft_upper)
+            t = np.minimum(np.maximum(t, self.soft_lower), self.soft_upper)
         return t, fatal
 
     # ---- policy swaps ---------------------------------------------------------------------
@@ -246,6 +265,7 @@ class SafetySupervisor:
 
     # ---- diagnostics --------------------------------------------------------------------------
     def snapshot(self, last: int = 10) -> dict:
+        fatal = self.last_fatal()
         return {"counts": dict(self.counts),
                 "last_events": [e.to_dict() for e in list(self.events)[-last:]],
-                "last_fatal": (lambda e: e.to_dict() if e else None)(self.last_fatal())}
+                "last_fatal": fatal.to_dict() if fatal else None}

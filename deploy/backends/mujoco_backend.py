@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -380,7 +379,9 @@ class MujocoBackend(SimRobot):
         self.fleet.step(substeps)
 
     # ---- realtime --------------------------------------------------------------------------------
-    def start(self) -> "MujocoBackend":
+    def start(self, rt_priority: int | None = None) -> "MujocoBackend":
+        """Start the physics thread (SCHED_FIFO at `rt_priority` when given: it holds the GIL in
+        turns with the Controller, so it must not be preempted by ordinary processes either)."""
         if not self.realtime:
             raise RuntimeError("start() is for realtime=True; in lockstep call advance()")
         if self.want_viewer:
@@ -389,7 +390,8 @@ class MujocoBackend(SimRobot):
         self.history = collections.deque(self.history, maxlen=self._depth())
         self.fleet.time0 = time.monotonic() - self.fleet.substeps * self.spec.sim_dt
         self._stop.clear()
-        self._thread = threading.Thread(target=self._physics, name="mujoco-physics", daemon=True)
+        self._thread = threading.Thread(target=self._physics, args=(rt_priority,),
+                                        name="mujoco-physics", daemon=True)
         self._thread.start()
         return self
 
@@ -407,7 +409,9 @@ class MujocoBackend(SimRobot):
             print(f"sac2real: {self.viewer_note}", file=sys.stderr)
             return None
 
-    def _physics(self) -> None:
+    def _physics(self, rt_priority: int | None = None) -> None:
+        from deploy.controller import set_realtime
+        self.scheduling = set_realtime(rt_priority)
         dt = self.spec.sim_dt
         fleet = self.fleet
         next_sync = 0.0

@@ -208,8 +208,10 @@ class MessageLayout:
 
     def set(self, payload: np.ndarray, path: str, values) -> None:
         leaf = self.leaves[path]
-        v = np.ascontiguousarray(np.broadcast_to(np.asarray(values).astype("<" + leaf.prim), leaf.shape))
-        payload[leaf.wire] = v.view(np.uint8).reshape(leaf.wire.shape)
+        v = np.asarray(values).astype("<" + leaf.prim)
+        if v.shape != leaf.shape:
+            v = np.ascontiguousarray(np.broadcast_to(v, leaf.shape))
+        payload[leaf.wire] = np.ascontiguousarray(v).reshape(-1).view(np.uint8).reshape(leaf.wire.shape)
 
     def c_struct(self, payload: np.ndarray) -> np.ndarray:
         """The firmware's C struct bytes of a wire payload (padding zero)."""

@@ -41,6 +41,10 @@ class SimRobot:
         self.model, self.data = self.world.model, self.world.data
         self.model.opt.timestep = dt
         self.dt = dt
+        # mechanical stops: stiffer than MuJoCo's default soft joint limits (time constant 0.02 s
+        # lets a limp leg sink ~0.05 rad past its stop), as stiff as this step size allows
+        limited = self.model.jnt_limited.astype(bool)
+        self.model.jnt_solref[limited, 0] = max(2.0 * dt, 0.004)
         sh = self.world.shards[0]
         self._act = sh.idx.actuator[0]
         self._dof = sh.idx.dof[0]
@@ -49,6 +53,8 @@ class SimRobot:
         self._kd = np.full(j, np.nan)
         self.sim_time = 0.0
         self._prev_v = np.zeros(3)
+        self._base = sh.idx.base_body[0]
+        self.gantry: np.ndarray | None = None      # anchor of the support spring, world frame
         self.set_command(spec.default_pos, np.zeros(j), np.zeros(j))
 
     def set_command(self, q_target, kp, kd, dq_target=None, tau_ff=None) -> None:
@@ -67,7 +73,20 @@ class SimRobot:
         j = self.spec.num_joints
         self.set_command(np.zeros(j), np.zeros(j), np.zeros(j))
 
+    GANTRY_K, GANTRY_D = 2000.0, 400.0           # N/m, N s/m on the base
+
+    def set_gantry(self, on: bool) -> None:
+        """A support spring on the base at its present position, like the gantry a humanoid
+        hangs from while its low-level control starts; off lets it stand on its own."""
+        self.gantry = self.data.xpos[self._base].copy() if on else None
+        self.data.xfrc_applied[self._base] = 0.0
+
     def step(self) -> None:
+        if self.gantry is not None:
+            v = self._world_lin_vel()
+            self.data.xfrc_applied[self._base, :3] = (self.GANTRY_K * (self.gantry - self.data.xpos[self._base])
+                                                      - self.GANTRY_D * v)
+            self.data.xfrc_applied[self._base, 3:] = -20.0 * self.data.cvel[self._base, :3]
         self.world.step(1)
         self.sim_time += self.dt
 

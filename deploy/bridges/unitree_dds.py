@@ -12,7 +12,8 @@ limp; after that the last command holds (the drivers keep it).
 `--builtin-mode NAME` plays the robot's motion service: the mode is active at start, holds the
 default pose with the spec's stand gains and makes the robot ignore rt/lowcmd, until a client
 releases it through the SDK's motion_switcher RPC (CheckMode / ReleaseMode), as on the robot.
-`--start lying` lets the robot fall limp onto the floor before the first state goes out."""
+`--start lying` lets the robot fall limp onto the floor before the first state goes out.
+`--gantry` hangs the base from a support spring (a humanoid's gantry) until SIGUSR1 removes it."""
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,8 @@ def _motion_switcher_service(bridge: "UnitreeDdsBridge"):
 
 class UnitreeDdsBridge:
     def __init__(self, spec: RobotSpec, network_interface: str, domain: int, rate_hz: float = 500.0,
-                 builtin_mode: str = "", start: str = "standing", status_file=None):
+                 builtin_mode: str = "", start: str = "standing", status_file=None,
+                 gantry: bool = False):
         self.spec = spec
         self.fam = M.family(spec.interface)
         self.rate_hz = rate_hz
@@ -78,6 +80,8 @@ class UnitreeDdsBridge:
             self.robot.settle_limp(1.5)
         elif start != "standing":
             raise ValueError(f"start must be standing or lying, got {start!r}")
+        self.robot.set_gantry(gantry)
+        self._drop_gantry = threading.Event()
         self.status = StatusFile(status_file)
         self.counts = collections.Counter()
         self.drops = collections.Counter()
@@ -93,6 +97,9 @@ class UnitreeDdsBridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def drop_gantry(self) -> None:
+        self._drop_gantry.set()
 
     def _apply_commands(self) -> None:
         for data in self.cmd_in.take(8):
@@ -135,6 +142,8 @@ class UnitreeDdsBridge:
         tick = 0
         rate_t, rate_n, rate = time.monotonic(), 0, 0.0
         while not self._stop.is_set() and (t_end is None or time.monotonic() < t_end):
+            if self._drop_gantry.is_set() and self.robot.gantry is not None:
+                self.robot.set_gantry(False)
             self._apply_commands()
             self.robot.step()
             tick += 1
@@ -146,6 +155,7 @@ class UnitreeDdsBridge:
             if self.status.due():
                 self.status.write({**status, "robot": self.spec.name, "tick": tick,
                                    "builtin_mode": self.builtin_mode, "rate_hz": round(rate, 1),
+                                   "gantry": self.robot.gantry is not None,
                                    "resyncs": pacer.resyncs, **dict(self.counts),
                                    "lowcmd_dropped": dict(self.drops)})
             pacer.wait()
@@ -160,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=500.0, help="lowstate rate = physics rate, Hz")
     ap.add_argument("--builtin-mode", default="", help="a built-in motion mode active at start")
     ap.add_argument("--start", default="standing", choices=("standing", "lying"))
+    ap.add_argument("--gantry", action="store_true", help="hang the base from a spring until SIGUSR1")
     ap.add_argument("--status-file", help="write a JSON status here every 0.1 s")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     args = ap.parse_args(argv)
     spec = RobotSpec.load(args.robot)
     bridge = UnitreeDdsBridge(spec, args.network_interface, args.domain, args.rate,
-                              args.builtin_mode, args.start, args.status_file)
+                              args.builtin_mode, args.start, args.status_file, args.gantry)
+    signal.signal(signal.SIGUSR1, lambda *_: bridge.drop_gantry())
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     print(f"bridge ready: {spec.name} ({spec.interface}) on domain {args.domain} via "

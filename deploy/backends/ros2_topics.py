@@ -1,0 +1,314 @@
+"""Ros2TopicsBackend: ANYmal D (or any robot with the `anymal_ros2` interface) over ROS 2 topics.
+
+No public low-level ROS 2 interface to ANYmal exists, so this project defines the contract below
+(also in ros2_ws/src/policy_runner/README.md, "ANYmal topic contract"); a robot-side driver (or
+deploy/bridges/anymal_ros2.py in simulation) implements the other end.
+
+    <ns>/joint_states   sensor_msgs/JointState      robot -> controller, at the robot's state rate
+                        name: the spec's joint names (any order, matched by name); position rad,
+                        velocity rad/s, effort N m; header.stamp the measurement time
+    <ns>/imu            sensor_msgs/Imu              robot -> controller, at the same rate
+                        orientation: base in world, ROS order x, y, z, w; angular_velocity base
+                        frame rad/s; linear_acceleration base-frame specific force m/s^2
+    <ns>/joint_command  std_msgs/Float64MultiArray   controller -> robot, one per joint_states
+                        layout.dim[0]: label = the joint names, comma separated, in motor-slot
+                        order (the spec's `motor` index), size J, stride 5 J
+                        layout.dim[1]: label "q,dq,tau,kp,kd", size 5, stride 5
+                        data[5 i + k]: joint i's position target, velocity target, feed-forward
+                        torque, kp, kd; the drive applies
+                        tau = kp (q - q_meas) + kd (dq - dq_meas) + tau, clamped to its limits
+    QoS: best effort, keep last 1, volatile, on all three (sensor data).
+    The drive goes to damping by itself when no valid joint_command arrived for 0.1 s, and drops
+    a command whose layout labels or sizes differ from the contract.
+
+The backend: the latest joint_states and imu become one StateSample (policy order, quaternion
+converted to w, x, y, z here, once); each joint_states is answered at once by a joint_command
+from the latest targets the Controller wrote. Stale or missing input (`stale_timeout_s`) makes it
+send damping (kp 0, the deploy config's damping kd) from a timer at the state rate, and it keeps
+damping after input returns until the Controller writes a newer command. Malformed input (unknown
+or missing joint names, wrong lengths, non-finite values, a quaternion far from unit) is dropped
+and counted.
+
+rclpy is imported here only; the backend has its own rclpy context, so it can live in the same
+process as the policy_runner node or without one."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import numpy as np
+
+from deploy.backend import StateSample
+from deploy.observations import RobotState
+from deploy.spec import RobotSpec
+
+log = logging.getLogger("deploy.backends.ros2_topics")
+
+STATE_RATE_HZ = 400.0            # ANYmal's joint state rate
+DEFAULT_NAMESPACE = "/anymal"
+COMMAND_FIELDS = ("q", "dq", "tau", "kp", "kd")
+COMMAND_FIELDS_LABEL = ",".join(COMMAND_FIELDS)
+DRIVE_COMMAND_TIMEOUT_S = 0.1
+
+
+class Ros2BackendError(RuntimeError):
+    pass
+
+
+def quat_xyzw_to_wxyz(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """ROS geometry_msgs/Quaternion order -> the project's w, x, y, z (the one conversion)."""
+    return np.array([w, x, y, z], dtype=np.float64)
+
+
+def quat_wxyz_to_xyzw(q) -> tuple[float, float, float, float]:
+    return float(q[1]), float(q[2]), float(q[3]), float(q[0])
+
+
+def command_layout_labels(spec: RobotSpec) -> tuple[str, str]:
+    """(dim[0].label, dim[1].label) of the joint_command layout for this spec."""
+    order = np.argsort(spec.policy_to_hardware)
+    return ",".join(spec.joint_names[i] for i in order), COMMAND_FIELDS_LABEL
+
+
+def qos_sensor():
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def make_executor(context):
+    """rclpy's EventsExecutor where this rclpy has it (fastest here), else the single-threaded one."""
+    try:
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
+    except Exception:
+        from rclpy.executors import SingleThreadedExecutor
+        return SingleThreadedExecutor(context=context)
+
+
+class Ros2TopicsBackend:
+    def __init__(self, spec: RobotSpec, namespace: str = DEFAULT_NAMESPACE, domain: int | None = None,
+                 *, state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
+                 damping_kd: np.ndarray | None = None, close_damping_s: float = 0.05,
+                 node_name: str = "sac2real_anymal_backend"):
+        if spec.interface != "anymal_ros2":
+            raise Ros2BackendError(f"robot '{spec.name}' uses hardware interface '{spec.interface}', "
+                                   f"not anymal_ros2 (this backend's topic contract)")
+        try:
+            import rclpy
+            from sensor_msgs.msg import Imu, JointState
+            from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+        except ModuleNotFoundError as exc:
+            raise Ros2BackendError(f"rclpy or its messages are not installed ({exc.name}): "
+                                   f"pip install -e '.[ros2]' or source a ROS 2 install") from exc
+        self.spec = spec
+        self.namespace = namespace.rstrip("/") or ""
+        self.period = 1.0 / float(state_rate_hz)
+        self.stale_timeout_s = float(stale_timeout_s)
+        self.close_damping_s = float(close_damping_s)
+        if damping_kd is None:
+            from deploy.deploy_config import DeployConfig
+            damping_kd = DeployConfig.load(spec).controller.damping_kd
+        j = spec.num_joints
+        self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
+        self._slot_order = np.argsort(spec.policy_to_hardware)   # slot k -> policy joint
+        self._names = spec.joint_names
+        self._name_index = {n: i for i, n in enumerate(self._names)}
+        self._map_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+
+        self._latest: StateSample | None = None
+        self._imu = None                 # (quat_wxyz, gyro, accel, stamp)
+        self._target = None
+        self._counts = collections.Counter()
+        self._drops = collections.Counter()
+        self._damping_reason: str | None = "no command yet"
+        self._last_state_time = -np.inf
+        self._stale_since: float | None = None
+        self._recovered_at = -np.inf
+        self._rate_window = collections.deque(maxlen=2000)
+        self._closing = False
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(node_name, context=self.context)
+        qos = qos_sensor()
+        ns = self.namespace
+        self._msg = Float64MultiArray()
+        names_label, fields_label = command_layout_labels(spec)
+        self._msg.layout.dim = [MultiArrayDimension(label=names_label, size=j, stride=5 * j),
+                                MultiArrayDimension(label=fields_label, size=5, stride=5)]
+        self._pub = self.node.create_publisher(Float64MultiArray, f"{ns}/joint_command", qos)
+        self.node.create_subscription(JointState, f"{ns}/joint_states", self._on_joint_states, qos)
+        self.node.create_subscription(Imu, f"{ns}/imu", self._on_imu, qos)
+        self.node.create_timer(self.period, self._on_timer)
+        self._executor = make_executor(self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name="ros2-backend", daemon=True)
+        self._thread.start()
+
+    # ---- RobotBackend ------------------------------------------------------------------------
+    def read_state(self) -> StateSample | None:
+        return self._latest
+
+    def write_command(self, joint_targets, kp, kd) -> None:
+        j = self.spec.num_joints
+        q, p, d = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (joint_targets, kp, kd))
+        if q.shape != (j,) or p.shape != (j,) or d.shape != (j,):
+            raise ValueError(f"write_command expects ({j},) targets and gains in policy order, got "
+                             f"{q.shape}, {p.shape}, {d.shape}")
+        if not (np.isfinite(q).all() and np.isfinite(p).all() and np.isfinite(d).all()):
+            self._counts["commands_rejected_nonfinite"] += 1
+            self._target = None
+            return
+        self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._target = None
+        end = time.monotonic() + self.close_damping_s
+        while time.monotonic() < end:
+            self._send(time.monotonic())
+            time.sleep(self.period)
+        self._closing = True
+        try:
+            self._executor.shutdown(timeout_sec=1.0)
+        except Exception:
+            pass
+        self._thread.join(2.0)
+        try:
+            self.node.destroy_node()
+        finally:
+            self._rclpy.try_shutdown(context=self.context)
+
+    # ---- status ------------------------------------------------------------------------------
+    @property
+    def damping(self) -> bool:
+        return self._damping_reason is not None
+
+    def diagnostics(self) -> dict:
+        now = time.monotonic()
+        window = [t for t in list(self._rate_window) if now - t <= 1.0]
+        return {
+            "backend": "ros2", "namespace": self.namespace,
+            "states_received": self._counts["states"], "states_dropped": dict(self._drops),
+            "commands_sent": self._counts["commands"], "damping_sent": self._counts["damping"],
+            "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
+            "damping": self.damping, "damping_reason": self._damping_reason,
+            "stale_events": self._counts["stale_events"],
+            "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
+            "state_rate_hz": float(len(window)),
+        }
+
+    # ---- executor thread ---------------------------------------------------------------------
+    def _spin(self) -> None:
+        while not self._closing and self.context.ok():
+            try:
+                self._executor.spin_once(timeout_sec=0.1)
+            except Exception:
+                if self._closing or not self.context.ok():
+                    return
+                log.exception("ROS 2 backend executor")
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self._drops[reason] += 1
+        if self._drops[reason] in (1, 10, 100, 1000):
+            log.warning("dropped a malformed input (%s: %s; %d so far)", reason, detail,
+                        self._drops[reason])
+
+    def _on_imu(self, msg) -> None:
+        o, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
+        quat = quat_xyzw_to_wxyz(o.x, o.y, o.z, o.w)
+        gyro = np.array([w.x, w.y, w.z])
+        accel = np.array([a.x, a.y, a.z])
+        if not (np.isfinite(quat).all() and np.isfinite(gyro).all() and np.isfinite(accel).all()):
+            return self._drop("imu_nonfinite", "non-finite imu")
+        if abs(np.linalg.norm(quat) - 1.0) > 0.1:
+            return self._drop("imu_quaternion", f"|q| = {np.linalg.norm(quat):.3f}")
+        self._imu = (quat, gyro, accel, time.monotonic())
+
+    def _joint_map(self, names) -> np.ndarray | None:
+        key = tuple(names)
+        if self._map_cache is not None and self._map_cache[0] == key:
+            return self._map_cache[1]
+        index = {n: i for i, n in enumerate(key)}
+        missing = [n for n in self._names if n not in index]
+        if missing:
+            return None
+        m = np.array([index[n] for n in self._names], dtype=np.int64)   # policy joint -> msg slot
+        self._map_cache = (key, m)
+        return m
+
+    def _on_joint_states(self, msg) -> None:
+        now = time.monotonic()
+        m = self._joint_map(msg.name)
+        if m is None:
+            missing = sorted(set(self._names) - set(msg.name))
+            return self._drop("joint_names", f"missing {', '.join(missing)}")
+        n = len(msg.name)
+        pos, vel, eff = np.asarray(msg.position), np.asarray(msg.velocity), np.asarray(msg.effort)
+        if len(pos) != n or len(vel) != n or (len(eff) not in (0, n)):
+            return self._drop("lengths", f"{n} names, {len(pos)} positions, {len(vel)} velocities, "
+                                         f"{len(eff)} efforts")
+        q, dq = pos[m], vel[m]
+        tau = eff[m] if len(eff) else np.zeros(len(m))
+        if not (np.isfinite(q).all() and np.isfinite(dq).all()):
+            return self._drop("nonfinite", "non-finite joint state")
+        imu = self._imu
+        if imu is None or now - imu[3] > self.stale_timeout_s:
+            self._counts["states_without_imu"] += 1
+            return
+        quat, gyro, accel, _ = imu
+        state = RobotState(base_quat=quat.reshape(1, 4), base_ang_vel=gyro.reshape(1, 3),
+                           joint_pos=q.reshape(1, -1), joint_vel=dq.reshape(1, -1), base_lin_vel=None)
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self._latest = StateSample(state=state, joint_torque=tau, imu_accel=accel, stamp=now,
+                                   sequence=int(stamp_ns))
+        self._counts["states"] += 1
+        self._rate_window.append(now)
+        if self._stale_since is not None:
+            self._stale_since = None
+            self._recovered_at = now
+            log.warning("joint_states back; damping until the controller writes a new command")
+        self._last_state_time = now
+        self._send(now)
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        if now - self._last_state_time > self.stale_timeout_s:
+            if self._stale_since is None and self._last_state_time > -np.inf:
+                self._stale_since = now
+                self._counts["stale_events"] += 1
+                log.warning("joint_states stale for %.3f s: damping", now - self._last_state_time)
+            self._send(now)
+
+    def _send(self, now: float) -> None:
+        j = self.spec.num_joints
+        target = self._target
+        if now - self._last_state_time > self.stale_timeout_s:
+            reason = ("no joint_states yet" if self._last_state_time == -np.inf
+                      else f"stale joint_states ({now - self._last_state_time:.3f} s)")
+        elif target is None:
+            reason = "no command yet"
+        elif target[3] <= self._recovered_at:
+            reason = "joint_states recovered; waiting for a new command"
+        else:
+            reason = None
+        rows = np.zeros((j, 5))
+        if reason is None:
+            rows[:, 0], rows[:, 3], rows[:, 4] = target[0], target[1], target[2]
+            self._counts["commands"] += 1
+        else:
+            latest = self._latest
+            if latest is not None:
+                rows[:, 0] = latest.state.joint_pos[0]
+            rows[:, 4] = self._damping_kd
+            self._counts["damping"] += 1
+        self._damping_reason = reason
+        self._msg.data = rows[self._slot_order].ravel().tolist()
+        if not self._closing:
+            self._pub.publish(self._msg)

@@ -1,0 +1,87 @@
+"""`sac2real sim2sim BUNDLE [--scenarios FILE] [--report DIR] [--fault NAME[:ARGS]]...`
+
+Exit status: 0 the bundle passed (verdict recorded), 1 it failed or was refused, 2 a bad
+scenario file or argument (the message names the file and the key)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from deploy.sim2sim.faults import FAULTS
+    p = sub.add_parser("sim2sim", help="gate a policy bundle: scenarios through the Controller on "
+                                       "MuJoCo, verdict into the bundle",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="planted faults (never recorded as a verdict):\n  " +
+                       "\n  ".join(doc for _, doc in FAULTS.values()))
+    p.add_argument("bundle", help="bundle folder, ID, ROBOT/ID or unique ID prefix in the registry")
+    p.add_argument("--scenarios", help="scenario YAML (default configs/sim2sim/<robot>.yaml, "
+                                       "else default.yaml)")
+    p.add_argument("--report", help="report folder (default: inside the bundle, or "
+                                    "runs/sim2sim/... with --fault / --no-record)")
+    p.add_argument("--fault", action="append", default=[], metavar="NAME[:ARGS]",
+                   help="plant a fault (repeatable); the verdict is not recorded")
+    p.add_argument("--no-record", action="store_true", help="do not write the verdict")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--sequential", action="store_true",
+                   help="one MuJoCo world per episode instead of all in one")
+    p.add_argument("--threads", type=int, default=1, help="physics threads (default 1)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--power", action="store_true",
+                   help="test the gate itself: the bundle unmodified, then with each standard "
+                        "planted fault; prints the table of verdicts, records nothing; exit 0 "
+                        "when the unmodified bundle passes and every fault is rejected")
+    p.set_defaults(func=_sim2sim)
+
+
+def _sim2sim(args: argparse.Namespace) -> int:
+    from deploy.bundle import BundleError, read_meta
+    from deploy.registry import PolicyRegistry, RegistryError
+    from deploy.sim2sim.faults import FaultError, parse_fault
+    from deploy.sim2sim.gate import run_gate
+    from deploy.spec import RobotSpec
+
+    try:
+        path = PolicyRegistry().resolve(args.bundle)
+    except RegistryError as exc:
+        print(f"sac2real sim2sim: {exc}", file=sys.stderr)
+        return 1
+    try:
+        spec = RobotSpec.load(read_meta(path)["robot"]["name"])
+    except BundleError as exc:
+        print(f"sac2real sim2sim: bundle refused, not loaded: {exc}", file=sys.stderr)
+        return 1
+    try:
+        faults = tuple(parse_fault(f, spec) for f in args.fault)
+    except FaultError as exc:
+        print(f"sac2real sim2sim: {exc}", file=sys.stderr)
+        return 2
+    if args.power:
+        from deploy.sim2sim.power import STANDARD_FAULTS, gate_power, table
+        rows = gate_power(path, args.scenarios, tuple(args.fault) or STANDARD_FAULTS,
+                          args.report, log=lambda m: print(m, file=sys.stderr))
+        print(table(rows))
+        return 0 if all(r.ok for r in rows) else 1
+    result = run_gate(path, args.scenarios, args.report, faults, record=not args.no_record,
+                      spec=spec, plots=not args.no_plots, parallel=not args.sequential,
+                      threads=args.threads, log=lambda m: print(m, file=sys.stderr))
+    if result.refused:
+        print(f"sac2real sim2sim: FAILED: bundle refused: {result.refused}", file=sys.stderr)
+        return 1
+    fails = result.failures()
+    if args.json:
+        print(json.dumps({"passed": result.passed, "bundle": result.bundle_id,
+                          "faults": list(result.faults), "report": str(result.report_dir),
+                          "wall_s": round(result.wall_s, 2), "failures": fails,
+                          "verdict_recorded": result.verdict is not None}, indent=1))
+    else:
+        for f in fails[:30]:
+            print(f"  {f}")
+        state = "PASSED" if result.passed else "FAILED"
+        where = "verdict recorded in the bundle" if result.verdict is not None else \
+            "verdict not recorded"
+        print(f"sim2sim {state}: {result.bundle_id}{' with ' + ', '.join(result.faults) if result.faults else ''}"
+              f" ({where}; report {result.report_dir})")
+    return 0 if result.passed else 1

@@ -1,0 +1,481 @@
+"""policy_runner: the ROS 2 node around deploy.Controller, the same Controller sim2sim validated.
+
+    ros2 launch policy_runner g1.launch.py network_interface:=eth0
+    ros2 run policy_runner policy_runner --ros-args -p robot:=go2 -p backend:=mujoco
+    python -m policy_runner.node --ros-args -p robot:=go2 -p backend:=mujoco    (no ROS tooling)
+
+Interfaces (relative names resolve under the node, `~/x` = /policy_runner/x):
+    /cmd_vel         geometry_msgs/Twist in: linear.x, linear.y, angular.z -> the velocity command,
+                     clamped to the spec's command ranges (x limits.max_speed_fraction); a message
+                     with a non-finite field is ignored and counted; silence for
+                     limits.cmd_vel_timeout_s sets the command to zero
+    ~/start          std_srvs/Trigger: PASSIVE or DAMPING -> STAND -> POLICY (the policy request
+                     follows once the default pose is reached); STAND -> POLICY
+    ~/stop           std_srvs/Trigger: POLICY -> STAND (stop walking, hold the pose); STAND -> DAMPING
+    ~/estop          std_srvs/Trigger: any mode -> DAMPING at the controller's next tick (latched
+                     until ~/start)
+    /joint_states    sensor_msgs/JointState out, the measured joints in policy order
+    ~/diagnostics    diagnostic_msgs/DiagnosticArray out: the controller (mode, loop period and
+                     jitter, overruns, state age, policy id, replay drops, safety events, command
+                     input counters) and the backend (its own counters)
+    ~/policy_id      std_msgs/String out, transient local: the installed bundle's id
+
+The control loop is the Controller's own thread (absolute deadlines at the policy rate); ROS
+callbacks only hand requests and commands to it. Parameters are declared from PARAMETERS below;
+an unknown one, a bad value or a missing network interface stops the node at start with a
+message naming it."""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("unitree", "ros2", "mujoco")
+
+# name: (default, description). The default's type is the parameter's type.
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "robot": ("", "robot spec: a name in configs/robots (g1, go2, anymal_d) or a spec YAML path"),
+    "backend": ("mujoco", "robot backend: unitree (DDS), ros2 (ANYmal topics) or mujoco (simulation)"),
+    "policy": ("current", "'current' (the registry's current bundle for the robot), a bundle "
+                          "folder, ID or ROBOT/ID, or 'none' (stand only)"),
+    "network_interface": ("", "unitree: the network interface facing the robot (eth0, enp3s0; "
+                              "lo for the MuJoCo DDS bridge)"),
+    "dds_domain": (0, "unitree: DDS domain of rt/lowstate and rt/lowcmd (the robots use 0)"),
+    "release_motion_mode": (True, "unitree: release the built-in motion mode before taking control"),
+    "namespace": ("/anymal", "ros2: namespace of joint_states, imu and joint_command"),
+    "state_rate_hz": (0.0, "the robot's state rate; 0 = its own (Unitree 500, ANYmal 400)"),
+    "replay_dir": ("", "onboard replay directory ('' = no replay log)"),
+    "deploy_config": ("", "deploy settings YAML (default configs/deploy/<robot>.yaml if present)"),
+    "diagnostics_rate_hz": (2.0, "rate of ~/diagnostics"),
+    "joint_states_rate_hz": (50.0, "rate of /joint_states"),
+    "limits.max_speed_fraction": (1.0, "fraction (0, 1] of the spec's command ranges /cmd_vel may use"),
+    "limits.cmd_vel_timeout_s": (0.5, "no /cmd_vel for this long: command zero (0 = never)"),
+    "limits.max_state_age_s": (0.0, "older robot state faults the controller (0 = deploy config)"),
+    "limits.max_tilt": (0.0, "rad of base tilt that faults the controller (0 = deploy config)"),
+    "limits.backend_stale_timeout_s": (0.1, "hardware backends damp by themselves after this long "
+                                            "without robot state"),
+}
+ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
+
+
+class ParameterError(ValueError):
+    """A parameter stops the node at start; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    robot: str
+    backend: str
+    policy: str
+    network_interface: str
+    dds_domain: int
+    release_motion_mode: bool
+    namespace: str
+    state_rate_hz: float
+    replay_dir: str
+    deploy_config: str
+    diagnostics_rate_hz: float
+    joint_states_rate_hz: float
+    max_speed_fraction: float
+    cmd_vel_timeout_s: float
+    max_state_age_s: float
+    max_tilt: float
+    backend_stale_timeout_s: float
+
+
+def parse_parameters(values: dict[str, object]) -> Settings:
+    """Check names, types and ranges of the node's parameters (a dict name -> value, as given)."""
+    for name in values:
+        if name not in PARAMETERS and name not in ROS_OWN_PARAMETERS:
+            hint = difflib.get_close_matches(name, list(PARAMETERS), n=1)
+            raise ParameterError(f"unknown parameter '{name}'"
+                                 f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; known: "
+                                 f"{', '.join(PARAMETERS)}")
+    v = {}
+    for name, (default, _) in PARAMETERS.items():
+        value = values.get(name, default)
+        kind = type(default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ParameterError(f"parameter '{name}' must be {kind.__name__}, got "
+                                 f"{type(value).__name__} {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ParameterError(f"parameter '{name}' must be finite, got {value!r}")
+        v[name] = value
+    if not v["robot"]:
+        raise ParameterError("parameter 'robot' is required (g1, go2, anymal_d or a spec YAML)")
+    if v["backend"] not in BACKENDS:
+        raise ParameterError(f"parameter 'backend' is '{v['backend']}', not one of {', '.join(BACKENDS)}")
+    if not 0 <= v["dds_domain"] <= 232:
+        raise ParameterError(f"parameter 'dds_domain' {v['dds_domain']} is outside 0..232")
+    if not 0.0 < v["limits.max_speed_fraction"] <= 1.0:
+        raise ParameterError("parameter 'limits.max_speed_fraction' must be in (0, 1]")
+    for name in ("limits.cmd_vel_timeout_s", "limits.max_state_age_s", "limits.max_tilt",
+                 "state_rate_hz"):
+        if v[name] < 0:
+            raise ParameterError(f"parameter '{name}' must be >= 0, got {v[name]}")
+    for name in ("diagnostics_rate_hz", "joint_states_rate_hz", "limits.backend_stale_timeout_s"):
+        if v[name] <= 0:
+            raise ParameterError(f"parameter '{name}' must be > 0, got {v[name]}")
+    if v["backend"] == "unitree":
+        from deploy.backends.netif import interface_problem
+        problem = interface_problem(v["network_interface"])
+        if problem:
+            raise ParameterError(f"parameter 'network_interface': {problem}")
+    return Settings(**{k.split(".")[-1]: val for k, val in v.items()})
+
+
+def resolve_policy(settings: Settings, spec):
+    """The PolicyBundle the parameters name (verified against the spec), or None for 'none'."""
+    from deploy.bundle import PolicyBundle
+    from deploy.registry import PolicyRegistry
+
+    ref = settings.policy.strip()
+    if ref.lower() == "none":
+        return None
+    reg = PolicyRegistry()
+    if ref == "current":
+        path = reg.current(spec.name)
+        if path is None:
+            raise ParameterError(f"parameter 'policy' is 'current' but robot '{spec.name}' has no "
+                                 f"current bundle under {reg.root} (promote one, name a bundle, or "
+                                 f"policy:=none to stand only)")
+    else:
+        path = reg.resolve(ref)
+    return PolicyBundle.load(path, spec)
+
+
+def build_backend(settings: Settings, spec):
+    rate = settings.state_rate_hz or None
+    stale = settings.backend_stale_timeout_s
+    if settings.backend == "unitree":
+        from deploy.backends.unitree import STATE_RATE_HZ, UnitreeBackend
+        return UnitreeBackend(spec, settings.network_interface, settings.dds_domain,
+                              state_rate_hz=rate or STATE_RATE_HZ, stale_timeout_s=stale,
+                              release_motion_mode=settings.release_motion_mode)
+    if settings.backend == "ros2":
+        from deploy.backends.ros2_topics import STATE_RATE_HZ, Ros2TopicsBackend
+        return Ros2TopicsBackend(spec, settings.namespace, state_rate_hz=rate or STATE_RATE_HZ,
+                                 stale_timeout_s=stale)
+    from deploy.backends import make_backend
+    backend = make_backend("mujoco", spec, realtime=True)
+    backend.start()
+    return backend
+
+
+def _import_ros():
+    try:
+        import rclpy  # noqa: F401
+        from rclpy.node import Node
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"policy_runner: rclpy is not importable ({exc}); source a ROS 2 install "
+                         f"or pip install -e '.[ros2]' (see ros2_ws/src/policy_runner/README.md)")
+    return Node
+
+
+Node = _import_ros()
+
+
+class PolicyRunner(Node):
+    def __init__(self, *, context=None, cli_args=None, parameter_overrides=None):
+        super().__init__("policy_runner", context=context, cli_args=cli_args,
+                         parameter_overrides=parameter_overrides,
+                         automatically_declare_parameters_from_overrides=True)
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+        from std_srvs.srv import Trigger
+
+        from deploy.controller import Controller
+        from deploy.deploy_config import DeployConfig
+        from deploy.spec import RobotSpec
+        from deploy.state_machine import Mode
+
+        self.Mode = Mode
+        given = {n: self.get_parameter(n).value for n in self.list_parameters([], 0).names}
+        self.settings = s = parse_parameters(given)
+        for name, (default, text) in PARAMETERS.items():     # every parameter visible to `ros2 param`
+            if not self.has_parameter(name):
+                self.declare_parameter(name, default)
+
+        self.spec = spec = RobotSpec.load(s.robot)
+        if s.backend == "ros2" and spec.interface != "anymal_ros2":
+            raise ParameterError(f"backend 'ros2' drives the anymal_ros2 topic contract; robot "
+                                 f"'{spec.name}' uses '{spec.interface}' (backend:=unitree)")
+        if s.backend == "unitree" and not spec.interface.startswith("unitree_"):
+            raise ParameterError(f"backend 'unitree' needs a Unitree robot; '{spec.name}' uses "
+                                 f"'{spec.interface}'")
+        bundle = resolve_policy(s, spec)
+        config = DeployConfig.load(spec, s.deploy_config or None)
+        over = {}
+        if s.max_state_age_s > 0:
+            over["max_state_age_s"] = s.max_state_age_s
+        if s.max_tilt > 0:
+            over["max_tilt"] = s.max_tilt
+        if over:
+            config = config.with_safety(**over)
+        self.cmd_low = spec.commands.low * s.max_speed_fraction
+        self.cmd_high = spec.commands.high * s.max_speed_fraction
+
+        self.replay = None
+        if s.replay_dir:
+            from deploy.observations import ObservationPipeline
+            from deploy.replay import ReplayWriter, TransitionLayout
+            self.replay = ReplayWriter(s.replay_dir, TransitionLayout.from_spec(
+                spec, ObservationPipeline(spec).layout)).start()
+        self.backend = build_backend(s, spec)
+        try:
+            self.controller = Controller(spec, self.backend, bundle, replay=self.replay, config=config)
+        except Exception:
+            self.backend.close()
+            raise
+
+        self.counters = {"cmd_vel_received": 0, "cmd_vel_rejected": 0, "cmd_vel_clamped": 0,
+                         "cmd_vel_timeouts": 0}
+        self.last_cmd_vel_problem = ""
+        self._last_cmd_vel = None
+        self._want_policy = False
+        self._published_policy_id = None
+
+        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/estop", self._on_estop)
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "~/diagnostics", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.policy_pub = self.create_publisher(String, "~/policy_id", latched)
+        self._String, self._JointState, self._DiagnosticArray = String, JointState, DiagnosticArray
+        self.create_timer(0.05, self._supervise)
+        self.create_timer(1.0 / s.joint_states_rate_hz, self._publish_joint_states)
+        self.create_timer(1.0 / s.diagnostics_rate_hz, self._publish_diagnostics)
+
+        self.controller.start()
+        self._publish_policy_id()
+        self.get_logger().info(
+            f"{spec.name} on {s.backend}: policy {self.controller.policy_id or 'none'}, mode "
+            f"{self.controller.mode.value}; ~/start to stand and run")
+
+    # ---- input ---------------------------------------------------------------------------------
+    def _on_cmd_vel(self, msg) -> None:
+        self.counters["cmd_vel_received"] += 1
+        fields = (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y,
+                  msg.angular.z)
+        if not all(math.isfinite(f) for f in fields):
+            self.counters["cmd_vel_rejected"] += 1
+            self.last_cmd_vel_problem = f"non-finite /cmd_vel ignored: {fields}"
+            self.get_logger().warning(self.last_cmd_vel_problem, throttle_duration_sec=1.0)
+            return
+        want = (msg.linear.x, msg.linear.y, msg.angular.z)
+        clamped = tuple(min(max(v, lo), hi) for v, lo, hi in zip(want, self.cmd_low, self.cmd_high))
+        if clamped != want:
+            self.counters["cmd_vel_clamped"] += 1
+            self.last_cmd_vel_problem = (f"/cmd_vel {tuple(round(v, 3) for v in want)} clamped to "
+                                         f"{tuple(round(v, 3) for v in clamped)}")
+            self.get_logger().warning(self.last_cmd_vel_problem, throttle_duration_sec=1.0)
+        self.controller.set_command(*clamped)
+        self._last_cmd_vel = time.monotonic()
+
+    def _tick_now(self) -> int:
+        return int(self.controller.diagnostics()["tick"])
+
+    def _on_start(self, request, response):
+        mode, M = self.controller.mode, self.Mode
+        has_policy = self.controller.bundle is not None
+        tick = self._tick_now()
+        if mode in (M.PASSIVE, M.DAMPING):
+            self.controller.request_stand()
+            self._want_policy = has_policy
+            response.message = (f"stand requested at tick {tick}; "
+                                + ("POLICY follows at the default pose" if has_policy
+                                   else "no policy loaded (policy:=none): standing only"))
+        elif mode is M.STAND:
+            if has_policy:
+                self.controller.request_policy()
+                self._want_policy = True
+            response.message = (f"policy requested at tick {tick}" if has_policy
+                                else "standing; no policy loaded")
+        else:
+            response.message = "already in POLICY"
+        response.success = True
+        return response
+
+    def _on_stop(self, request, response):
+        mode, M = self.controller.mode, self.Mode
+        self._want_policy = False
+        tick = self._tick_now()
+        if mode is M.POLICY:
+            self.controller.request_stand()
+            response.message = f"POLICY -> STAND requested at tick {tick}"
+        elif mode is M.STAND:
+            self.controller.request_damping()
+            response.message = f"STAND -> DAMPING requested at tick {tick}"
+        else:
+            response.message = f"nothing to stop in {mode.value}"
+        response.success = True
+        return response
+
+    def _on_estop(self, request, response):
+        self._want_policy = False
+        tick = self._tick_now()
+        was = self.controller.mode.value
+        self.controller.estop()
+        response.success = True
+        response.message = f"damping requested at tick {tick} (mode was {was})"
+        self.get_logger().warning(f"e-stop at tick {tick} in {was}")
+        return response
+
+    # ---- timers ----------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        M, mode = self.Mode, self.controller.mode
+        if self._want_policy:
+            if mode is M.STAND and self.controller.diagnostics()["pending_request"] is None:
+                self.controller.request_policy()      # waits in STAND until the pose is reached
+            elif mode in (M.POLICY, M.DAMPING):
+                self._want_policy = False
+        timeout = self.settings.cmd_vel_timeout_s
+        if timeout > 0 and self._last_cmd_vel is not None and time.monotonic() - self._last_cmd_vel > timeout:
+            self.controller.set_command(0.0, 0.0, 0.0)
+            self._last_cmd_vel = None
+            self.counters["cmd_vel_timeouts"] += 1
+        if self.controller.policy_id != self._published_policy_id:
+            self._publish_policy_id()
+
+    def _publish_policy_id(self) -> None:
+        pid = self.controller.policy_id
+        self.policy_pub.publish(self._String(data=pid or ""))
+        self._published_policy_id = pid
+
+    def _publish_joint_states(self) -> None:
+        sample = self.backend.read_state()
+        if sample is None:
+            return
+        msg = self._JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.name = self.spec.joint_names
+        st = sample.state
+        msg.position = [float(x) for x in st.joint_pos[0]]
+        msg.velocity = [float(x) for x in st.joint_vel[0]]
+        msg.effort = [float(x) for x in sample.joint_torque]
+        self.joint_pub.publish(msg)
+
+    def diagnostics_status(self) -> list[dict]:
+        """The ~/diagnostics content as plain dicts (name, level, message, values)."""
+        d = self.controller.diagnostics()
+        loop, safety, replay = d["loop"], d["safety"], d["replay"] or {}
+        period, jitter = loop.get("period_ms") or {}, loop.get("jitter_ms") or {}
+        last = safety.get("last_fatal") or {}
+        sample = self.backend.read_state()
+        base_pos = getattr(sample, "base_pos", None) if sample is not None else None
+        mode = d["mode"]
+        why = d["transitions"][-1]["why"] if d["transitions"] else ""
+        faulted = mode == "DAMPING" and why.startswith("safety fault")
+        level = 2 if faulted else 1 if mode == "DAMPING" else 0
+        values = {
+            "mode": mode, "tick": d["tick"], "policy_id": d["policy_id"] or "",
+            "command": ",".join(f"{c:.3f}" for c in d["command"]),
+            "loop_period_ms_mean": period.get("mean"), "loop_period_ms_p99": period.get("p99"),
+            "loop_jitter_ms_p50": jitter.get("p50"), "loop_jitter_ms_p99": jitter.get("p99"),
+            "loop_jitter_ms_max": jitter.get("max"), "overruns": loop.get("overruns"),
+            "missed_deadlines": loop.get("missed_deadlines"),
+            "state_age_ms": d["state_age_ms"],
+            "replay_enabled": bool(d["replay"]), "replay_dropped": replay.get("dropped", 0),
+            "replay_written": replay.get("written", 0),
+            "safety_events": json.dumps(safety.get("counts", {}), sort_keys=True),
+            "last_safety_event": json.dumps(last) if last else "",
+            "last_request": json.dumps(d["last_request"]),
+            "transitions": json.dumps(d["transitions"]),
+            **self.counters, "last_cmd_vel_problem": self.last_cmd_vel_problem,
+        }
+        if base_pos is not None:
+            values["base_pos"] = ",".join(f"{x:.4f}" for x in base_pos)
+        statuses = [{"name": "policy_runner: controller", "level": level,
+                     "message": f"{mode} ({why})" if mode == "DAMPING" else mode,
+                     "values": values}]
+        bdiag = getattr(self.backend, "diagnostics", None)
+        if callable(bdiag):
+            b = bdiag()
+            statuses.append({"name": f"policy_runner: backend {self.settings.backend}",
+                             "level": 1 if b.get("damping") and mode not in ("PASSIVE", "DAMPING") else 0,
+                             "message": b.get("damping_reason") or "ok",
+                             "values": b})
+        return statuses
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        arr = self._DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for st in self.diagnostics_status():
+            arr.status.append(DiagnosticStatus(
+                level=bytes([st["level"]]), name=st["name"], message=str(st["message"]),
+                hardware_id=self.spec.name,
+                values=[KeyValue(key=k, value=v if isinstance(v, str) else json.dumps(v))
+                        for k, v in st["values"].items()]))
+        self.diag_pub.publish(arr)
+
+    # ---- shutdown ------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Damping first, then stop the loop, the backend and the replay writer."""
+        try:
+            self.controller.request_damping()
+            time.sleep(3 * self.spec.policy_dt)
+        finally:
+            self.controller.stop()
+            self.backend.close()
+            if self.replay is not None:
+                self.replay.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from deploy.bundle import BundleError
+    from deploy.config import ConfigError
+    from deploy.registry import RegistryError
+
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    argv = sys.argv if args is None else args
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = PolicyRunner()
+    except (ParameterError, ConfigError, BundleError, RegistryError) as exc:
+        print(f"policy_runner: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    except Exception as exc:
+        name = type(exc).__name__
+        if name in ("UnitreeBackendError", "Ros2BackendError", "PolicyRefused"):
+            print(f"policy_runner: error: {exc}", file=sys.stderr)
+            rclpy.try_shutdown()
+            return 2
+        raise
+    sys.setswitchinterval(0.001)       # the control loop thread gets the GIL sooner
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        logging.getLogger("policy_runner").info("shutting down: damping")
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    # run from a source checkout without ROS tooling: find `deploy` two levels above ros2_ws
+    repo = Path(__file__).resolve().parents[4]
+    if (repo / "deploy" / "__init__.py").is_file() and str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    sys.exit(main())

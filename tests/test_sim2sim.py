@@ -1,0 +1,221 @@
+"""sim2sim: scenario files validated with messages that name the key; the gate runs the deployment
+Controller on MuJoCo, writes report.json and plots, records its verdict in the bundle (which still
+loads) and exits 0 on a pass, 1 on a fail or a refused bundle; planted faults change exactly what
+they say and never record a verdict; `sac2real run` runs headless and says why there is no viewer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_controller import copy_bundle, go2_smoke_bundle
+
+from deploy.bundle import PolicyBundle, read_manifest, read_meta
+from deploy.cli import main
+from deploy.config import ConfigError
+from deploy.sim2sim.faults import FaultError, parse_fault
+from deploy.sim2sim.scenarios import DEFAULT_FILE, ScenarioFile
+from deploy.spec import RobotSpec
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return RobotSpec.load("go2")
+
+
+@pytest.fixture
+def bundle_dir(tmp_path, tmp_path_factory):
+    return copy_bundle(go2_smoke_bundle(tmp_path_factory), tmp_path / "models")
+
+
+def write_scenarios(path: Path, thresholds: dict, duration=1.0) -> Path:
+    path.write_text(yaml.safe_dump({
+        "episode": {"duration_s": duration, "settle_s": 0.2},
+        "thresholds": thresholds,
+        "scenarios": [{"name": "still"},
+                      {"name": "walk", "commands": [[0.0, 0.5, 0.0, 0.0]],
+                       "pushes": [{"t": 0.5, "dv": [0.0, 0.3]}], "friction": 0.6,
+                       "action_latency_s": 0.01}]}))
+    return path
+
+
+# ---- scenario files ---------------------------------------------------------------------------
+def test_the_default_scenario_file_is_valid(spec):
+    sf = ScenarioFile.load(DEFAULT_FILE, spec)
+    names = [e.name for e in sf.episodes]
+    assert len(names) == len(set(names)) >= 10
+    scen = {e.scenario for e in sf.episodes}
+    assert {"sweep", "push", "slippery", "payload", "latency", "noisy", "fallen_start"} <= scen
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (lambda d: d["scenarios"][0].update(frictoin=0.5), "scenarios[0].frictoin", "did you mean 'friction'"),
+    (lambda d: d["scenarios"][1].update(commands=[[0.0, 3.0, 0.0, 0.0]]), "scenarios[1].commands[0]",
+     "outside the robot's command range"),
+    (lambda d: d["thresholds"].update(lin_vel_eror=0.2), "thresholds.lin_vel_eror", "unknown key"),
+    (lambda d: d["scenarios"][1]["pushes"][0].update(dv=[1.0]), "scenarios[1].pushes[0].dv", "[dvx, dvy]"),
+    (lambda d: d["scenarios"].append({"name": "still"}), "scenarios[2].name", "used twice"),
+    (lambda d: d["scenarios"][0].update(start={"joint_pos": {"FL_knee": 1.0}}),
+     "scenarios[0].start.joint_pos.FL_knee", "matches no joint"),
+    (lambda d: d["episode"].update(duration_s=-1), "episode.duration_s", "outside the allowed range"),
+    (lambda d: d["scenarios"][1].update(sweep={"vx": [0.5]}), "scenarios[1].sweep", "not both"),
+])
+def test_scenario_file_errors_name_the_key(spec, tmp_path, edit, key, words):
+    path = write_scenarios(tmp_path / "s.yaml", {"falls": 0})
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        ScenarioFile.load(path, spec)
+    assert str(path) in str(info.value)
+    assert info.value.key == key, info.value
+    assert words in str(info.value)
+
+
+def test_a_bad_scenario_file_exits_2_with_the_key(bundle_dir, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("scenarios: [{name: a, duration: 3}]\nthresholds: {}\n")
+    assert main(["sim2sim", str(bundle_dir), "--scenarios", str(path)]) == 2
+    assert "scenarios[0].duration" in capsys.readouterr().err
+
+
+# ---- the gate end to end ------------------------------------------------------------------------
+def test_gate_passes_records_the_verdict_and_the_bundle_still_loads(spec, bundle_dir, tmp_path):
+    scen = write_scenarios(tmp_path / "s.yaml", {})            # no thresholds: must only reach POLICY
+    assert main(["sim2sim", str(bundle_dir), "--scenarios", str(scen)]) == 0
+    meta = read_meta(bundle_dir)
+    v = meta["sim2sim"]
+    assert v["passed"] is True and v["onnx_sha256"] == read_manifest(bundle_dir)["policy.onnx"]
+    report = bundle_dir / v["report"]
+    assert report.name == "report.json" and report.is_file()
+    data = json.loads(report.read_text())
+    assert data["passed"] and [e["name"] for e in data["episodes"]] == ["still", "walk"]
+    for e in data["episodes"]:
+        assert e["transitions"][0]["to"] == "STAND" and e["transitions"][1]["to"] == "POLICY"
+        assert e["metrics"]["policy_s"] == pytest.approx(1.0, abs=0.03)
+    assert {"tracking.png", "metrics.png"} <= set(data["plots"])
+    listed = read_manifest(bundle_dir)
+    assert str(Path(v["report"]).parent / "tracking.png") in listed
+    PolicyBundle.load(bundle_dir, spec, providers="cpu")       # manifest covers the report
+
+
+def test_gate_fails_on_a_threshold_and_says_which(spec, bundle_dir, tmp_path, capsys):
+    scen = write_scenarios(tmp_path / "s.yaml", {"lin_vel_error": 1e-4, "falls": 0})
+    assert main(["sim2sim", str(bundle_dir), "--scenarios", str(scen), "--no-plots"]) == 1
+    out = capsys.readouterr().out
+    assert "walk: lin_vel_error" in out and "FAILED" in out
+    v = read_meta(bundle_dir)["sim2sim"]
+    assert v["passed"] is False and any("lin_vel_error" in f for f in v["metrics"]["failures"])
+    PolicyBundle.load(bundle_dir, spec, providers="cpu")
+
+
+def test_a_refused_bundle_is_never_loaded_and_fails_the_gate(bundle_dir, tmp_path, capsys):
+    (bundle_dir / "policy.onnx").write_bytes((bundle_dir / "policy.onnx").read_bytes()[:-1])
+    before = sorted(p.name for p in bundle_dir.rglob("*"))
+    scen = write_scenarios(tmp_path / "s.yaml", {})
+    assert main(["sim2sim", str(bundle_dir), "--scenarios", str(scen)]) == 1
+    assert "refused" in capsys.readouterr().err
+    assert sorted(p.name for p in bundle_dir.rglob("*")) == before
+
+
+def test_a_fault_run_reports_outside_the_bundle_and_records_nothing(spec, bundle_dir, tmp_path):
+    scen = write_scenarios(tmp_path / "s.yaml", {})
+    manifest = (bundle_dir / "manifest.sha256").read_text()
+    report = tmp_path / "fault_report"
+    code = main(["sim2sim", str(bundle_dir), "--scenarios", str(scen), "--report", str(report),
+                 "--fault", "kp_scale:0.5", "--fault", "swap_joints:FL_hip_joint,FR_hip_joint",
+                 "--no-plots"])
+    assert code in (0, 1)
+    assert (bundle_dir / "manifest.sha256").read_text() == manifest
+    assert read_meta(bundle_dir)["sim2sim"] is None
+    data = json.loads((report / "report.json").read_text())
+    assert data["faults"] == ["kp_scale:0.5", "swap_joints:FL_hip_joint,FR_hip_joint"]
+    walk = data["episodes"][1]["conditions"]
+    assert walk["joint_perm"][:2] == [1, 0] and walk["action_latency_s"] == pytest.approx(0.01)
+
+
+# ---- faults do exactly what they say ----------------------------------------------------------------
+def test_fault_arguments_are_checked(spec):
+    with pytest.raises(FaultError, match="known: swap_joints"):
+        parse_fault("swap_legs", spec)
+    with pytest.raises(FaultError, match="no joint 'FL_knee'"):
+        parse_fault("swap_joints:FL_knee,FR_hip_joint", spec)
+    with pytest.raises(FaultError, match="takes a number"):
+        parse_fault("latency:forty", spec)
+
+
+def test_backend_faults_rewire_the_state_and_commands(spec):
+    from deploy.backends.mujoco_backend import MujocoBackend, SimConditions, quat_rotate
+    base = SimConditions(sensor_noise=0.0)
+    swap = parse_fault("swap_joints:FL_hip_joint,RR_calf_joint", spec).conditions(spec, base)
+    world = parse_fault("ang_vel_world", spec).conditions(spec, base)
+    late = parse_fault("latency:0.04", spec).conditions(spec, base)
+    assert late.action_latency_s == pytest.approx(0.04)
+    i, j = spec.joint_index("FL_hip_joint"), spec.joint_index("RR_calf_joint")
+    truth = MujocoBackend(spec, conditions=base)
+    wired = MujocoBackend(spec, conditions=swap)
+    yaw = np.array([np.cos(0.6), 0, 0, np.sin(0.6)])
+    for b in (truth, wired):
+        b.fleet.reset(0, base_quat=yaw)
+        b.fleet.world.shards[0].data.qvel[3:6] = [0.3, -0.2, 0.5]
+        b.fleet.publish()
+    q_true, q_seen = truth.read_state().state.joint_pos[0], wired.read_state().state.joint_pos[0]
+    assert q_seen[i] == q_true[j] and q_seen[j] == q_true[i]
+    target = spec.default_pos.copy()
+    target[i] += 0.2
+    wired.write_command(target, spec.kp, spec.kd)
+    wired.advance(1)
+    ctrl = wired.fleet.world.shards[0].data.ctrl[wired.fleet.world.shards[0].idx.actuator[0]]
+    assert ctrl[j] == pytest.approx(target[i]) and ctrl[i] == pytest.approx(target[j])
+    turned = MujocoBackend(spec, conditions=world)
+    turned.fleet.reset(0, base_quat=yaw)
+    turned.fleet.world.shards[0].data.qvel[3:6] = [0.3, -0.2, 0.5]
+    turned.fleet.publish()
+    s = turned.read_state().state
+    body = truth.read_state().state.base_ang_vel
+    np.testing.assert_allclose(s.base_ang_vel, quat_rotate(s.base_quat, body), atol=1e-12)
+    assert not np.allclose(s.base_ang_vel, body)
+    for b in (truth, wired, turned):
+        b.close()
+
+
+def test_controller_and_bundle_faults(spec, bundle_dir):
+    pytest.importorskip("onnx")
+    from deploy.backends.mujoco_backend import MujocoBackend
+    from deploy.controller import Controller
+    bundle = PolicyBundle.load(bundle_dir, spec, providers="cpu")
+    ctrl = Controller(spec, MujocoBackend(spec), bundle)
+    parse_fault("action_scale:2", spec).controller(ctrl)
+    parse_fault("kp_scale:0.5", spec).controller(ctrl)
+    assert ctrl.action_map.scale == 2 * spec.action_scale
+    np.testing.assert_allclose(ctrl.policy_kp, 0.5 * spec.kp)
+    raw = parse_fault("no_normalizer", spec).bundle(bundle)
+    obs = np.asarray(bundle.meta["golden"]["obs"][1], np.float32)       # the normalizer's mean
+    assert raw.id == bundle.id and not np.allclose(raw.act(obs), bundle.act(obs))
+    # the raw graph sees obs as the normalized one sees (obs - mean) / std; with obs = mean -> 0
+    np.testing.assert_allclose(bundle.act(obs), raw.act(np.zeros_like(obs)), atol=1e-5)
+
+
+# ---- sac2real run ---------------------------------------------------------------------------------
+def test_run_degrades_to_headless_with_a_clear_message(bundle_dir, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = main(["run", "--robot", "go2", "--backend", "mujoco", "--policy", str(bundle_dir),
+                 "--duration", "0.5", "--viewer", "--command", "0.3,0,0"])
+    captured = capsys.readouterr()
+    assert "viewer not opened: no display" in captured.err
+    out = json.loads(captured.out)
+    assert [t["to"] for t in out["transitions"]][:3] == ["STAND", "POLICY", "DAMPING"] or \
+        out["safety"]["last_fatal"], out["transitions"]
+    assert code in (0, 1)
+    assert out["loop"]["stages_us"]["tick"]["n"] > 50
+
+
+def test_run_fast_lockstep(bundle_dir, capsys):
+    code = main(["run", "--robot", "go2", "--policy", str(bundle_dir), "--duration", "1",
+                 "--fast"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["transitions"][0]["to"] == "STAND" and out["transitions"][1]["to"] == "POLICY"
+    assert code in (0, 1)

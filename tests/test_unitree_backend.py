@@ -1,0 +1,165 @@
+"""The Unitree backend end to end on the loopback interface: real unitree_sdk2py and cyclonedds,
+the MuJoCo DDS bridge (deploy/bridges/unitree_dds.py) playing the robot in a child process, the
+project's Controller driving it.
+
+The bridge runs at 200 Hz here (the robots publish at 500 Hz; bench/unitree_io.py measures that
+rate), because this 2-core machine also trains. The state-age limit is widened for the same
+reason; both are arguments, not code paths."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from deploy.bridges.process import dds_test_domain, unitree_bridge
+from deploy.spec import RobotSpec
+
+if os.environ.get("CI"):
+    import unitree_sdk2py  # noqa: F401  (CI installs it: a missing SDK is a failure there)
+else:
+    pytest.importorskip("unitree_sdk2py", reason="unitree_sdk2py not installed (pip install -e '.[unitree]')")
+
+from deploy.backends import unitree_msgs as M  # noqa: E402
+from deploy.backends.unitree import (DdsLink, UnitreeBackend, UnitreeBackendError,  # noqa: E402
+                                     init_channel_factory)
+from deploy.controller import Controller  # noqa: E402
+from deploy.deploy_config import DeployConfig  # noqa: E402
+
+RATE = 200.0
+DOMAIN = dds_test_domain()
+
+
+def _controller(spec, backend):
+    cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5)
+    cfg = cfg.with_controller(stand_duration_s=1.0)
+    return Controller(spec, backend, config=cfg)
+
+
+def _backend(spec, **kw):
+    kw.setdefault("stale_timeout_s", 0.25)
+    kw.setdefault("lowcmd_check_s", 0.4)
+    return UnitreeBackend(spec, "lo", DOMAIN, state_rate_hz=RATE, **kw)
+
+
+def _wait(pred, timeout_s, what):
+    end = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not reached within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
+def _standing(spec, st) -> bool:
+    return (st["base_pos"][2] > 0.8 * spec.base_height * (0.72 if spec.name == "go2" else 0.9)
+            and st["upright"] > 0.97 and st["joint_error_max"] < 0.25)
+
+
+def test_g1_stands_on_its_own_after_the_backend_releases_the_builtin_mode(tmp_path):
+    """As on the real G1: it hangs from a gantry while the built-in mode is released and the
+    controller stands it up; then the gantry is taken away and it holds its pose on PD alone."""
+    spec = RobotSpec.load("g1")
+    with unitree_bridge("g1", DOMAIN, tmp_path / "g1.json", RATE, builtin_mode="normal",
+                        gantry=True) as bridge:
+        backend = _backend(spec)
+        ctrl = _controller(spec, backend)
+        try:
+            assert backend.released_mode == "normal"
+            assert bridge.status()["builtin_mode"] == ""
+            ctrl.start()
+            _wait(lambda: backend.read_state() is not None, 5, "first lowstate")
+            ctrl.request_stand()
+            _wait(lambda: ctrl.mode.value == "STAND", 5, "STAND")
+            time.sleep(1.5)                        # stand ramp (1 s) on the gantry
+            bridge.signal(signal.SIGUSR1)          # gantry away
+            time.sleep(1.5)
+            st = bridge.status()
+            assert not st["gantry"] and _standing(spec, st), st
+            d = backend.diagnostics()
+            assert d["damping"] is False and d["commands_sent"] > 100 and not d["states_dropped"]
+            assert st["lowcmd_received"] > 100 and not st["lowcmd_dropped"]
+            # the state reaches the controller in policy order, quaternion w first
+            s = backend.read_state()
+            np.testing.assert_allclose(s.state.joint_pos[0], st["joint_pos"], atol=0.05)
+            assert s.state.base_quat[0, 0] > 0.98
+
+            # a second controller on the same robot is refused: rt/lowcmd already has a publisher
+            with pytest.raises(UnitreeBackendError, match="another process publishes rt/lowcmd"):
+                _backend(spec, release_motion_mode=False)
+        finally:
+            ctrl.stop()
+            backend.close()
+
+
+def test_go2_stands_up_from_lying_then_damps_when_the_bridge_is_killed(tmp_path):
+    spec = RobotSpec.load("go2")
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE, start="lying")
+    backend = ctrl = None
+    try:
+        st = bridge.status()
+        assert st["base_pos"][2] < 0.15, st            # lying on the floor
+        backend = _backend(spec)
+        assert backend.released_mode == ""              # nothing active to release
+        ctrl = _controller(spec, backend)
+        ctrl.start()
+        _wait(lambda: backend.read_state() is not None, 5, "first lowstate")
+        ctrl.request_stand()
+        _wait(lambda: ctrl.mode.value == "STAND", 5, "STAND")
+        st = bridge.wait_status(lambda s: _standing(spec, s), 8, "Go2 standing")
+        time.sleep(1.0)
+        st = bridge.status()
+        assert _standing(spec, st), st                  # and it holds
+        assert not backend.diagnostics()["damping"]
+
+        bridge.kill()                                   # SIGKILL: the robot goes silent
+        _wait(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale lowstate"),
+              2, "backend damping on stale lowstate")
+        assert backend.diagnostics()["stale_events"] >= 1
+        assert backend.read_state() is not None         # the last sample stays readable
+        _wait(lambda: ctrl.mode.value == "DAMPING", 2, "controller DAMPING")
+        assert ctrl.diagnostics()["safety"]["counts"].get("stale_state", 0) >= 1
+
+        # malformed lowstates are dropped and counted, and do not revive a silent robot
+        injector = DdsLink(DOMAIN)
+        state_t, _ = M.sdk_types(spec.interface)
+        out = injector.writer("rt/lowstate", state_t)
+        fam = M.family(spec.interface)
+        z = np.zeros(fam.motor_slots)
+        good = bytearray(M.encode_state(fam, z, z, z, [1, 0, 0, 0], [0, 0, 0], [0, 0, 9.8], 9))
+        good[200] ^= 1
+        hg = M.family("unitree_hg")
+        z35 = np.zeros(35)
+        wrong_count = M.encode_state(hg, z35, z35, z35, [1, 0, 0, 0], [0, 0, 0], [0, 0, 9.8], 9)
+        time.sleep(0.3)                                  # discovery of the injector
+        for payload in (bytes(good), wrong_count):
+            assert out.write(payload)
+            time.sleep(0.1)
+        _wait(lambda: len(backend.diagnostics()["states_dropped"]) == 2, 3, "both drops counted")
+        d = backend.diagnostics()
+        assert d["states_dropped"] == {"crc": 1, "size": 1} and d["damping"]
+        injector.close()
+    finally:
+        bridge.kill()
+        if ctrl is not None:
+            ctrl.stop()
+        if backend is not None:
+            backend.close()
+
+
+def test_a_missing_network_interface_is_refused_by_name():
+    spec = RobotSpec.load("go2")
+    with pytest.raises(UnitreeBackendError, match="'nosuchif0' does not exist .available: .*lo"):
+        UnitreeBackend(spec, "nosuchif0", DOMAIN)
+
+
+def test_a_robot_without_a_unitree_interface_is_refused():
+    with pytest.raises(UnitreeBackendError, match="anymal_ros2"):
+        UnitreeBackend(RobotSpec.load("anymal_d"), "lo", DOMAIN)
+
+
+def test_the_sdk_cannot_be_moved_to_another_domain_in_one_process():
+    init_channel_factory(DOMAIN, "lo")
+    with pytest.raises(UnitreeBackendError, match="already initialised"):
+        init_channel_factory(DOMAIN + 1, "lo")
