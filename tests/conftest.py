@@ -1,9 +1,14 @@
 """Test-session settings: one torch thread, because the suite's networks are tiny and several
 processes (tests, a training job, DDS peers) share two cores, where OpenMP threads spinning for a
-core they cannot get slow every update down by orders of magnitude."""
+core they cannot get slow every update down by orders of magnitude.
+
+And the Go2 policy the deploy tests run: one real training run per session, exported once."""
 import os
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -16,15 +21,49 @@ if torch is not None:
     torch.set_num_threads(1)
 
 
-if torch is not None:
-    import pytest
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory):
+    """A Go2 bundle exported from a few-second real training run. Without torch there is none to
+    export: the tests that need it are skipped, except in CI, which installs torch."""
+    if torch is None:
+        if os.environ.get("CI"):
+            pytest.fail("torch is not installed: no bundle to export")
+        pytest.skip("torch not installed: no bundle to export")
+    from training.export import export_checkpoint
+    from training.smoke import train_smoke_run
 
-    @pytest.fixture(scope="session")
-    def exported_bundle(tmp_path_factory):
-        """A Go2 bundle exported from a few-second real training run, shared by the bundle and
-        registry tests (each copies it before tampering)."""
-        from training.export import export_checkpoint
-        from training.smoke import train_smoke_run
+    ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
+    return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
 
-        ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
-        return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
+
+@pytest.fixture
+def copy_bundle(exported_bundle, tmp_path):
+    """Fresh copies of the exported bundle to tamper with: copy_bundle(root) makes
+    root/go2/<id>, where a registry rooted at `root` finds it (root defaults to tmp_path)."""
+    def copy(root: Path = tmp_path) -> Path:
+        dst = root / "go2" / exported_bundle.name
+        shutil.copytree(exported_bundle, dst)
+        return dst
+    return copy
+
+
+@pytest.fixture
+def bundle_dir(copy_bundle):
+    """A fresh copy of the exported bundle for one test to tamper with."""
+    return copy_bundle()
+
+
+@pytest.fixture(scope="module")
+def spec():
+    """The Go2 spec, the robot of the exported bundle (a module may override it)."""
+    from deploy.spec import RobotSpec
+
+    return RobotSpec.load("go2")
+
+
+@pytest.fixture(scope="module")
+def bundle(spec, exported_bundle):
+    """The exported bundle loaded for the CPU, never written to (copy_bundle for that)."""
+    from deploy.bundle import PolicyBundle
+
+    return PolicyBundle.load(exported_bundle, spec, providers="cpu")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -15,19 +14,6 @@ import yaml
 from deploy import bundle as B
 from deploy.bundle import BundleError, PolicyBundle, record_verdict
 from deploy.spec import ROBOTS_DIR, RobotSpec
-
-
-@pytest.fixture
-def bundle_dir(exported_bundle, tmp_path):
-    """A fresh copy of the exported bundle for each test to tamper with."""
-    dst = tmp_path / "go2" / exported_bundle.name
-    shutil.copytree(exported_bundle, dst)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def go2():
-    return RobotSpec.load("go2")
 
 
 def _variant(tmp_path, edit) -> RobotSpec:
@@ -53,16 +39,16 @@ def _refused(path, spec, *fragments, field=None):
 
 
 # ---- accepted ---------------------------------------------------------------------------------
-def test_an_exported_bundle_loads_and_acts_on_batch_1_and_batches(bundle_dir, go2):
-    bundle = PolicyBundle.load(bundle_dir, go2, providers="cpu")
+def test_an_exported_bundle_loads_and_acts_on_batch_1_and_batches(bundle_dir, spec):
+    bundle = PolicyBundle.load(bundle_dir, spec, providers="cpu")
     meta = json.loads((bundle_dir / "policy.json").read_text())
     obs = np.asarray(meta["golden"]["obs"], np.float32)
     want = np.asarray(meta["golden"]["actions"], np.float32)
     assert bundle.act(obs[0]).shape == (12,)
     assert np.abs(bundle.act(obs[0]) - want[0]).max() <= 1e-5
     assert np.abs(bundle.act(obs) - want).max() <= 1e-5
-    assert bundle.robot == "go2" and bundle.joint_names == go2.joint_names
-    assert bundle.obs_dim == 48 and bundle.policy_dt == go2.policy_dt
+    assert bundle.robot == "go2" and bundle.joint_names == spec.joint_names
+    assert bundle.obs_dim == 48 and bundle.policy_dt == spec.policy_dt
     assert bundle.providers == ["CPUExecutionProvider"]
     assert bundle.onnx_sha256 == B.sha256_file(bundle_dir / "policy.onnx")
     assert bundle.sim2sim is None
@@ -72,21 +58,21 @@ def test_an_exported_bundle_loads_and_acts_on_batch_1_and_batches(bundle_dir, go
 
 # ---- refused: files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["policy.onnx", "policy.json", "manifest.sha256"])
-def test_a_changed_byte_in_any_file_is_refused(bundle_dir, go2, name):
+def test_a_changed_byte_in_any_file_is_refused(bundle_dir, spec, name):
     path = bundle_dir / name
     data = bytearray(path.read_bytes())
     i = 10 if name == "manifest.sha256" else len(data) // 2   # inside the first digest
     data[i] = ord("0") if data[i] != ord("0") else ord("1")
     path.write_bytes(bytes(data))
     listed = "policy.json" if name == "manifest.sha256" else name   # line 1 lists policy.json
-    _refused(bundle_dir, go2, "differs from the manifest", field=listed)
+    _refused(bundle_dir, spec, "differs from the manifest", field=listed)
 
 
-def test_a_missing_manifest_or_an_unlisted_file_is_refused(bundle_dir, go2):
+def test_a_missing_manifest_or_an_unlisted_file_is_refused(bundle_dir, spec):
     (bundle_dir / "notes.txt").write_text("not exported")
-    _refused(bundle_dir, go2, "files not in the manifest: notes.txt")
+    _refused(bundle_dir, spec, "files not in the manifest: notes.txt")
     (bundle_dir / "manifest.sha256").unlink()
-    _refused(bundle_dir, go2, "missing", field="manifest.sha256")
+    _refused(bundle_dir, spec, "missing", field="manifest.sha256")
 
 
 # ---- refused: the spec ------------------------------------------------------------------------
@@ -114,12 +100,12 @@ def test_a_layout_with_the_same_dims_but_other_scaling_is_refused(bundle_dir, tm
              "[5].scale: bundle 1.0, spec 0.05", field="observation.layout")
 
 
-def test_a_caller_layout_other_than_the_bundles_is_refused(bundle_dir, go2):
+def test_a_caller_layout_other_than_the_bundles_is_refused(bundle_dir, spec):
     from deploy.observations import ObservationPipeline
-    rough = ObservationPipeline(go2, height_scan=True).layout
+    rough = ObservationPipeline(spec, height_scan=True).layout
     with pytest.raises(BundleError, match="observation dim differs: bundle 48, spec 235"):
-        PolicyBundle.load(bundle_dir, go2, layout=rough, providers="cpu")
-    PolicyBundle.load(bundle_dir, go2, layout=ObservationPipeline(go2).layout, providers="cpu")
+        PolicyBundle.load(bundle_dir, spec, layout=rough, providers="cpu")
+    PolicyBundle.load(bundle_dir, spec, layout=ObservationPipeline(spec).layout, providers="cpu")
 
 
 def test_a_spec_with_another_dt_is_refused(bundle_dir, tmp_path):
@@ -155,17 +141,17 @@ def test_any_other_spec_change_is_refused_by_the_hash_naming_the_key(bundle_dir,
 
 
 # ---- refused: golden pairs --------------------------------------------------------------------
-def test_a_golden_pair_that_no_longer_matches_is_refused(bundle_dir, go2):
+def test_a_golden_pair_that_no_longer_matches_is_refused(bundle_dir, spec):
     """Even with a consistent manifest (rewritten after the edit), the numbers must agree."""
     meta = json.loads((bundle_dir / "policy.json").read_text())
     meta["golden"]["actions"][3][5] += 1e-3
     (bundle_dir / "policy.json").write_text(B.dump_json(meta))
     B.write_manifest(bundle_dir)
-    _refused(bundle_dir, go2, "golden pair 3 no longer matches", "action 5 (joint 'FR_thigh_joint')",
+    _refused(bundle_dir, spec, "golden pair 3 no longer matches", "action 5 (joint 'FR_thigh_joint')",
              "> 1e-05", field="golden")
 
 
-def test_an_onnx_model_swapped_for_another_is_refused_by_the_golden_pairs(bundle_dir, go2, tmp_path):
+def test_an_onnx_model_swapped_for_another_is_refused_by_the_golden_pairs(bundle_dir, spec, tmp_path):
     import onnx
     from onnx import numpy_helper
     model = onnx.load(bundle_dir / "policy.onnx")
@@ -175,7 +161,7 @@ def test_an_onnx_model_swapped_for_another_is_refused_by_the_golden_pairs(bundle
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(model, bundle_dir / "policy.onnx")
     B.write_manifest(bundle_dir)
-    _refused(bundle_dir, go2, "no longer matches", field="golden")
+    _refused(bundle_dir, spec, "no longer matches", field="golden")
 
 
 # ---- execution providers ----------------------------------------------------------------------
@@ -211,21 +197,21 @@ def _verdict(bundle_dir, **over):
     return v
 
 
-def test_record_verdict_rewrites_policy_json_and_manifest_together(bundle_dir, go2):
+def test_record_verdict_rewrites_policy_json_and_manifest_together(bundle_dir, spec):
     stored = record_verdict(bundle_dir, _verdict(bundle_dir, metrics={"fall_rate": 0.0}))
-    bundle = PolicyBundle.load(bundle_dir, go2, providers="cpu")   # manifest still consistent
+    bundle = PolicyBundle.load(bundle_dir, spec, providers="cpu")   # manifest still consistent
     assert bundle.sim2sim == stored and stored["passed"] is True and stored["created"]
     assert not [p for p in bundle_dir.iterdir() if p.name.startswith(".")]
 
 
-def test_record_verdict_adds_the_gates_report_files_to_the_manifest(bundle_dir, go2):
+def test_record_verdict_adds_the_gates_report_files_to_the_manifest(bundle_dir, spec):
     (bundle_dir / "sim2sim").mkdir()
     (bundle_dir / "sim2sim" / "report.html").write_text("<html>passed</html>")
     record_verdict(bundle_dir, _verdict(bundle_dir))
     assert "sim2sim/report.html" in B.read_manifest(bundle_dir)
-    PolicyBundle.load(bundle_dir, go2, providers="cpu")
+    PolicyBundle.load(bundle_dir, spec, providers="cpu")
     (bundle_dir / "sim2sim" / "report.html").write_text("<html>edited</html>")
-    _refused(bundle_dir, go2, "differs from the manifest", field="sim2sim/report.html")
+    _refused(bundle_dir, spec, "differs from the manifest", field="sim2sim/report.html")
 
 
 def test_record_verdict_refuses_a_verdict_for_other_content(bundle_dir):
@@ -242,7 +228,7 @@ def test_record_verdict_refuses_a_verdict_for_other_content(bundle_dir):
     assert json.loads((bundle_dir / "policy.json").read_text())["sim2sim"] is None
 
 
-def test_an_interrupted_verdict_update_is_refused_then_completed(bundle_dir, go2, monkeypatch):
+def test_an_interrupted_verdict_update_is_refused_then_completed(bundle_dir, spec, monkeypatch):
     """Crash after policy.json was renamed but before the manifest was: the bundle is refused (with
     a hint), and the next record_verdict completes the pending manifest."""
     real_replace = os.replace
@@ -256,9 +242,9 @@ def test_an_interrupted_verdict_update_is_refused_then_completed(bundle_dir, go2
     with pytest.raises(KeyboardInterrupt):
         record_verdict(bundle_dir, _verdict(bundle_dir))
     monkeypatch.setattr(B.os, "replace", real_replace)
-    _refused(bundle_dir, go2, "interrupted verdict update", field="policy.json")
+    _refused(bundle_dir, spec, "interrupted verdict update", field="policy.json")
     B._complete_pending(bundle_dir)
-    assert PolicyBundle.load(bundle_dir, go2, providers="cpu").sim2sim["passed"] is True
+    assert PolicyBundle.load(bundle_dir, spec, providers="cpu").sim2sim["passed"] is True
 
 
 def test_policy_json_agrees_with_its_manifest_digest(bundle_dir):

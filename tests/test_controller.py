@@ -2,14 +2,12 @@
 the blend-in, absolute-deadline pacing, policy swaps that verify before they install, and the
 hand-over of every completed transition to the onboard replay log.
 
-`go2_smoke_bundle()` (a real, few-second SAC run exported as a bundle) is shared with
-test_safety.py and test_sim2sim.py."""
+The policy is the Go2 bundle exported from a real, few-second SAC run (tests/conftest.py);
+ConstantPolicy, lockstep and stand_then_policy are shared with test_safety.py."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,40 +17,7 @@ from deploy.backends.mujoco_backend import MujocoBackend
 from deploy.controller import Controller, PolicyRefused
 from deploy.deploy_config import DeployConfig
 from deploy.observations import RobotState
-from deploy.spec import RobotSpec
 from deploy.state_machine import TRANSITIONS, Facts, Mode, Request, step
-
-_CACHE: dict[str, Path] = {}
-
-
-def go2_smoke_bundle(tmp_path_factory) -> Path:
-    """A bundle exported from a real (tiny) SAC run, made once per test session."""
-    if "go2" not in _CACHE:
-        torch = pytest.importorskip("torch")
-        torch.set_num_threads(1)
-        from training.export import export_checkpoint
-        from training.smoke import train_smoke_run
-        ckpt = train_smoke_run(tmp_path_factory.mktemp("smoke_run"), "go2")
-        _CACHE["go2"] = export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"),
-                                          parity_samples=500, log=lambda *a: None)
-    return _CACHE["go2"]
-
-
-def copy_bundle(src: Path, dst_root: Path) -> Path:
-    dst = dst_root / "go2" / src.name
-    shutil.copytree(src, dst)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return RobotSpec.load("go2")
-
-
-@pytest.fixture(scope="module")
-def bundle(spec, tmp_path_factory):
-    from deploy.bundle import PolicyBundle
-    return PolicyBundle.load(go2_smoke_bundle(tmp_path_factory), spec, providers="cpu")
 
 
 class ConstantPolicy:
@@ -265,13 +230,13 @@ def test_the_loop_ticks_on_absolute_deadlines_without_drift(spec, bundle):
 
 # ---- policy swaps ------------------------------------------------------------------------------
 def test_swap_installs_at_a_tick_boundary_and_refuses_a_bad_bundle(spec, bundle, tmp_path,
-                                                                    tmp_path_factory):
+                                                                    copy_bundle):
     backend = MujocoBackend(spec)
     ctrl = Controller(spec, backend, bundle, clock=backend.clock)
     stand_then_policy(ctrl, backend)
     lockstep(ctrl, backend, 5)
     # a damaged copy: refused at load, nothing changes
-    bad = copy_bundle(go2_smoke_bundle(tmp_path_factory), tmp_path)
+    bad = copy_bundle(tmp_path)
     (bad / "policy.onnx").write_bytes((bad / "policy.onnx").read_bytes() + b"\0")
     result = ctrl.swap_policy(bad)
     assert not result.accepted and "sha256" in result.reason
@@ -282,7 +247,7 @@ def test_swap_installs_at_a_tick_boundary_and_refuses_a_bad_bundle(spec, bundle,
     other.spec_hash = "0" * 64
     assert not ctrl.swap_policy(other).accepted
     # a good one: verified now, installed at the next tick
-    fresh = copy_bundle(go2_smoke_bundle(tmp_path_factory), tmp_path / "good")
+    fresh = copy_bundle(tmp_path / "good")
     result = ctrl.swap_policy(fresh)
     assert result.accepted and ctrl.diagnostics()["pending_swap"] == bundle.id
     lockstep(ctrl, backend, 1)

@@ -1,7 +1,8 @@
 """The policy_runner package, checked statically (`launch` and `launch_ros` are not installable
-here; tests/test_launch_testing.py runs the launch files where they are): each launch file
-declares backend, policy and network_interface, starts the executable that setup.py installs, and
-loads a parameter file that setup.py installs and whose every key is a node parameter."""
+here; tests/test_launch_testing.py runs the launch files where they are): each launch file hands
+its robot to the shared builder (policy_runner/launch_description.py), which declares backend,
+policy and network_interface, starts the executable that setup.py installs, and loads a parameter
+file that setup.py installs and whose every key is a node parameter."""
 from __future__ import annotations
 
 import ast
@@ -21,6 +22,7 @@ ROBOTS = ("g1", "go2", "anymal_d")
 LAUNCH_API = {"launch": {"LaunchDescription"}, "launch.actions": {"DeclareLaunchArgument"},
               "launch.substitutions": {"LaunchConfiguration", "PathJoinSubstitution"},
               "launch_ros.actions": {"Node"}, "launch_ros.substitutions": {"FindPackageShare"}}
+BUILDER_MODULE = "policy_runner.launch_description"     # what every launch file returns
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def _kw(call: ast.Call, key: str):
 
 
 def _const(node, env: dict):
-    """A string built from literals, module constants and '+' (what these launch files use)."""
+    """A string built from literals, the builder's parameters and '+' (what the launch files use)."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
@@ -86,29 +88,50 @@ def test_package_metadata_and_install_layout(setup_kwargs):
     assert "install_scripts=$base/lib/policy_runner" in cfg    # where ros2 run / launch_ros look
 
 
+def _imports(tree: ast.AST) -> set[tuple[str, str]]:
+    return {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+            for a in n.names}
+
+
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def _launch_file_arguments(robot: str, builder: ast.FunctionDef) -> dict[str, str]:
+    """What <robot>.launch.py hands to the shared builder, by the builder's parameter names; the
+    launch file does nothing else."""
+    tree = ast.parse((PKG / "launch" / f"{robot}.launch.py").read_text())
+    assert _imports(tree) == {(BUILDER_MODULE, builder.name)}
+    assert list(_functions(tree)) == ["generate_launch_description"]
+    (ret,) = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
+    call = ret.value
+    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == builder.name
+    names = [a.arg for a in builder.args.args]
+    bound = {names[i]: _const(a, {}) for i, a in enumerate(call.args)}
+    bound.update({k.arg: _const(k.value, {}) for k in call.keywords})
+    assert set(bound) == set(names), f"{robot}.launch.py passes {sorted(bound)}, not {names}"
+    return bound
+
+
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     sys.path.insert(0, str(PKG))
     from policy_runner.node import PARAMETERS
 
     installed = _installed(setup_kwargs)
-    launch = PKG / "launch" / f"{robot}.launch.py"
     assert f"share/policy_runner/launch/{robot}.launch.py" in installed, "launch file not installed"
-    tree = ast.parse(launch.read_text())
-    env = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-           for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-
-    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-               for a in n.names}
-    for module, name in imports:
+    assert BUILDER_MODULE.split(".")[0] in setup_kwargs["packages"], "builder not installed"
+    tree = ast.parse((PKG / (BUILDER_MODULE.replace(".", "/") + ".py")).read_text())
+    for module, name in _imports(tree):
         assert name in LAUNCH_API.get(module, set()), f"{module}.{name} is not launch API used here"
-    funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-    assert funcs == ["generate_launch_description"]
+    (builder,) = _functions(tree).values()
+    env = _launch_file_arguments(robot, builder)
+    assert env["robot"] == robot
 
-    args = {_const(c.args[0], env): c for c in _calls(tree, "DeclareLaunchArgument")}
+    args = {_const(c.args[0], env): c for c in _calls(builder, "DeclareLaunchArgument")}
     assert set(args) == {"backend", "policy", "network_interface"}
     backend = args["backend"]
-    choices = ast.literal_eval(_kw(backend, "choices"))
+    choices = [_const(e, env) for e in _kw(backend, "choices").elts]
     default = _const(_kw(backend, "default_value"), env)
     assert default in choices and "mujoco" in choices
     assert set(choices) <= {"unitree", "ros2", "mujoco"}
@@ -116,7 +139,7 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     for c in args.values():
         assert _const(_kw(c, "description"), env), "every argument says what it is"
 
-    (node,) = _calls(tree, "Node")
+    (node,) = _calls(builder, "Node")
     assert _const(_kw(node, "package"), env) == "policy_runner"
     exe = _const(_kw(node, "executable"), env)
     scripts = [s.split("=")[0].strip() for s in setup_kwargs["entry_points"]["console_scripts"]]
@@ -129,10 +152,10 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     rel = "/".join(_const(p, env) for p in parts[1:])
     assert rel == f"config/{robot}.yaml"
     assert f"share/policy_runner/{rel}" in installed, f"{rel} is not installed by setup.py"
-    overrides = {_const(k, env) for k in params[1].keys}
-    assert overrides == {"robot", "backend", "policy", "network_interface"}
-    assert overrides <= set(PARAMETERS)
-    assert env["ROBOT"] == robot
+    overrides = {_const(k, env): v for k, v in zip(params[1].keys, params[1].values)}
+    assert set(overrides) == {"robot", "backend", "policy", "network_interface"}
+    assert set(overrides) <= set(PARAMETERS)
+    assert _const(overrides["robot"], env) == robot
 
 
 @pytest.mark.parametrize("robot", ROBOTS)

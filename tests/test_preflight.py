@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 
@@ -23,27 +22,14 @@ from deploy.preflight import Preflight  # noqa: E402
 DOMAIN = dds_test_domain()      # the same domain as the Unitree backend tests: one SDK per process
 
 
-@pytest.fixture
-def go2_bundle(request, tmp_path):
-    try:
-        src = request.getfixturevalue("exported_bundle")
-    except pytest.FixtureLookupError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("torch not installed: no bundle to export")
-    dst = tmp_path / "go2" / src.name
-    shutil.copytree(src, dst)
-    return dst
-
-
 def _status(pf: Preflight) -> dict[str, str]:
     return {c.name: c.status for c in pf.checks}
 
 
-def test_preflight_passes_with_the_robot_up_and_a_verified_bundle(go2_bundle, tmp_path, capsys):
+def test_preflight_passes_with_the_robot_up_and_a_verified_bundle(bundle_dir, tmp_path, capsys):
     with unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", 100.0):
         code = main(["preflight", "--robot", "go2", "--backend", "unitree", "--network-interface",
-                     "lo", "--domain", str(DOMAIN), "--policy", str(go2_bundle), "--wait", "0.5"])
+                     "lo", "--domain", str(DOMAIN), "--policy", str(bundle_dir), "--wait", "0.5"])
     out = capsys.readouterr().out
     assert code == 0, out
     for name in ("spec", "backend", "network interface", "DDS domain", "unitree_sdk2py",
@@ -53,7 +39,7 @@ def test_preflight_passes_with_the_robot_up_and_a_verified_bundle(go2_bundle, tm
     assert "preflight: ready (11 checks passed, 0 skipped)" in out
 
 
-def test_preflight_names_each_failure(go2_bundle, tmp_path):
+def test_preflight_names_each_failure(bundle_dir, tmp_path):
     from deploy.backends import unitree_msgs as M
     from deploy.backends.unitree import DdsLink, init_channel_factory
 
@@ -62,11 +48,11 @@ def test_preflight_names_each_failure(go2_bundle, tmp_path):
     other = DdsLink(DOMAIN)
     _, cmd_t = M.sdk_types("unitree_go")
     writer = other.writer("rt/lowcmd", cmd_t)  # noqa: F841  (alive while the preflight runs)
-    meta = json.loads((go2_bundle / "policy.json").read_text())
+    meta = json.loads((bundle_dir / "policy.json").read_text())
     meta["joints"][0], meta["joints"][1] = meta["joints"][1], meta["joints"][0]
-    (go2_bundle / "policy.json").write_text(json.dumps(meta))
+    (bundle_dir / "policy.json").write_text(json.dumps(meta))
     try:
-        pf = Preflight("go2", "unitree", "lo", DOMAIN, str(go2_bundle), wait_s=0.5)
+        pf = Preflight("go2", "unitree", "lo", DOMAIN, str(bundle_dir), wait_s=0.5)
         assert not pf.run()
     finally:
         other.close()

@@ -18,10 +18,10 @@ OTHER_ID = "20000101-000000-0badf00d"
 
 
 @pytest.fixture
-def root(exported_bundle, tmp_path):
+def root(exported_bundle, copy_bundle, tmp_path):
     """A registry with two go2 bundles: the export and an older copy of it under another id."""
     root = tmp_path / "policies"
-    shutil.copytree(exported_bundle, root / "go2" / exported_bundle.name)
+    copy_bundle(root)
     other = root / "go2" / OTHER_ID
     shutil.copytree(exported_bundle, other)
     meta = json.loads((other / "policy.json").read_text())

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from bridged_robot import loaded_machine_controller, shut_down, wait_for
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")   # DDS traffic on loopback only
 if os.environ.get("CI"):
@@ -19,20 +20,10 @@ else:
 from deploy.backends.ros2_topics import (Ros2BackendError, Ros2TopicsBackend,  # noqa: E402
                                          command_layout_labels, qos_sensor)
 from deploy.bridges.process import anymal_bridge, dds_test_domain  # noqa: E402
-from deploy.controller import Controller  # noqa: E402
-from deploy.deploy_config import DeployConfig  # noqa: E402
 from deploy.spec import RobotSpec  # noqa: E402
 
 RATE = 200.0
 DOMAIN = dds_test_domain(base=20)
-
-
-def _wait(pred, timeout_s, what):
-    end = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout_s:g} s")
-        time.sleep(0.05)
 
 
 def test_the_command_layout_names_joints_in_motor_slot_order():
@@ -53,12 +44,11 @@ def test_anymal_stands_up_over_ros2_topics_and_damps_when_the_bridge_dies(tmp_pa
     try:
         assert bridge.status()["base_pos"][2] < 0.2, "starts lying"
         backend = Ros2TopicsBackend(spec, domain=DOMAIN, state_rate_hz=RATE, stale_timeout_s=0.25)
-        cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5)
-        ctrl = Controller(spec, backend, config=cfg.with_controller(stand_duration_s=1.0))
+        ctrl = loaded_machine_controller(spec, backend)
         ctrl.start()
-        _wait(lambda: backend.read_state() is not None, 10, "first joint_states + imu")
+        wait_for(lambda: backend.read_state() is not None, 10, "first joint_states + imu")
         ctrl.request_stand()
-        _wait(lambda: ctrl.mode.value == "STAND", 5, "STAND")
+        wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
         stood = lambda s: s["base_pos"][2] > 0.8 * spec.base_height and s["upright"] > 0.97
         bridge.wait_status(stood, 8, "ANYmal standing")
         time.sleep(1.0)
@@ -72,34 +62,30 @@ def test_anymal_stands_up_over_ros2_topics_and_damps_when_the_bridge_dies(tmp_pa
         np.testing.assert_allclose(s.state.joint_pos[0], st["joint_pos"], atol=0.05)
 
         bridge.kill()
-        _wait(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale joint_states"),
+        wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale joint_states"),
               2, "backend damping on stale joint_states")
-        _wait(lambda: ctrl.mode.value == "DAMPING", 2, "controller DAMPING")
+        wait_for(lambda: ctrl.mode.value == "DAMPING", 2, "controller DAMPING")
 
         # malformed joint states: dropped, counted, and no state update
         ctx = rclpy.Context()
         rclpy.init(context=ctx, domain_id=DOMAIN)
         node = rclpy.create_node("injector", context=ctx)
         pub = node.create_publisher(JointState, "/anymal/joint_states", qos_sensor())
-        _wait(lambda: pub.get_subscription_count() > 0, 5, "injector matched")
+        wait_for(lambda: pub.get_subscription_count() > 0, 5, "injector matched")
         bad_names = JointState(name=spec.joint_names[:-1], position=[0.0] * 11, velocity=[0.0] * 11)
         nan = JointState(name=spec.joint_names, position=[float("nan")] * 12, velocity=[0.0] * 12)
         short = JointState(name=spec.joint_names, position=[0.0] * 12, velocity=[0.0] * 3)
         for msg in (bad_names, nan, short):
             pub.publish(msg)
             time.sleep(0.1)
-        _wait(lambda: len(backend.diagnostics()["states_dropped"]) == 3, 3, "three drops")
+        wait_for(lambda: len(backend.diagnostics()["states_dropped"]) == 3, 3, "three drops")
         assert backend.diagnostics()["states_dropped"] == {"joint_names": 1, "nonfinite": 1,
                                                            "lengths": 1}
         assert backend.diagnostics()["damping"]
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     finally:
-        bridge.kill()
-        if ctrl is not None:
-            ctrl.stop()
-        if backend is not None:
-            backend.close()
+        shut_down(bridge, ctrl, backend)
 
 
 def test_a_unitree_robot_is_refused_by_the_ros2_backend():

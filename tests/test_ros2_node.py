@@ -112,22 +112,11 @@ def _transitions(c: dict) -> list[dict]:
     return json.loads(c["transitions"])
 
 
-@pytest.fixture
-def policy_bundle(request):
-    """The Go2 bundle exported from a short training run (tests/conftest.py; needs torch)."""
-    try:
-        return request.getfixturevalue("exported_bundle")
-    except pytest.FixtureLookupError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("torch not installed: no bundle to export for the POLICY mode")
-
-
-def test_start_stand_policy_cmd_vel_estop_and_diagnostics(policy_bundle, tmp_path):
+def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_path):
     from deploy.bundle import read_meta
 
-    bundle_id = read_meta(policy_bundle)["id"]
-    node = _node_process("robot:=go2", "backend:=mujoco", f"policy:={policy_bundle}",
+    bundle_id = read_meta(exported_bundle)["id"]
+    node = _node_process("robot:=go2", "backend:=mujoco", f"policy:={exported_bundle}",
                          "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5",
                          "limits.cmd_vel_timeout_s:=0.0", f"replay_dir:={tmp_path / 'replay'}")
     client = Client()

@@ -9,31 +9,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_controller import (
-    ConstantPolicy,
-    go2_smoke_bundle,
-    lockstep,
-    stand_then_policy,
-)
+from test_controller import ConstantPolicy, lockstep, stand_then_policy
 
 from deploy.backends.mujoco_backend import MujocoBackend
 from deploy.config import ConfigError
 from deploy.controller import Controller
 from deploy.deploy_config import DeployConfig, SafetyConfig
 from deploy.safety import SafetySupervisor
-from deploy.spec import RobotSpec
 from deploy.state_machine import Mode
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return RobotSpec.load("go2")
-
-
-@pytest.fixture(scope="module")
-def bundle(spec, tmp_path_factory):
-    from deploy.bundle import PolicyBundle
-    return PolicyBundle.load(go2_smoke_bundle(tmp_path_factory), spec, providers="cpu")
 
 
 @pytest.fixture

@@ -10,24 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_controller import copy_bundle, go2_smoke_bundle
 
 from deploy.bundle import PolicyBundle, read_manifest, read_meta
 from deploy.cli import main
 from deploy.config import ConfigError
 from deploy.sim2sim.faults import FaultError, parse_fault
 from deploy.sim2sim.scenarios import DEFAULT_FILE, ScenarioFile
-from deploy.spec import RobotSpec
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return RobotSpec.load("go2")
-
-
-@pytest.fixture
-def bundle_dir(tmp_path, tmp_path_factory):
-    return copy_bundle(go2_smoke_bundle(tmp_path_factory), tmp_path / "models")
 
 
 def write_scenarios(path: Path, thresholds: dict, duration=1.0) -> Path:

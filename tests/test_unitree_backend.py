@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from bridged_robot import loaded_machine_controller, shut_down, wait_for
 
 from deploy.bridges.process import dds_test_domain, unitree_bridge
 from deploy.spec import RobotSpec
@@ -25,31 +26,15 @@ else:
 from deploy.backends import unitree_msgs as M  # noqa: E402
 from deploy.backends.unitree import (DdsLink, UnitreeBackend, UnitreeBackendError,  # noqa: E402
                                      init_channel_factory)
-from deploy.controller import Controller  # noqa: E402
-from deploy.deploy_config import DeployConfig  # noqa: E402
 
 RATE = 200.0
 DOMAIN = dds_test_domain()
-
-
-def _controller(spec, backend):
-    cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5)
-    cfg = cfg.with_controller(stand_duration_s=1.0)
-    return Controller(spec, backend, config=cfg)
 
 
 def _backend(spec, **kw):
     kw.setdefault("stale_timeout_s", 0.25)
     kw.setdefault("lowcmd_check_s", 0.4)
     return UnitreeBackend(spec, "lo", DOMAIN, state_rate_hz=RATE, **kw)
-
-
-def _wait(pred, timeout_s, what):
-    end = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout_s:g} s")
-        time.sleep(0.05)
 
 
 def _standing(spec, st) -> bool:
@@ -64,14 +49,14 @@ def test_g1_stands_on_its_own_after_the_backend_releases_the_builtin_mode(tmp_pa
     with unitree_bridge("g1", DOMAIN, tmp_path / "g1.json", RATE, builtin_mode="normal",
                         gantry=True) as bridge:
         backend = _backend(spec)
-        ctrl = _controller(spec, backend)
+        ctrl = loaded_machine_controller(spec, backend)
         try:
             assert backend.released_mode == "normal"
             assert bridge.status()["builtin_mode"] == ""
             ctrl.start()
-            _wait(lambda: backend.read_state() is not None, 5, "first lowstate")
+            wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
             ctrl.request_stand()
-            _wait(lambda: ctrl.mode.value == "STAND", 5, "STAND")
+            wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
             time.sleep(1.5)                        # stand ramp (1 s) on the gantry
             bridge.signal(signal.SIGUSR1)          # gantry away
             time.sleep(1.5)
@@ -102,11 +87,11 @@ def test_go2_stands_up_from_lying_then_damps_when_the_bridge_is_killed(tmp_path)
         assert st["base_pos"][2] < 0.15, st            # lying on the floor
         backend = _backend(spec)
         assert backend.released_mode == ""              # nothing active to release
-        ctrl = _controller(spec, backend)
+        ctrl = loaded_machine_controller(spec, backend)
         ctrl.start()
-        _wait(lambda: backend.read_state() is not None, 5, "first lowstate")
+        wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
         ctrl.request_stand()
-        _wait(lambda: ctrl.mode.value == "STAND", 5, "STAND")
+        wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
         st = bridge.wait_status(lambda s: _standing(spec, s), 8, "Go2 standing")
         time.sleep(1.0)
         st = bridge.status()
@@ -114,11 +99,11 @@ def test_go2_stands_up_from_lying_then_damps_when_the_bridge_is_killed(tmp_path)
         assert not backend.diagnostics()["damping"]
 
         bridge.kill()                                   # SIGKILL: the robot goes silent
-        _wait(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale lowstate"),
+        wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale lowstate"),
               2, "backend damping on stale lowstate")
         assert backend.diagnostics()["stale_events"] >= 1
         assert backend.read_state() is not None         # the last sample stays readable
-        _wait(lambda: ctrl.mode.value == "DAMPING", 2, "controller DAMPING")
+        wait_for(lambda: ctrl.mode.value == "DAMPING", 2, "controller DAMPING")
         assert ctrl.diagnostics()["safety"]["counts"].get("stale_state", 0) >= 1
 
         # malformed lowstates are dropped and counted, and do not revive a silent robot
@@ -136,16 +121,12 @@ def test_go2_stands_up_from_lying_then_damps_when_the_bridge_is_killed(tmp_path)
         for payload in (bytes(good), wrong_count):
             assert out.write(payload)
             time.sleep(0.1)
-        _wait(lambda: len(backend.diagnostics()["states_dropped"]) == 2, 3, "both drops counted")
+        wait_for(lambda: len(backend.diagnostics()["states_dropped"]) == 2, 3, "both drops counted")
         d = backend.diagnostics()
         assert d["states_dropped"] == {"crc": 1, "size": 1} and d["damping"]
         injector.close()
     finally:
-        bridge.kill()
-        if ctrl is not None:
-            ctrl.stop()
-        if backend is not None:
-            backend.close()
+        shut_down(bridge, ctrl, backend)
 
 
 def test_a_missing_network_interface_is_refused_by_name():

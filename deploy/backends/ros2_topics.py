@@ -33,7 +33,6 @@ rclpy is imported here only; the backend has its own rclpy context, so it can li
 process as the policy_runner node or without one."""
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -41,6 +40,7 @@ import time
 import numpy as np
 
 from deploy.backend import StateSample
+from deploy.backends.hardware_link import HardwareLink
 from deploy.observations import RobotState
 from deploy.spec import RobotSpec
 
@@ -89,7 +89,11 @@ def make_executor(context):
         return SingleThreadedExecutor(context=context)
 
 
-class Ros2TopicsBackend:
+class Ros2TopicsBackend(HardwareLink):
+    state_name = state_topic = "joint_states"
+    input_name = "input"
+    log = log
+
     def __init__(self, spec: RobotSpec, namespace: str = DEFAULT_NAMESPACE, domain: int | None = None,
                  *, state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
                  damping_kd: np.ndarray | None = None, close_damping_s: float = 0.05,
@@ -104,31 +108,15 @@ class Ros2TopicsBackend:
         except ModuleNotFoundError as exc:
             raise Ros2BackendError(f"rclpy or its messages are not installed ({exc.name}): "
                                    f"pip install -e '.[ros2]' or source a ROS 2 install") from exc
-        self.spec = spec
+        super().__init__(spec, state_rate_hz=state_rate_hz, stale_timeout_s=stale_timeout_s,
+                         damping_kd=damping_kd, close_damping_s=close_damping_s)
         self.namespace = namespace.rstrip("/") or ""
-        self.period = 1.0 / float(state_rate_hz)
-        self.stale_timeout_s = float(stale_timeout_s)
-        self.close_damping_s = float(close_damping_s)
-        if damping_kd is None:
-            from deploy.deploy_config import DeployConfig
-            damping_kd = DeployConfig.load(spec).controller.damping_kd
         j = spec.num_joints
-        self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
         self._slot_order = np.argsort(spec.policy_to_hardware)   # slot k -> policy joint
         self._names = spec.joint_names
         self._name_index = {n: i for i, n in enumerate(self._names)}
         self._map_cache: tuple[tuple[str, ...], np.ndarray] | None = None
-
-        self._latest: StateSample | None = None
         self._imu = None                 # (quat_wxyz, gyro, accel, stamp)
-        self._target = None
-        self._counts = collections.Counter()
-        self._drops = collections.Counter()
-        self._damping_reason: str | None = "no command yet"
-        self._last_state_time = -np.inf
-        self._stale_since: float | None = None
-        self._recovered_at = -np.inf
-        self._rate_window = collections.deque(maxlen=2000)
         self._closing = False
 
         self._rclpy = rclpy
@@ -150,30 +138,11 @@ class Ros2TopicsBackend:
         self._thread = threading.Thread(target=self._spin, name="ros2-backend", daemon=True)
         self._thread.start()
 
-    # ---- RobotBackend ------------------------------------------------------------------------
-    def read_state(self) -> StateSample | None:
-        return self._latest
-
-    def write_command(self, joint_targets, kp, kd) -> None:
-        j = self.spec.num_joints
-        q, p, d = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (joint_targets, kp, kd))
-        if q.shape != (j,) or p.shape != (j,) or d.shape != (j,):
-            raise ValueError(f"write_command expects ({j},) targets and gains in policy order, got "
-                             f"{q.shape}, {p.shape}, {d.shape}")
-        if not (np.isfinite(q).all() and np.isfinite(p).all() and np.isfinite(d).all()):
-            self._counts["commands_rejected_nonfinite"] += 1
-            self._target = None
-            return
-        self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
-
+    # ---- RobotBackend (read_state, write_command: HardwareLink) ------------------------------
     def close(self) -> None:
         if self._closing:
             return
-        self._target = None
-        end = time.monotonic() + self.close_damping_s
-        while time.monotonic() < end:
-            self._send(time.monotonic())
-            time.sleep(self.period)
+        self._damp_before_leaving()
         self._closing = True
         try:
             self._executor.shutdown(timeout_sec=1.0)
@@ -186,23 +155,8 @@ class Ros2TopicsBackend:
             self._rclpy.try_shutdown(context=self.context)
 
     # ---- status ------------------------------------------------------------------------------
-    @property
-    def damping(self) -> bool:
-        return self._damping_reason is not None
-
     def diagnostics(self) -> dict:
-        now = time.monotonic()
-        window = [t for t in list(self._rate_window) if now - t <= 1.0]
-        return {
-            "backend": "ros2", "namespace": self.namespace,
-            "states_received": self._counts["states"], "states_dropped": dict(self._drops),
-            "commands_sent": self._counts["commands"], "damping_sent": self._counts["damping"],
-            "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
-            "damping": self.damping, "damping_reason": self._damping_reason,
-            "stale_events": self._counts["stale_events"],
-            "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
-            "state_rate_hz": float(len(window)),
-        }
+        return {"backend": "ros2", "namespace": self.namespace, **self._link_diagnostics()}
 
     # ---- executor thread ---------------------------------------------------------------------
     def _spin(self) -> None:
@@ -213,12 +167,6 @@ class Ros2TopicsBackend:
                 if self._closing or not self.context.ok():
                     return
                 log.exception("ROS 2 backend executor")
-
-    def _drop(self, reason: str, detail: str) -> None:
-        self._drops[reason] += 1
-        if self._drops[reason] in (1, 10, 100, 1000):
-            log.warning("dropped a malformed input (%s: %s; %d so far)", reason, detail,
-                        self._drops[reason])
 
     def _on_imu(self, msg) -> None:
         o, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
@@ -266,49 +214,18 @@ class Ros2TopicsBackend:
         state = RobotState(base_quat=quat.reshape(1, 4), base_ang_vel=gyro.reshape(1, 3),
                            joint_pos=q.reshape(1, -1), joint_vel=dq.reshape(1, -1), base_lin_vel=None)
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self._latest = StateSample(state=state, joint_torque=tau, imu_accel=accel, stamp=now,
-                                   sequence=int(stamp_ns))
-        self._counts["states"] += 1
-        self._rate_window.append(now)
-        if self._stale_since is not None:
-            self._stale_since = None
-            self._recovered_at = now
-            log.warning("joint_states back; damping until the controller writes a new command")
-        self._last_state_time = now
+        self._state_received(StateSample(state=state, joint_torque=tau, imu_accel=accel,
+                                         stamp=now, sequence=int(stamp_ns)), now)
         self._send(now)
 
     def _on_timer(self) -> None:
         now = time.monotonic()
-        if now - self._last_state_time > self.stale_timeout_s:
-            if self._stale_since is None and self._last_state_time > -np.inf:
-                self._stale_since = now
-                self._counts["stale_events"] += 1
-                log.warning("joint_states stale for %.3f s: damping", now - self._last_state_time)
+        if self._is_stale(now):
             self._send(now)
 
     def _send(self, now: float) -> None:
-        j = self.spec.num_joints
-        target = self._target
-        if now - self._last_state_time > self.stale_timeout_s:
-            reason = ("no joint_states yet" if self._last_state_time == -np.inf
-                      else f"stale joint_states ({now - self._last_state_time:.3f} s)")
-        elif target is None:
-            reason = "no command yet"
-        elif target[3] <= self._recovered_at:
-            reason = "joint_states recovered; waiting for a new command"
-        else:
-            reason = None
-        rows = np.zeros((j, 5))
-        if reason is None:
-            rows[:, 0], rows[:, 3], rows[:, 4] = target[0], target[1], target[2]
-            self._counts["commands"] += 1
-        else:
-            latest = self._latest
-            if latest is not None:
-                rows[:, 0] = latest.state.joint_pos[0]
-            rows[:, 4] = self._damping_kd
-            self._counts["damping"] += 1
-        self._damping_reason = reason
+        rows = np.zeros((self.spec.num_joints, 5))
+        rows[:, 0], rows[:, 3], rows[:, 4] = self._command_now(now)
         self._msg.data = rows[self._slot_order].ravel().tolist()
         if not self._closing:
             self._pub.publish(self._msg)

@@ -30,7 +30,6 @@ Quaternions arrive w, x, y, z (the project's order): no conversion.
 unitree_sdk2py and cyclonedds are imported here only; `deploy` imports without them."""
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -40,6 +39,7 @@ import numpy as np
 
 from deploy.backend import StateSample
 from deploy.backends import unitree_msgs as M
+from deploy.backends.hardware_link import HardwareLink
 from deploy.backends.netif import interface_problem
 from deploy.observations import RobotState
 from deploy.spec import RobotSpec
@@ -229,7 +229,11 @@ def release_builtin_motion_mode(timeout_s: float = 2.0, attempts: int = 5,
 
 
 # ---- the backend ------------------------------------------------------------------------------
-class UnitreeBackend:
+class UnitreeBackend(HardwareLink):
+    state_name = "lowstate"
+    state_topic = input_name = LOWSTATE_TOPIC
+    log = log
+
     def __init__(self, spec: RobotSpec, network_interface: str, domain: int = UNITREE_DOMAIN, *,
                  state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
                  damping_kd: np.ndarray | None = None, release_motion_mode: bool = True,
@@ -239,19 +243,12 @@ class UnitreeBackend:
             raise UnitreeBackendError(f"robot '{spec.name}' uses hardware interface "
                                       f"'{spec.interface}', not a Unitree one "
                                       f"({', '.join(M.FAMILIES)})")
-        self.spec = spec
         self.fam = M.family(spec.interface)
         self.network_interface = network_interface
         self.domain = int(domain)
-        self.period = 1.0 / float(state_rate_hz)
-        self.stale_timeout_s = float(stale_timeout_s)
-        self.close_damping_s = float(close_damping_s)
-        if damping_kd is None:
-            from deploy.deploy_config import DeployConfig
-            damping_kd = DeployConfig.load(spec).controller.damping_kd
-        j = spec.num_joints
+        super().__init__(spec, state_rate_hz=state_rate_hz, stale_timeout_s=stale_timeout_s,
+                         damping_kd=damping_kd, close_damping_s=close_damping_s)
         self._p2h = spec.policy_to_hardware
-        self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
         self._encoder = M.LowCmdEncoder(self.fam)
         slots = self.fam.motor_slots
         self._mode = np.zeros(slots)
@@ -264,16 +261,7 @@ class UnitreeBackend:
             self._idle_dq[unused] = M.GO_VEL_STOP
 
         # shared with the I/O thread (single assignments of immutable tuples / objects)
-        self._latest: StateSample | None = None
-        self._target: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
-        self._counts = collections.Counter()
-        self._drops = collections.Counter()
-        self._damping_reason = "no command yet"
-        self._stale_since: float | None = None
-        self._recovered_at = -np.inf
-        self._last_state_time = -np.inf
         self._mode_machine = 0
-        self._rate_window = collections.deque(maxlen=1000)
         self._foreign: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -302,22 +290,7 @@ class UnitreeBackend:
         self._thread = threading.Thread(target=self._io_loop, name="unitree-io", daemon=True)
         self._thread.start()
 
-    # ---- RobotBackend ------------------------------------------------------------------------
-    def read_state(self) -> StateSample | None:
-        return self._latest
-
-    def write_command(self, joint_targets: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        j = self.spec.num_joints
-        q, p, d = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (joint_targets, kp, kd))
-        if q.shape != (j,) or p.shape != (j,) or d.shape != (j,):
-            raise ValueError(f"write_command expects ({j},) targets and gains in policy order, got "
-                             f"{q.shape}, {p.shape}, {d.shape}")
-        if not (np.isfinite(q).all() and np.isfinite(p).all() and np.isfinite(d).all()):
-            self._counts["commands_rejected_nonfinite"] += 1
-            self._target = None            # damping until the next finite command
-            return
-        self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
-
+    # ---- RobotBackend (read_state, write_command: HardwareLink) ------------------------------
     def close(self) -> None:
         if self._thread is not None:
             self._stop.set()
@@ -327,23 +300,11 @@ class UnitreeBackend:
         self._link.close()
 
     # ---- status ------------------------------------------------------------------------------
-    @property
-    def damping(self) -> bool:
-        return self._damping_reason is not None
-
     def diagnostics(self) -> dict:
-        now = time.monotonic()
-        window = [t for t in list(self._rate_window) if now - t <= 1.0]
         return {
             "backend": "unitree", "interface": self.fam.interface, "domain": self.domain,
             "network_interface": self.network_interface,
-            "states_received": self._counts["states"], "states_dropped": dict(self._drops),
-            "commands_sent": self._counts["commands"], "damping_sent": self._counts["damping"],
-            "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
-            "damping": self.damping, "damping_reason": self._damping_reason,
-            "stale_events": self._counts["stale_events"],
-            "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
-            "state_rate_hz": float(len(window)),
+            **self._link_diagnostics(),
             "foreign_lowcmd_publishers": list(self._foreign),
             "released_motion_mode": self.released_mode,
         }
@@ -361,75 +322,32 @@ class UnitreeBackend:
                 try:
                     reading = M.decode_state(self.fam, data)
                 except M.MalformedMessage as exc:
-                    self._drops[exc.reason] += 1
-                    if self._drops[exc.reason] in (1, 10, 100, 1000):
-                        log.warning("dropped a malformed %s (%s; %d so far)", LOWSTATE_TOPIC, exc,
-                                    self._drops[exc.reason])
+                    self._drop(exc.reason, exc.detail)
             if reading is not None:
                 self._on_state(reading, now)
                 self._send(now)
                 next_idle_send = now + self.period
-            elif now - self._last_state_time > self.stale_timeout_s:
-                if self._stale_since is None and self._last_state_time > -np.inf:
-                    self._stale_since = now
-                    self._counts["stale_events"] += 1
-                    log.warning("%s stale for %.3f s: damping", LOWSTATE_TOPIC,
-                                now - self._last_state_time)
-                if now >= next_idle_send:        # keep the robot's command stream alive
-                    self._send(now)
-                    next_idle_send = max(next_idle_send + self.period, now)
+            elif self._is_stale(now) and now >= next_idle_send:   # keep the command stream alive
+                self._send(now)
+                next_idle_send = max(next_idle_send + self.period, now)
             if now >= next_check:
                 next_check = now + 0.5
                 self._foreign = self._cmd_seen.foreign_publishers()
-        # leaving: damping for a moment, so the motors are not left holding a stiff target
-        self._target = None
-        end = mono() + self.close_damping_s
-        while mono() < end:
-            self._send(mono())
-            time.sleep(self.period)
+        self._damp_before_leaving()
 
     def _on_state(self, r: M.LowStateReading, now: float) -> None:
         p2h = self._p2h
         state = RobotState(base_quat=r.quat_wxyz.reshape(1, 4), base_ang_vel=r.gyro.reshape(1, 3),
                            joint_pos=r.q[p2h].reshape(1, -1), joint_vel=r.dq[p2h].reshape(1, -1),
                            base_lin_vel=None)
-        self._latest = StateSample(state=state, joint_torque=r.tau_est[p2h], imu_accel=r.accel,
-                                   stamp=now, sequence=r.tick)
         self._mode_machine = r.mode_machine
-        self._counts["states"] += 1
-        self._rate_window.append(now)
-        if self._stale_since is not None:
-            self._stale_since = None
-            self._recovered_at = now
-            log.warning("%s back; damping until the controller writes a new command", LOWSTATE_TOPIC)
-        self._last_state_time = now
+        self._state_received(StateSample(state=state, joint_torque=r.tau_est[p2h],
+                                         imu_accel=r.accel, stamp=now, sequence=r.tick), now)
 
     def _send(self, now: float) -> None:
-        slots = self.fam.motor_slots
+        slots, p2h, foreign = self.fam.motor_slots, self._p2h, self._foreign
         q, dq = self._idle_q.copy(), self._idle_dq.copy()
         kp, kd, tau = np.zeros(slots), np.zeros(slots), np.zeros(slots)
-        target = self._target
-        stale = now - self._last_state_time > self.stale_timeout_s
-        if self._foreign:
-            reason = f"another {LOWCMD_TOPIC} publisher: {', '.join(self._foreign)}"
-        elif stale:
-            reason = ("no lowstate yet" if self._last_state_time == -np.inf
-                      else f"stale lowstate ({now - self._last_state_time:.3f} s)")
-        elif target is None:
-            reason = "no command yet"
-        elif target[3] <= self._recovered_at:
-            reason = "lowstate recovered; waiting for a new command"
-        else:
-            reason = None
-        p2h = self._p2h
-        if reason is None:
-            q[p2h], kp[p2h], kd[p2h] = target[0], target[1], target[2]
-            self._counts["commands"] += 1
-        else:
-            latest = self._latest
-            if latest is not None:
-                q[p2h] = latest.state.joint_pos[0]
-            kd[p2h] = self._damping_kd
-            self._counts["damping"] += 1
-        self._damping_reason = reason
+        refusal = f"another {LOWCMD_TOPIC} publisher: {', '.join(foreign)}" if foreign else None
+        q[p2h], kp[p2h], kd[p2h] = self._command_now(now, refusal)
         self._cmd_out.write(self._encoder.encode(self._mode, q, dq, tau, kp, kd, self._mode_machine))

@@ -273,7 +273,7 @@ class MalformedMessage(ValueError):
     """A message that must not reach the controller; `reason` is the drop counter's key."""
 
     def __init__(self, reason: str, detail: str):
-        self.reason = reason
+        self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
 
 
@@ -291,9 +291,11 @@ class LowStateReading:
     mode_machine: int
 
 
-def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> LowStateReading:
-    """Check size, header, CRC and finiteness; raise MalformedMessage(reason) on any failure."""
-    lay = fam.state
+def _checked_payload(fam: MessageFamily, lay: MessageLayout,
+                     data: bytes | bytearray | memoryview) -> np.ndarray:
+    """The CDR payload of a lowstate or lowcmd whose size, header and CRC are right: what the
+    robot checks before it trusts a message, and what the backend checks before the controller
+    sees one (raises MalformedMessage)."""
     if len(data) != 4 + lay.wire_size:
         raise MalformedMessage("size", f"{lay.typename} is {4 + lay.wire_size} bytes "
                                f"({fam.motor_slots} motor records), received {len(data)}")
@@ -305,6 +307,13 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
     want = lay.crc(payload)
     if crc != want:
         raise MalformedMessage("crc", f"crc {crc:#010x}, computed {want:#010x}")
+    return payload
+
+
+def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> LowStateReading:
+    """Check size, header, CRC and finiteness; raise MalformedMessage(reason) on any failure."""
+    lay = fam.state
+    payload = _checked_payload(fam, lay, data)
     reading = LowStateReading(
         q=lay.get(payload, "motor_state.q").astype(np.float64),
         dq=lay.get(payload, "motor_state.dq").astype(np.float64),
@@ -382,16 +391,7 @@ class LowCmdReading:
 def decode_cmd(fam: MessageFamily, data: bytes | bytearray | memoryview) -> LowCmdReading:
     """What the robot checks before it drives a motor: size, header, CRC (raises MalformedMessage)."""
     lay = fam.cmd
-    if len(data) != 4 + lay.wire_size:
-        raise MalformedMessage("size", f"{lay.typename} is {4 + lay.wire_size} bytes, received {len(data)}")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if bytes(buf[:4]) != CDR_LE_HEADER:
-        raise MalformedMessage("header", f"encapsulation {bytes(buf[:4]).hex()} is not CDR_LE")
-    payload = buf[4:]
-    crc = int(lay.get(payload, "crc"))
-    want = lay.crc(payload)
-    if crc != want:
-        raise MalformedMessage("crc", f"crc {crc:#010x}, computed {want:#010x}")
+    payload = _checked_payload(fam, lay, data)
     get = lambda f: lay.get(payload, f"motor_cmd.{f}").astype(np.float64)
     return LowCmdReading(mode=lay.get(payload, "motor_cmd.mode").astype(np.int64), q=get("q"),
                          dq=get("dq"), tau=get("tau"), kp=get("kp"), kd=get("kd"),

@@ -11,8 +11,6 @@ names, sizes, field labels) or holds non-finite values is dropped and counted. N
 from __future__ import annotations
 
 import argparse
-import collections
-import signal
 import sys
 import threading
 import time
@@ -22,11 +20,14 @@ import numpy as np
 from deploy.backends.ros2_topics import (DEFAULT_NAMESPACE, DRIVE_COMMAND_TIMEOUT_S,
                                          command_layout_labels, make_executor, qos_sensor,
                                          quat_wxyz_to_xyzw)
-from deploy.bridges.sim_robot import Pacer, SimRobot, StatusFile, robot_status
+from deploy.bridges.sim_bridge import SimBridge, add_run_arguments, serve
+from deploy.bridges.sim_robot import robot_status
 from deploy.spec import RobotSpec
 
 
-class AnymalRos2Bridge:
+class AnymalRos2Bridge(SimBridge):
+    drops_key = "command_dropped"
+
     def __init__(self, spec: RobotSpec, namespace: str = DEFAULT_NAMESPACE, domain: int | None = None,
                  rate_hz: float = 400.0, start: str = "standing", status_file=None,
                  command_timeout_s: float = DRIVE_COMMAND_TIMEOUT_S):
@@ -36,21 +37,12 @@ class AnymalRos2Bridge:
 
         from deploy.deploy_config import DeployConfig
 
-        self.spec = spec
-        self.robot = SimRobot(spec, 1.0 / rate_hz)
-        if start == "lying":
-            self.robot.settle_limp(1.5)
-        elif start != "standing":
-            raise ValueError(f"start must be standing or lying, got {start!r}")
-        self.status = StatusFile(status_file)
+        super().__init__(spec, rate_hz, start, status_file)
         self.command_timeout_s = command_timeout_s
         self.damping_kd = DeployConfig.load(spec).controller.damping_kd
-        self.counts = collections.Counter()
-        self.drops = collections.Counter()
         self._labels = command_layout_labels(spec)
         self._slot_order = np.argsort(spec.policy_to_hardware)   # slot k -> policy joint
         self._command = None             # (rows (J, 5) in policy order, monotonic time)
-        self._stop = threading.Event()
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
@@ -78,9 +70,6 @@ class AnymalRos2Bridge:
                 if self._stop.is_set() or not self.context.ok():
                     return
                 raise
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def _on_command(self, msg) -> None:
         dims = msg.layout.dim
@@ -111,7 +100,9 @@ class AnymalRos2Bridge:
             return
         self.robot.set_command(rows[:, 0], rows[:, 3], rows[:, 4], rows[:, 1], rows[:, 2])
 
-    def _publish(self) -> dict:
+    def _step(self) -> dict:
+        self._apply()
+        self.robot.step()
         s = self.robot.sensors()
         stamp = self.node.get_clock().now().to_msg()
         js = self._js
@@ -129,33 +120,14 @@ class AnymalRos2Bridge:
         self.counts["states_sent"] += 1
         return robot_status(self.robot, s)
 
-    def run(self, duration: float | None = None) -> None:
-        pacer = Pacer(self.robot.dt)
-        t_end = None if duration is None else time.monotonic() + duration
-        rate_t, rate_n, rate = time.monotonic(), 0, 0.0
+    def _close(self) -> None:
         try:
-            while not self._stop.is_set() and (t_end is None or time.monotonic() < t_end):
-                self._apply()
-                self.robot.step()
-                status = self._publish()
-                rate_n += 1
-                now = time.monotonic()
-                if now - rate_t >= 1.0:
-                    rate, rate_t, rate_n = rate_n / (now - rate_t), now, 0
-                if self.status.due():
-                    self.status.write({**status, "robot": self.spec.name, "rate_hz": round(rate, 1),
-                                       "resyncs": pacer.resyncs, **dict(self.counts),
-                                       "command_dropped": dict(self.drops)})
-                pacer.wait()
-        finally:
-            self._stop.set()
-            try:
-                self._executor.shutdown(timeout_sec=1.0)
-            except Exception:
-                pass
-            self.node.destroy_node()
-            import rclpy
-            rclpy.try_shutdown(context=self.context)
+            self._executor.shutdown(timeout_sec=1.0)
+        except Exception:
+            pass
+        self.node.destroy_node()
+        import rclpy
+        rclpy.try_shutdown(context=self.context)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,18 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     ap.add_argument("--domain", type=int, default=None, help="ROS domain id (default ROS_DOMAIN_ID)")
     ap.add_argument("--rate", type=float, default=400.0, help="state rate = physics rate, Hz")
-    ap.add_argument("--start", default="standing", choices=("standing", "lying"))
-    ap.add_argument("--status-file", help="write a JSON status here every 0.1 s")
-    ap.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_run_arguments(ap)
     args = ap.parse_args(argv)
     spec = RobotSpec.load(args.robot)
     bridge = AnymalRos2Bridge(spec, args.namespace, args.domain, args.rate, args.start, args.status_file)
-    signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
-    signal.signal(signal.SIGINT, lambda *_: bridge.stop())
-    print(f"bridge ready: {spec.name} on {args.namespace} (ROS domain {args.domain}) at "
-          f"{args.rate:g} Hz", flush=True)
-    bridge.run(args.duration)
-    return 0
+    return serve(bridge, f"{spec.name} on {args.namespace} (ROS domain {args.domain}) at "
+                         f"{args.rate:g} Hz", args.duration)
 
 
 if __name__ == "__main__":

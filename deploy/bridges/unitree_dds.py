@@ -17,18 +17,17 @@ releases it through the SDK's motion_switcher RPC (CheckMode / ReleaseMode), as 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import signal
 import sys
 import threading
-import time
 
 import numpy as np
 
 from deploy.backends import unitree_msgs as M
 from deploy.backends.unitree import LOWCMD_TOPIC, LOWSTATE_TOPIC, DdsLink, init_channel_factory
-from deploy.bridges.sim_robot import Pacer, SimRobot, StatusFile, robot_status
+from deploy.bridges.sim_bridge import SimBridge, add_run_arguments, serve
+from deploy.bridges.sim_robot import robot_status
 from deploy.spec import RobotSpec
 
 MOTION_SWITCHER = "motion_switcher"
@@ -67,36 +66,27 @@ def _motion_switcher_service(bridge: "UnitreeDdsBridge"):
     return svc
 
 
-class UnitreeDdsBridge:
+class UnitreeDdsBridge(SimBridge):
+    drops_key = "lowcmd_dropped"
+
     def __init__(self, spec: RobotSpec, network_interface: str, domain: int, rate_hz: float = 500.0,
                  builtin_mode: str = "", start: str = "standing", status_file=None,
                  gantry: bool = False):
-        self.spec = spec
         self.fam = M.family(spec.interface)
         self.rate_hz = rate_hz
         self.builtin_mode = builtin_mode
-        self.robot = SimRobot(spec, 1.0 / rate_hz)
-        if start == "lying":
-            self.robot.settle_limp(1.5)
-        elif start != "standing":
-            raise ValueError(f"start must be standing or lying, got {start!r}")
+        super().__init__(spec, rate_hz, start, status_file)
         self.robot.set_gantry(gantry)
         self._drop_gantry = threading.Event()
-        self.status = StatusFile(status_file)
-        self.counts = collections.Counter()
-        self.drops = collections.Counter()
         self._p2h = spec.policy_to_hardware
         self._command = None            # latest applied M.LowCmdReading
-        self._stop = threading.Event()
+        self._tick = 0
         init_channel_factory(domain, network_interface)
         LowState_, LowCmd_ = M.sdk_types(spec.interface)
         self.link = DdsLink(domain)
         self.state_out = self.link.writer(LOWSTATE_TOPIC, LowState_)
         self.cmd_in = self.link.reader(LOWCMD_TOPIC, LowCmd_, depth=1)
         self.service = _motion_switcher_service(self)
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def drop_gantry(self) -> None:
         self._drop_gantry.set()
@@ -126,39 +116,27 @@ class UnitreeDdsBridge:
                                    np.where(on, c.tau[p2h], 0.0))
             self.counts["lowcmd_applied_steps"] += 1
 
-    def _publish(self, tick: int) -> dict:
+    def _step(self) -> dict:
+        if self._drop_gantry.is_set() and self.robot.gantry is not None:
+            self.robot.set_gantry(False)
+        self._apply_commands()
+        self.robot.step()
+        self._tick += 1
         s = self.robot.sensors()
         slots = self.fam.motor_slots
         q, dq, tau = np.zeros(slots), np.zeros(slots), np.zeros(slots)
         q[self._p2h], dq[self._p2h], tau[self._p2h] = s.q, s.dq, s.tau
         self.state_out.write(M.encode_state(self.fam, q, dq, tau, s.quat_wxyz, s.gyro, s.accel,
-                                            tick, mode_machine=1 if self.fam.has_mode_machine else 0))
+                                            self._tick,
+                                            mode_machine=1 if self.fam.has_mode_machine else 0))
         self.counts["lowstate_sent"] += 1
         return robot_status(self.robot, s)
 
-    def run(self, duration: float | None = None) -> None:
-        pacer = Pacer(self.robot.dt)
-        t_end = None if duration is None else time.monotonic() + duration
-        tick = 0
-        rate_t, rate_n, rate = time.monotonic(), 0, 0.0
-        while not self._stop.is_set() and (t_end is None or time.monotonic() < t_end):
-            if self._drop_gantry.is_set() and self.robot.gantry is not None:
-                self.robot.set_gantry(False)
-            self._apply_commands()
-            self.robot.step()
-            tick += 1
-            status = self._publish(tick)
-            rate_n += 1
-            now = time.monotonic()
-            if now - rate_t >= 1.0:
-                rate, rate_t, rate_n = rate_n / (now - rate_t), now, 0
-            if self.status.due():
-                self.status.write({**status, "robot": self.spec.name, "tick": tick,
-                                   "builtin_mode": self.builtin_mode, "rate_hz": round(rate, 1),
-                                   "gantry": self.robot.gantry is not None,
-                                   "resyncs": pacer.resyncs, **dict(self.counts),
-                                   "lowcmd_dropped": dict(self.drops)})
-            pacer.wait()
+    def _status(self) -> dict:
+        return {"tick": self._tick, "builtin_mode": self.builtin_mode,
+                "gantry": self.robot.gantry is not None}
+
+    def _close(self) -> None:
         self.link.close()
 
 
@@ -169,21 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--domain", type=int, default=1, help="DDS domain (default 1, not the robots' 0)")
     ap.add_argument("--rate", type=float, default=500.0, help="lowstate rate = physics rate, Hz")
     ap.add_argument("--builtin-mode", default="", help="a built-in motion mode active at start")
-    ap.add_argument("--start", default="standing", choices=("standing", "lying"))
     ap.add_argument("--gantry", action="store_true", help="hang the base from a spring until SIGUSR1")
-    ap.add_argument("--status-file", help="write a JSON status here every 0.1 s")
-    ap.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_run_arguments(ap)
     args = ap.parse_args(argv)
     spec = RobotSpec.load(args.robot)
     bridge = UnitreeDdsBridge(spec, args.network_interface, args.domain, args.rate,
                               args.builtin_mode, args.start, args.status_file, args.gantry)
     signal.signal(signal.SIGUSR1, lambda *_: bridge.drop_gantry())
-    signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
-    signal.signal(signal.SIGINT, lambda *_: bridge.stop())
-    print(f"bridge ready: {spec.name} ({spec.interface}) on domain {args.domain} via "
-          f"{args.network_interface} at {args.rate:g} Hz", flush=True)
-    bridge.run(args.duration)
-    return 0
+    return serve(bridge, f"{spec.name} ({spec.interface}) on domain {args.domain} via "
+                         f"{args.network_interface} at {args.rate:g} Hz", args.duration)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rsub = p.add_subparsers(dest="replay_command", required=True)
     info = rsub.add_parser("info", help="sessions, counts, time span, gaps and disk use")
     info.add_argument("directory", type=Path)
-    info.set_defaults(func=_info)
+    info.set_defaults(func=_survey, verify=False)
     verify = rsub.add_parser("verify", help="check every record; exit 1 on corruption")
     verify.add_argument("directory", type=Path)
-    verify.set_defaults(func=_verify)
+    verify.set_defaults(func=_survey, verify=True)
     export = rsub.add_parser("export", help="write the records to an MCAP file (Foxglove, ROS 2)")
     export.add_argument("directory", type=Path)
     export.add_argument("output", type=Path, help="the .mcap file to write")
@@ -98,25 +98,20 @@ def _print_summary(directory: Path, sessions: dict[int, SessionSummary],
     print(f"  problems: {listing}; {corrupt} count as corruption")
 
 
-def _info(args: argparse.Namespace) -> int:
+def _survey(args: argparse.Namespace) -> int:
+    """`info` and `verify` read and check the same; `verify` also lists every problem and fails
+    on corruption."""
     try:
         sessions, reader = survey(args.directory)
     except ReplayError as exc:
         print(f"sac2real replay: error: {exc}", file=sys.stderr)
         return 2
+    if args.verify:
+        for p in reader.problems:
+            print(f"{'CORRUPT' if p.corrupt else 'note'}: {p}")
     _print_summary(args.directory, sessions, reader)
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    try:
-        sessions, reader = survey(args.directory)
-    except ReplayError as exc:
-        print(f"sac2real replay: error: {exc}", file=sys.stderr)
-        return 2
-    for p in reader.problems:
-        print(f"{'CORRUPT' if p.corrupt else 'note'}: {p}")
-    _print_summary(args.directory, sessions, reader)
+    if not args.verify:
+        return 0
     corrupt = sum(p.corrupt for p in reader.problems)
     print("verify: FAILED" if corrupt else "verify: OK")
     return 1 if corrupt else 0

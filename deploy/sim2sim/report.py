@@ -89,12 +89,8 @@ def _plots(report_dir: Path, results, spec) -> list[Path]:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle("velocity tracking: command (dashed) vs ground truth, policy time (s)", fontsize=9)
-    fig.tight_layout()
-    p = report_dir / "tracking.png"
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    out.append(p)
+    out.append(_save(fig, "velocity tracking: command (dashed) vs ground truth, policy time (s)",
+                     report_dir / "tracking.png"))
 
     names = [k for k in ("lin_vel_error", "ang_vel_error", "action_rate", "action_accel",
                          "pd_error", "torque_saturation", "joint_limit_margin", "base_height")]
@@ -111,10 +107,17 @@ def _plots(report_dir: Path, results, spec) -> list[Path]:
         ax.set_xticks(range(n))
         ax.set_xticklabels(labels, rotation=70, fontsize=6, ha="right")
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("per-episode metrics (red: episode failed; dashed: threshold)", fontsize=9)
-    fig.tight_layout()
-    p = report_dir / "metrics.png"
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    out.append(p)
+    out.append(_save(fig, "per-episode metrics (red: episode failed; dashed: threshold)",
+                     report_dir / "metrics.png"))
     return out
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    """Closed once written, so that a gate of many scenarios does not keep every figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

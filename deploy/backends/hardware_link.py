@@ -1,0 +1,157 @@
+"""HardwareLink: what the backends to real robots (Unitree low-level DDS, ANYmal ROS 2 topics)
+share, so that the rules a robot's safety rests on are written once:
+
+- a target from the Controller is sent only while the robot's state is fresh and the target is
+  newer than the last recovery from stale state (a target computed from a stale state is never
+  sent); otherwise the link sends damping (kp 0, the deploy config's damping kd, q the last
+  measured pose) and says why;
+- malformed input is dropped and counted by reason, and logged at the 1st, 10th, 100th, 1000th;
+- on close, a short burst of damping, so the motors are not left holding a stiff target.
+
+The state and target are handed between the Controller's thread and the link's own I/O thread by
+single assignments of objects that are never changed afterwards."""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+import numpy as np
+
+from deploy.backend import StateSample
+from deploy.spec import RobotSpec
+
+
+class HardwareLink:
+    """A subclass names its state input (`state_name` in damping reasons, `state_topic` and
+    `input_name` in logs), logs to `log`, and sends with `_send(now)`, which takes what to send
+    from `_command_now`."""
+
+    state_name: str
+    state_topic: str
+    input_name: str
+    log: logging.Logger
+
+    def __init__(self, spec: RobotSpec, *, state_rate_hz: float, stale_timeout_s: float,
+                 damping_kd: np.ndarray | None, close_damping_s: float):
+        self.spec = spec
+        self.period = 1.0 / float(state_rate_hz)
+        self.stale_timeout_s = float(stale_timeout_s)
+        self.close_damping_s = float(close_damping_s)
+        if damping_kd is None:
+            from deploy.deploy_config import DeployConfig
+            damping_kd = DeployConfig.load(spec).controller.damping_kd
+        j = spec.num_joints
+        self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
+        self._zeros = np.zeros(j)
+        self._latest: StateSample | None = None
+        self._target: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        self._counts = collections.Counter()
+        self._drops = collections.Counter()
+        self._damping_reason: str | None = "no command yet"
+        self._last_state_time = -np.inf
+        self._stale_since: float | None = None
+        self._recovered_at = -np.inf
+        self._rate_window = collections.deque(maxlen=2000)
+
+    # ---- RobotBackend ------------------------------------------------------------------------
+    def read_state(self) -> StateSample | None:
+        return self._latest
+
+    def write_command(self, joint_targets: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
+        j = self.spec.num_joints
+        q, p, d = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (joint_targets, kp, kd))
+        if q.shape != (j,) or p.shape != (j,) or d.shape != (j,):
+            raise ValueError(f"write_command expects ({j},) targets and gains in policy order, got "
+                             f"{q.shape}, {p.shape}, {d.shape}")
+        if not (np.isfinite(q).all() and np.isfinite(p).all() and np.isfinite(d).all()):
+            self._counts["commands_rejected_nonfinite"] += 1
+            self._target = None            # damping until the next finite command
+            return
+        self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
+
+    # ---- status ------------------------------------------------------------------------------
+    @property
+    def damping(self) -> bool:
+        return self._damping_reason is not None
+
+    def _link_diagnostics(self) -> dict:
+        """The counters every hardware backend reports, between its own identity and extras."""
+        now = time.monotonic()
+        window = [t for t in list(self._rate_window) if now - t <= 1.0]
+        return {
+            "states_received": self._counts["states"], "states_dropped": dict(self._drops),
+            "commands_sent": self._counts["commands"], "damping_sent": self._counts["damping"],
+            "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
+            "damping": self.damping, "damping_reason": self._damping_reason,
+            "stale_events": self._counts["stale_events"],
+            "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
+            "state_rate_hz": float(len(window)),
+        }
+
+    # ---- the I/O side ------------------------------------------------------------------------
+    def _drop(self, reason: str, detail: str) -> None:
+        self._drops[reason] += 1
+        if self._drops[reason] in (1, 10, 100, 1000):
+            self.log.warning("dropped a malformed %s (%s: %s; %d so far)", self.input_name, reason,
+                             detail, self._drops[reason])
+
+    def _state_received(self, sample: StateSample, now: float) -> None:
+        self._latest = sample
+        self._counts["states"] += 1
+        self._rate_window.append(now)
+        if self._stale_since is not None:
+            self._stale_since = None
+            self._recovered_at = now
+            self.log.warning("%s back; damping until the controller writes a new command",
+                             self.state_topic)
+        self._last_state_time = now
+
+    def _is_stale(self, now: float) -> bool:
+        """Whether no state came for stale_timeout_s; the first moment of each silence after a
+        state is counted and logged."""
+        if now - self._last_state_time <= self.stale_timeout_s:
+            return False
+        if self._stale_since is None and self._last_state_time > -np.inf:
+            self._stale_since = now
+            self._counts["stale_events"] += 1
+            self.log.warning("%s stale for %.3f s: damping", self.state_topic,
+                             now - self._last_state_time)
+        return True
+
+    def _command_now(self, now: float, refusal: str | None = None):
+        """(q, kp, kd) in policy order to send now: the Controller's target, or damping for a
+        `refusal` of the subclass's own or for the first reason below; the reason is kept for
+        diagnostics."""
+        target = self._target
+        if refusal:
+            reason = refusal
+        elif now - self._last_state_time > self.stale_timeout_s:
+            reason = (f"no {self.state_name} yet" if self._last_state_time == -np.inf
+                      else f"stale {self.state_name} ({now - self._last_state_time:.3f} s)")
+        elif target is None:
+            reason = "no command yet"
+        elif target[3] <= self._recovered_at:
+            reason = f"{self.state_name} recovered; waiting for a new command"
+        else:
+            reason = None
+        if reason is None:
+            self._counts["commands"] += 1
+            q, kp, kd = target[0], target[1], target[2]
+        else:
+            latest = self._latest
+            q = self._zeros if latest is None else latest.state.joint_pos[0]
+            kp, kd = self._zeros, self._damping_kd
+            self._counts["damping"] += 1
+        self._damping_reason = reason
+        return q, kp, kd
+
+    def _damp_before_leaving(self) -> None:
+        self._target = None
+        end = time.monotonic() + self.close_damping_s
+        while time.monotonic() < end:
+            self._send(time.monotonic())
+            time.sleep(self.period)
+
+    def _send(self, now: float) -> None:
+        raise NotImplementedError

@@ -1,0 +1,41 @@
+"""The launch description every robot's launch file returns: the robots differ only in their name
+(which picks config/<robot>.yaml), the backend that drives the real robot, and what the
+network_interface argument means to that backend, so the node, its arguments and the order in
+which parameters override each other are written once here.
+
+Imported by launch/*.launch.py from the installed package (`source install/setup.bash`)."""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def robot_launch_description(robot, robot_backend, network_interface_note):
+    """Parameters come from config/<robot>.yaml, then the launch arguments override robot,
+    backend, policy and network_interface; `backend` is the robot's own or mujoco."""
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "backend", default_value=robot_backend, choices=[robot_backend, "mujoco"],
+            description=robot_backend + ": the robot; mujoco: the same node on a simulated robot"),
+        DeclareLaunchArgument(
+            "policy", default_value="current",
+            description="'current' (the registry's current " + robot + " bundle), a bundle folder "
+                        "or ID, or 'none' to stand only"),
+        DeclareLaunchArgument(
+            "network_interface", default_value="eth0", description=network_interface_note),
+        Node(
+            package="policy_runner",
+            executable="policy_runner",
+            name="policy_runner",
+            output="screen",
+            emulate_tty=True,
+            parameters=[
+                PathJoinSubstitution([FindPackageShare("policy_runner"), "config", robot + ".yaml"]),
+                {"robot": robot,
+                 "backend": LaunchConfiguration("backend"),
+                 "policy": LaunchConfiguration("policy"),
+                 "network_interface": LaunchConfiguration("network_interface")},
+            ],
+        ),
+    ])
