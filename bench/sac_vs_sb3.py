@@ -124,6 +124,15 @@ def update_rate_sb3(task: str, n: int = 300) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def update_rates(task: str) -> dict:
+    """Gradient updates per second on a filled buffer, same networks and batch, measured back to back."""
+    rates = {"ours_bf16": update_rate_ours(task, "bf16"), "ours_fp32": update_rate_ours(task, "none"),
+             "sb3": update_rate_sb3(task)}
+    rates["speedup_bf16"] = rates["ours_bf16"] / rates["sb3"]
+    rates["speedup_fp32"] = rates["ours_fp32"] / rates["sb3"]
+    return rates
+
+
 def env_throughput(robot: str = "go2", num_envs: int = 64, steps: int = 200) -> dict:
     """The velocity task's physics steps per second against raw mj_step on the same world model."""
     import mujoco
@@ -192,7 +201,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tasks", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"])
+    parser.add_argument("--updates-only", action="store_true",
+                        help="only the update-throughput comparison (no learning runs)")
     args = parser.parse_args()
+    if args.updates_only:
+        print(json.dumps({task: update_rates(task) for task in args.tasks}))
+        return
     result = {"settings": {"steps": args.steps, "seeds": args.seeds, "hidden": HIDDEN, **SHARED,
                            "torch_threads": torch.get_num_threads()}, "tasks": {}}
     for task in args.tasks:
@@ -209,11 +223,12 @@ def main() -> None:
                   f"sb3 {row['sb3']['returns'][-1]:.0f}", file=sys.stderr, flush=True)
         for who in ("ours", "sb3"):
             row[who]["mean_return"] = float(np.mean(row[who]["returns"]))
-        row["ours"]["updates_per_s"] = update_rate_ours(task, "bf16")
-        row["ours"]["updates_per_s_fp32"] = update_rate_ours(task, "none")
-        row["sb3"]["updates_per_s"] = update_rate_sb3(task)
-        row["update_speedup"] = row["ours"]["updates_per_s"] / row["sb3"]["updates_per_s"]
-        row["update_speedup_fp32"] = row["ours"]["updates_per_s_fp32"] / row["sb3"]["updates_per_s"]
+        rates = update_rates(task)
+        row["ours"]["updates_per_s"] = rates["ours_bf16"]
+        row["ours"]["updates_per_s_fp32"] = rates["ours_fp32"]
+        row["sb3"]["updates_per_s"] = rates["sb3"]
+        row["update_speedup"] = rates["speedup_bf16"]
+        row["update_speedup_fp32"] = rates["speedup_fp32"]
         row["return_ratio"] = row["ours"]["mean_return"] / max(abs(row["sb3"]["mean_return"]), 1e-9)
         result["tasks"][task] = row
     result["env_throughput"] = env_throughput()
