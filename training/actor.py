@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.networks import trunk
+from training.networks import full_precision, trunk
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -48,7 +48,7 @@ class SquashedGaussianActor(nn.Module):
         self.head.bias[d:].fill_(math.log(init_std))
 
     def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.head(self.trunk(obs)).to(obs.dtype).chunk(2, dim=-1)
+        mean, log_std = full_precision(self.head, self.trunk(obs)).to(obs.dtype).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,8 +55,17 @@ class EnsembleMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in) -> (E, B, out): every member sees the same input."""
-        return self.net(x.unsqueeze(0).expand(self.ensemble, -1, -1))
+        """(B, in) -> (E, B, out): every member sees the same input. The output layer always runs in
+        the weights' precision, so mixed precision never rounds the values themselves."""
+        h = self.net[:-1](x.unsqueeze(0).expand(self.ensemble, -1, -1))
+        return full_precision(self.net[-1], h)
+
+
+def full_precision(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Apply `layer` with autocast off, in the dtype of its parameters."""
+    dtype = next(layer.parameters()).dtype
+    with torch.autocast(h.device.type, enabled=False):
+        return layer(h.to(dtype))
 
 
 class EmpiricalNormalizer(nn.Module):
