@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -143,29 +144,29 @@ class RobotSpec:
         return [j.name for j in self.joints]
 
     def _column(self, attr: str) -> np.ndarray:
-        return np.array([getattr(j, attr) for j in self.joints], dtype=np.float64)
+        return _read_only(np.array([getattr(j, attr) for j in self.joints], dtype=np.float64))
 
-    @property
+    @cached_property
     def default_pos(self) -> np.ndarray:
         return self._column("default")
 
-    @property
+    @cached_property
     def hard_lower(self) -> np.ndarray:
         return self._column("lower")
 
-    @property
+    @cached_property
     def hard_upper(self) -> np.ndarray:
         return self._column("upper")
 
-    @property
+    @cached_property
     def soft_lower(self) -> np.ndarray:
         mid, half = self._soft_mid_half()
-        return mid - half
+        return _read_only(mid - half)
 
-    @property
+    @cached_property
     def soft_upper(self) -> np.ndarray:
         mid, half = self._soft_mid_half()
-        return mid + half
+        return _read_only(mid + half)
 
     def _soft_mid_half(self) -> tuple[np.ndarray, np.ndarray]:
         """Soft limits shrink the hard range about its middle (IsaacLab's soft_joint_pos_limit_factor)."""
@@ -173,29 +174,29 @@ class RobotSpec:
         half = 0.5 * (self.hard_upper - self.hard_lower) * self.soft_limit_factor
         return mid, half
 
-    @property
+    @cached_property
     def kp(self) -> np.ndarray:
         return self._column("kp")
 
-    @property
+    @cached_property
     def kd(self) -> np.ndarray:
         return self._column("kd")
 
-    @property
+    @cached_property
     def stand_kp(self) -> np.ndarray:
         """Gains of the STAND state (holding the default pose without a policy), which on several
         robots must be stiffer than the policy's gains to carry the robot's weight."""
-        return self.kp * self.stand_kp_scale
+        return _read_only(self.kp * self.stand_kp_scale)
 
-    @property
+    @cached_property
     def stand_kd(self) -> np.ndarray:
-        return self.kd * self.stand_kd_scale
+        return _read_only(self.kd * self.stand_kd_scale)
 
-    @property
+    @cached_property
     def effort_limit(self) -> np.ndarray:
         return self._column("effort")
 
-    @property
+    @cached_property
     def velocity_limit(self) -> np.ndarray:
         return self._column("velocity")
 
@@ -203,17 +204,17 @@ class RobotSpec:
     def motor_slots(self) -> int:
         return HARDWARE_INTERFACES[self.interface]
 
-    @property
+    @cached_property
     def policy_to_hardware(self) -> np.ndarray:
         """policy_to_hardware[i] is the motor index of policy joint i."""
-        return np.array([j.motor for j in self.joints], dtype=np.int64)
+        return _read_only(np.array([j.motor for j in self.joints], dtype=np.int64))
 
-    @property
+    @cached_property
     def hardware_to_policy(self) -> np.ndarray:
         """hardware_to_policy[m] is the policy index driving motor m, or -1 for an unused slot."""
         inverse = np.full(self.motor_slots, -1, dtype=np.int64)
         inverse[self.policy_to_hardware] = np.arange(self.num_joints)
-        return inverse
+        return _read_only(inverse)
 
     def joint_index(self, name: str) -> int:
         try:
@@ -232,6 +233,12 @@ class RobotSpec:
         d = asdict(self)
         d.pop("hash")
         return d
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Derived arrays are computed once per spec and shared: nobody may change them in place."""
+    array.setflags(write=False)
+    return array
 
 
 def _parse(root: Section, path: Path) -> RobotSpec:

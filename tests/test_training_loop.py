@@ -32,24 +32,55 @@ def _go2_trainer(tmp_path, cfg, name):
     return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
 
 
-def test_resume_is_exact(tmp_path):
-    """N iterations, save, load into fresh objects, M more == N + M without the interruption."""
-    cfg = _cfg()
-    straight = _go2_trainer(tmp_path, cfg, "straight")
-    straight.train(max_iterations=5, show_progress=False)
+def _pendulum_trainer(tmp_path, cfg, name):
+    return Trainer(cfg, RobotSpec.load("go2", check_mjcf=False), GymVecEnv("Pendulum-v1", cfg.num_envs,
+                   seed=3), None, tmp_path / name, "pendulum", seed=3)
 
-    first = _go2_trainer(tmp_path, cfg, "split")
-    first.train(max_iterations=2, show_progress=False)          # saves at its end
-    second = _go2_trainer(tmp_path, cfg, "resumed")
+
+def test_resume_is_exact(tmp_path):
+    """N iterations, save, load into fresh objects, M more == N + M without the interruption.
+
+    On Pendulum, whose physics is plain numpy: MuJoCo's results can differ in the last bits between
+    two runs in one process that also runs torch (observed: about 1 in 5 first runs), which contact
+    dynamics amplify within a few steps; the MuJoCo env's own save and restore is checked below."""
+    cfg = _cfg()
+    straight = _pendulum_trainer(tmp_path, cfg, "straight")
+    straight.train(max_iterations=6, show_progress=False)
+
+    first = _pendulum_trainer(tmp_path, cfg, "split")
+    first.train(max_iterations=3, show_progress=False)          # saves at its end
+    second = _pendulum_trainer(tmp_path, cfg, "resumed")
     second.resume(tmp_path / "split" / "checkpoints" / "latest.pt")
-    assert second.progress.iteration == 2
-    second.train(max_iterations=5, show_progress=False)
+    assert second.progress.iteration == 3
+    second.train(max_iterations=6, show_progress=False)
 
     a, b = straight.agent.state_dict(), second.agent.state_dict()
     for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+        assert torch.equal(a[key], b[key]), key
     assert straight.progress.env_steps == second.progress.env_steps
     assert torch.equal(straight.obs, second.obs)
+    assert torch.equal(straight.buffer.obs, second.buffer.obs)
+
+
+def test_mujoco_env_state_round_trips(tmp_path):
+    """The velocity env's checkpointed state (physics, task timers, randomized parameters, RNG)
+    restores into a fresh env: the same state, and the same next steps for the same actions."""
+    spec = RobotSpec.load("go2")
+    task = TaskConfig.load("velocity_flat", spec)
+    make = lambda: VelocityEnv(spec, task, 4, seed=3, threads=2)  # noqa: E731
+    env = make()
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        env.step(rng.uniform(-1, 1, (4, 12)))
+    restored = make()
+    restored.load_state_dict(env.state_dict())
+    assert np.array_equal(restored.world.read_state().joint_pos, env.world.read_state().joint_pos)
+    assert np.array_equal(restored.command, env.command) and np.array_equal(restored.friction, env.friction)
+    for _ in range(3):
+        act = rng.uniform(-1, 1, (4, 12))
+        a, b = env.step(act), restored.step(act)
+        assert np.allclose(a.obs, b.obs, atol=1e-5) and np.allclose(a.reward, b.reward, atol=1e-7)
 
 
 def test_checkpoint_holds_what_fine_tuning_needs(tmp_path):

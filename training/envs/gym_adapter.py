@@ -4,6 +4,8 @@ Envs are stepped one after another and reset by hand, so the pre-reset observati
 episode is returned as `final_obs` exactly as the MuJoCo and IsaacLab backends return it."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from training.envs.base import StepResult
@@ -51,6 +53,17 @@ class GymVecEnv:
             self.episode_length[done] = 0
         return StepResult(obs=obs, reward=reward, terminated=term, truncated=trunc, final_obs=final,
                           info=info)
+
+    def state_dict(self) -> dict:
+        """The envs themselves (simulator state, RNGs, step counters), pickled: enough for an exact
+        resume of envs that pickle, such as the classic-control ones used in tests."""
+        return {"envs": [pickle.dumps(e) for e in self.envs],
+                "episode_return": self.episode_return.copy(), "episode_length": self.episode_length.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.envs = [pickle.loads(b) for b in state["envs"]]
+        self.episode_return[:] = state["episode_return"]
+        self.episode_length[:] = state["episode_length"]
 
     def close(self) -> None:
         for e in self.envs:
