@@ -34,19 +34,28 @@ def build_world_model(spec: RobotSpec, num_robots: int, spacing: float = 2.0) ->
     world.copy_during_attach = True
     cols = int(np.ceil(np.sqrt(num_robots)))
     for i in range(num_robots):
-        robot = mujoco.MjSpec.from_file(spec.mjcf)
-        base = robot.body(spec.base_body)
-        robot_geoms = set(id(g) for g in base.find_all(mujoco.mjtObj.mjOBJ_GEOM))
-        for geom in list(robot.geoms):
-            if id(geom) not in robot_geoms:
-                robot.delete(geom)  # the floor and other scenery stay in the parent only
-            elif geom.contype or geom.conaffinity:
-                geom.contype, geom.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
+        robot = _robot_only(mujoco.MjSpec.from_file(spec.mjcf), spec.base_body)
         frame = world.worldbody.add_frame(pos=[spacing * (i % cols), spacing * (i // cols), 0.0])
         world.attach(robot, prefix=f"r{i}/", frame=frame)
     model = world.compile()
     model.opt.timestep = spec.sim_dt
     return model
+
+
+def _robot_only(robot: mujoco.MjSpec, base_body: str) -> mujoco.MjSpec:
+    """The scene reduced to the robot: scenery (the floor, other bodies) stays in the parent only,
+    and the robot's geoms collide with the floor, never with another copy. Scenery is found
+    structurally (what hangs off the world body besides the base), never by comparing wrapper
+    identities, which Python may reuse."""
+    for geom in list(robot.worldbody.geoms):
+        robot.delete(geom)
+    for body in list(robot.worldbody.bodies):
+        if body.name != base_body:
+            robot.delete(body)
+    for geom in robot.body(base_body).find_all(mujoco.mjtObj.mjOBJ_GEOM):
+        if geom.contype or geom.conaffinity:
+            geom.contype, geom.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
+    return robot
 
 
 @dataclass(frozen=True)
