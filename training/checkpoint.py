@@ -31,9 +31,15 @@ def load_checkpoint(path: str | Path, spec: RobotSpec | None = None) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sac2real checkpoint of format {FORMAT}")
-    if spec is not None and ckpt["robot"]["hash"] != spec.hash:
+    if spec is not None:
+        check_robot(ckpt, spec, path)
+    return ckpt
+
+
+def check_robot(ckpt: dict, spec: RobotSpec, path: str | Path) -> None:
+    """Refuse a checkpoint trained for another robot spec (joints, gains, limits, observations)."""
+    if ckpt["robot"]["hash"] != spec.hash:
         raise CheckpointError(
             f"{path}: trained for robot '{ckpt['robot']['name']}' spec {ckpt['robot']['hash'][:12]}, "
             f"but this run uses '{spec.name}' spec {spec.hash[:12]} ({spec.source}); joints, gains, "
             f"limits or observations differ")
-    return ckpt

@@ -31,7 +31,7 @@ from deploy.registry import default_root
 from deploy.spec import RobotSpec
 from training.actor import SquashedGaussianActor
 from deploy.durable import sha256_file
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import CheckpointError, check_robot, load_checkpoint
 from training.networks import EmpiricalNormalizer
 from training.sac import SAC, SACConfig
 
@@ -218,11 +218,7 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     spec = spec if spec is not None else RobotSpec.load(ckpt["robot"]["name"])
-    if ckpt["robot"]["hash"] != spec.hash:
-        raise CheckpointError(
-            f"{path}: trained for robot '{ckpt['robot']['name']}' spec {ckpt['robot']['hash'][:12]}, "
-            f"but the spec to export for is '{spec.name}' spec {spec.hash[:12]} ({spec.source}); "
-            f"joints, gains, limits or observations differ")
+    check_robot(ckpt, spec, path)
     model = ckpt["agent"]["model"]
     obs_dim = int(model["actor.trunk.0.weight"].shape[1])
     layout = _layout_for(ckpt, spec, obs_dim)
