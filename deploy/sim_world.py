@@ -112,10 +112,9 @@ class _Shard:
         self.nominal_body_inertia = self.model.body_inertia.copy()
         self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
 
-    def local(self, robots: np.ndarray) -> np.ndarray:
-        """The global robot ids that live here, as local ids."""
-        robots = np.asarray(robots)
-        return robots[(robots >= self.start) & (robots < self.start + self.n)] - self.start
+    def holds(self, robots: np.ndarray) -> np.ndarray:
+        """Which of the global robot ids live in this shard (a mask over `robots`)."""
+        return (robots >= self.start) & (robots < self.start + self.n)
 
     def step(self, substeps: int) -> None:
         mujoco.mj_step(self.model, self.data, nstep=substeps)
@@ -175,7 +174,7 @@ class SimWorld:
         robots = np.asarray(robots, dtype=np.int64)
         kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
         for sh in self.shards:
-            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            sel = sh.holds(robots)
             if not sel.any():
                 continue
             r = robots[sel]
@@ -218,7 +217,7 @@ class SimWorld:
         quat = np.tile([1.0, 0.0, 0.0, 0.0], (k, 1)) if base_quat is None else base_quat
         vel = np.zeros((k, 6)) if base_vel is None else base_vel
         for sh in self.shards:
-            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            sel = sh.holds(robots)
             if not sel.any():
                 continue
             loc = robots[sel] - sh.start
@@ -312,7 +311,7 @@ class SimWorld:
         """Add a planar velocity kick to the bases (IsaacLab's push_by_setting_velocity)."""
         robots = np.asarray(robots)
         for sh in self.shards:
-            sel = (robots >= sh.start) & (robots < sh.start + sh.n)
+            sel = sh.holds(robots)
             fd = sh.idx.free_dof[robots[sel] - sh.start]
             sh.data.qvel[fd[:, None] + np.arange(2)] += dv_xy[sel]
 

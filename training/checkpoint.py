@@ -16,6 +16,14 @@ def atomic_save(obj: object, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A model file, or a run's `latest.pt` pointer to its newest model file."""
+    path = Path(path)
+    if path.name == "latest.pt" and path.is_file():
+        path = path.parent / torch.load(path, weights_only=False)["checkpoint"]
+    return path
+
+
 class CheckpointError(ValueError):
     pass
 

@@ -31,7 +31,7 @@ from deploy.registry import default_root
 from deploy.spec import RobotSpec
 from training.actor import SquashedGaussianActor
 from deploy.durable import sha256_file
-from training.checkpoint import CheckpointError, check_robot, load_checkpoint
+from training.checkpoint import CheckpointError, check_robot, load_checkpoint, resolve_checkpoint
 from training.networks import EmpiricalNormalizer
 from training.sac import SAC, SACConfig
 
@@ -197,14 +197,6 @@ def parity(policy: DeterministicPolicy, session, obs: np.ndarray,
 
 
 # ---- checkpoint -> agent -------------------------------------------------------------------
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A model file, or a run's `latest.pt` pointer."""
-    path = Path(path)
-    if path.name == "latest.pt" and path.is_file():
-        path = path.parent / torch.load(path, weights_only=False)["checkpoint"]
-    return path
-
-
 def _sac_config(d: dict) -> SACConfig:
     known = {f.name: f for f in dataclasses.fields(SACConfig)}
     unknown = sorted(set(d) - set(known))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from deploy.spec import RobotSpec
-from training.checkpoint import FORMAT, atomic_save, load_checkpoint
+from training.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig
 from training.envs.base import VecEnv, corrected_next_obs
 from training.replay_buffer import ReplayBuffer
@@ -207,9 +207,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint: a run folder's `latest.pt` or a model file beside replay.pt."""
-        path = Path(path)
-        if path.name == "latest.pt":
-            path = path.parent / torch.load(path, weights_only=False)["checkpoint"]
+        path = resolve_checkpoint(path)
         ckpt = load_checkpoint(path, self.spec)
         self.agent.load_full_state(ckpt["agent"])
         self.progress = Progress(**ckpt["progress"])
