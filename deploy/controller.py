@@ -161,18 +161,21 @@ class Controller:
         self.scheduling = "not started"
 
     # ---- operator ---------------------------------------------------------------------------
-    def _set_request(self, req: Request) -> None:
+    def _set_request(self, req: Request) -> int:
+        """Returns the tick counter read under the lock the loop reads requests under, so the
+        caller can promise "served by tick N+1" without racing a tick that is starting."""
         with self._lock:
             self._request = req
+            return self._tick
 
-    def request_stand(self) -> None:
-        self._set_request(Request.STAND)
+    def request_stand(self) -> int:
+        return self._set_request(Request.STAND)
 
-    def request_policy(self) -> None:
-        self._set_request(Request.POLICY)
+    def request_policy(self) -> int:
+        return self._set_request(Request.POLICY)
 
-    def request_damping(self) -> None:
-        self._set_request(Request.DAMPING)
+    def request_damping(self) -> int:
+        return self._set_request(Request.DAMPING)
 
     estop = request_damping
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -53,11 +54,14 @@ def test_g1_stands_on_its_own_after_the_backend_releases_the_builtin_mode(tmp_pa
         try:
             assert backend.released_mode == "normal"
             assert bridge.status()["builtin_mode"] == ""
+            # the SDK's RPC client is closed after use: no reader thread left for exit to trip on
+            assert not [t for t in threading.enumerate() if t.name == "ch_reader"]
             ctrl.start()
             wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
             ctrl.request_stand()
             wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
-            time.sleep(1.5)                        # stand ramp (1 s) on the gantry
+            bridge.wait_status(lambda s: s["joint_error_max"] < 0.1, 10,
+                               "G1 at its stand pose on the gantry")
             bridge.signal(signal.SIGUSR1)          # gantry away
             time.sleep(1.5)
             st = bridge.status()

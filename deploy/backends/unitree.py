@@ -208,6 +208,13 @@ def release_builtin_motion_mode(timeout_s: float = 2.0, attempts: int = 5,
     client = MotionSwitcherClient()
     client.SetTimeout(timeout_s)
     client.Init()
+    try:
+        return _release_modes(client, timeout_s, attempts, log_fn)
+    finally:
+        _close_sdk_client(client)
+
+
+def _release_modes(client, timeout_s: float, attempts: int, log_fn: Callable[[str], None]) -> str:
     released = ""
     for _ in range(attempts):
         code, data = client.CheckMode()
@@ -226,6 +233,19 @@ def release_builtin_motion_mode(timeout_s: float = 2.0, attempts: int = 5,
             raise UnitreeBackendError(f"motion_switcher refused ReleaseMode (code {code}) for '{name}'")
         time.sleep(0.2)
     raise UnitreeBackendError(f"the built-in motion mode is still active after {attempts} releases")
+
+
+def _close_sdk_client(client) -> None:
+    """The SDK's RPC clients have no Close(): their response reader (a cyclonedds listener plus a
+    'ch_reader' thread) would live until interpreter exit, where cyclone calling into a finalizing
+    interpreter segfaults the process. Their channels do have Close methods; call them."""
+    stub = getattr(client, "_ClientBase__stub", None)
+    recv = getattr(stub, "_ClientStub__recvChannel", None)
+    send = getattr(stub, "_ClientStub__sendChannel", None)
+    if recv is not None:
+        recv.CloseReader()
+    if send is not None:
+        send.CloseWriter()
 
 
 # ---- the backend ------------------------------------------------------------------------------

@@ -284,22 +284,18 @@ class PolicyRunner(Node):
         self.controller.set_command(*clamped)
         self._last_cmd_vel = time.monotonic()
 
-    def _tick_now(self) -> int:
-        return int(self.controller.diagnostics()["tick"])
-
     def _on_start(self, request, response):
         mode, M = self.controller.mode, self.Mode
         has_policy = self.controller.bundle is not None
-        tick = self._tick_now()
         if mode in (M.PASSIVE, M.DAMPING):
-            self.controller.request_stand()
+            tick = self.controller.request_stand()
             self._want_policy = has_policy
             response.message = (f"stand requested at tick {tick}; "
                                 + ("POLICY follows at the default pose" if has_policy
                                    else "no policy loaded (policy:=none): standing only"))
         elif mode is M.STAND:
             if has_policy:
-                self.controller.request_policy()
+                tick = self.controller.request_policy()
                 self._want_policy = True
             response.message = (f"policy requested at tick {tick}" if has_policy
                                 else "standing; no policy loaded")
@@ -311,12 +307,11 @@ class PolicyRunner(Node):
     def _on_stop(self, request, response):
         mode, M = self.controller.mode, self.Mode
         self._want_policy = False
-        tick = self._tick_now()
         if mode is M.POLICY:
-            self.controller.request_stand()
+            tick = self.controller.request_stand()
             response.message = f"POLICY -> STAND requested at tick {tick}"
         elif mode is M.STAND:
-            self.controller.request_damping()
+            tick = self.controller.request_damping()
             response.message = f"STAND -> DAMPING requested at tick {tick}"
         else:
             response.message = f"nothing to stop in {mode.value}"
@@ -325,9 +320,8 @@ class PolicyRunner(Node):
 
     def _on_estop(self, request, response):
         self._want_policy = False
-        tick = self._tick_now()
         was = self.controller.mode.value
-        self.controller.estop()
+        tick = self.controller.estop()
         response.success = True
         response.message = f"damping requested at tick {tick} (mode was {was})"
         self.get_logger().warning(f"e-stop at tick {tick} in {was}")
