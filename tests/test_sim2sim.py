@@ -207,3 +207,51 @@ def test_run_fast_lockstep(bundle_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["transitions"][0]["to"] == "STAND" and out["transitions"][1]["to"] == "POLICY"
     assert code in (0, 1)
+
+
+def _stand_from(spec, start, seed: int, passive_s: float):
+    """(base height, |q - default| per joint) after PASSIVE for passive_s, then 5 s of STAND."""
+    from deploy.backends.mujoco_backend import MujocoBackend
+    from deploy.controller import Controller
+    from deploy.state_machine import Mode
+
+    backend = MujocoBackend(spec, seed=seed)
+    if start is not None:
+        backend.fleet.reset(0, joint_pos=start[0], base_pos=start[1], base_quat=start[2])
+    ctrl = Controller(spec, backend, None, clock=backend.clock)
+    for _ in range(1 + int(passive_s / spec.policy_dt)):
+        ctrl.tick()
+        backend.advance()
+    ctrl.request_stand()
+    for _ in range(int(5.0 / spec.policy_dt)):
+        ctrl.tick()
+        backend.advance()
+    assert ctrl.mode is Mode.STAND, ctrl.transitions
+    err = np.abs(backend.read_state().state.joint_pos[0] - spec.default_pos)
+    height = float(backend.fleet.world.base_pos[0, 2])
+    backend.close()
+    return height, err
+
+
+@pytest.mark.parametrize("robot", ["go2", "anymal_d", "g1"])
+def test_each_robots_scenarios_load_and_its_start_pose_can_be_stood_up_from(robot):
+    """The gate picks configs/sim2sim/<robot>.yaml (or default.yaml): it must validate against that
+    robot's spec, and STAND alone must recover its special start (fallen or crouched) to the height
+    it stands at from the spawn pose and within the file's stand_error (checked for both starts), or
+    the gate would fail every policy there."""
+    from deploy.sim2sim.gate import default_scenarios
+    from deploy.sim2sim.scenarios import start_pose
+    from deploy.spec import RobotSpec
+
+    spec = RobotSpec.load(robot)
+    sf = ScenarioFile.load(default_scenarios(robot), spec)
+    special = [e for e in sf.episodes if e.start.joint_pos]
+    assert special, "no start pose to check"
+    ep = special[0]
+    start = start_pose(spec, ep.start, ep.yaw, np.random.default_rng(ep.seed))
+    ref_height, ref_err = _stand_from(spec, None, ep.seed, ep.passive_s)
+    height, err = _stand_from(spec, start, ep.seed, ep.passive_s)
+    assert start[1][2] < ref_height - 0.05, "the start is not below the standing height"
+    assert height > ref_height - 0.02, (height, ref_height)
+    limit = sf.thresholds["stand_error"]
+    assert max(err.max(), ref_err.max()) <= limit, (err.max(), ref_err.max(), limit)
