@@ -60,6 +60,9 @@ def test_anymal_stands_up_over_ros2_topics_and_damps_when_the_bridge_dies(tmp_pa
         s = backend.read_state()     # quaternion converted to w, x, y, z at the edge
         np.testing.assert_allclose(s.state.base_quat[0], st["base_quat"], atol=0.02)
         np.testing.assert_allclose(s.state.joint_pos[0], st["joint_pos"], atol=0.05)
+        # the robot does not send a base velocity; the policy's first term is estimated at the edge
+        assert d["base_lin_vel"] == "leg odometry + IMU"
+        assert np.abs(s.state.base_lin_vel).max() < 0.1, s.state.base_lin_vel     # standing still
 
         bridge.kill()
         wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale joint_states"),

@@ -101,6 +101,8 @@ def test_go2_stands_up_from_lying_then_damps_when_the_bridge_is_killed(tmp_path)
         st = bridge.status()
         assert _standing(spec, st), st                  # and it holds
         assert not backend.diagnostics()["damping"]
+        v = backend.read_state().state.base_lin_vel     # estimated: lowstate has no base velocity
+        assert v is not None and np.abs(v).max() < 0.1, v
 
         bridge.kill()                                   # SIGKILL: the robot goes silent
         wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale lowstate"),

@@ -53,6 +53,10 @@ class HardwareLink:
         self._stale_since: float | None = None
         self._recovered_at = -np.inf
         self._rate_window = collections.deque(maxlen=2000)
+        self._velocity = None
+        if "base_lin_vel" in {t.term for t in spec.observations}:
+            from deploy.velocity_estimator import LegOdometry
+            self._velocity = LegOdometry(spec)     # the robot does not measure it; the policy reads it
 
     # ---- RobotBackend ------------------------------------------------------------------------
     def read_state(self) -> StateSample | None:
@@ -87,6 +91,7 @@ class HardwareLink:
             "stale_events": self._counts["stale_events"],
             "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
             "state_rate_hz": float(len(window)),
+            "base_lin_vel": "leg odometry + IMU" if self._velocity is not None else "not needed",
         }
 
     # ---- the I/O side ------------------------------------------------------------------------
@@ -97,6 +102,9 @@ class HardwareLink:
                              detail, self._drops[reason])
 
     def _state_received(self, sample: StateSample, now: float) -> None:
+        if self._velocity is not None and sample.state.base_lin_vel is None:
+            sample.state.base_lin_vel = self._velocity.update(sample.state, sample.imu_accel,
+                                                              sample.stamp)
         self._latest = sample
         self._counts["states"] += 1
         self._rate_window.append(now)
