@@ -22,18 +22,34 @@ if torch is not None:
 
 
 @pytest.fixture(scope="session")
-def exported_bundle(tmp_path_factory):
-    """A Go2 bundle exported from a few-second real training run. Without torch there is none to
-    export: the tests that need it are skipped, except in CI, which installs torch."""
+def smoke_checkpoint(tmp_path_factory):
+    """A Go2 checkpoint from a few-second real training run. Without torch there is none: the
+    tests that need it are skipped, except in CI, which installs torch."""
     if torch is None:
         if os.environ.get("CI"):
-            pytest.fail("torch is not installed: no bundle to export")
-        pytest.skip("torch not installed: no bundle to export")
-    from training.export import export_checkpoint
+            pytest.fail("torch is not installed: no checkpoint to export")
+        pytest.skip("torch not installed: no checkpoint to export")
     from training.smoke import train_smoke_run
 
-    ckpt = train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
-    return export_checkpoint(ckpt, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
+    return train_smoke_run(tmp_path_factory.mktemp("run"), "go2")
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(smoke_checkpoint, tmp_path_factory):
+    """The smoke checkpoint exported as a bundle (float64 graph, the default)."""
+    from training.export import export_checkpoint
+
+    return export_checkpoint(smoke_checkpoint, tmp_path_factory.mktemp("policies"), log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
+def second_bundle(smoke_checkpoint, tmp_path_factory):
+    """Another valid bundle of the same robot and layout (float32 graph, so another id): what a
+    policy hot swap installs."""
+    from training.export import export_checkpoint
+
+    return export_checkpoint(smoke_checkpoint, tmp_path_factory.mktemp("policies32"),
+                             log=lambda *a: None, precision="float32")
 
 
 @pytest.fixture

@@ -34,6 +34,11 @@ def _node_process(*params: str, ready: str = "~/start to stand and run", timeout
                         env={"PYTHONPATH": f"{PKG}{os.pathsep}{REPO}", "ROS_DOMAIN_ID": str(DOMAIN)})
 
 
+def _go2_on_mujoco(policy, *params: str):
+    return _node_process("robot:=go2", "backend:=mujoco", f"policy:={policy}",
+                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", *params)
+
+
 class Client:
     """The operator's side: services, /cmd_vel and what the node publishes."""
 
@@ -81,6 +86,27 @@ class Client:
         assert fut.done(), f"~/{name} did not answer"
         return fut.result()
 
+    def start_robot(self) -> None:
+        """Wait for the node's first diagnostics (PASSIVE), then ~/start."""
+        self.wait(lambda c: c["mode"] == "PASSIVE", 20, "first diagnostics")
+        assert self.call("start").success
+
+    def set_parameter(self, name: str, value: str):
+        """The SetParameters service `ros2 param set` calls; returns its SetParametersResult."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        cli = self.node.create_client(SetParameters, "/policy_runner/set_parameters")
+        assert cli.wait_for_service(timeout_sec=10), "set_parameters not offered"
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        fut = cli.call_async(req)
+        end = time.monotonic() + 20
+        while not fut.done() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+        assert fut.done(), "set_parameters did not answer"
+        return fut.result().results[0]
+
     def controller(self) -> dict:
         """The latest controller status of ~/diagnostics, values as strings."""
         st = self.diags[-1].status[0]
@@ -116,9 +142,8 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
     from deploy.bundle import read_meta
 
     bundle_id = read_meta(exported_bundle)["id"]
-    node = _node_process("robot:=go2", "backend:=mujoco", f"policy:={exported_bundle}",
-                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5",
-                         "limits.cmd_vel_timeout_s:=0.0", f"replay_dir:={tmp_path / 'replay'}")
+    node = _go2_on_mujoco(exported_bundle, "limits.cmd_vel_timeout_s:=0.0",
+                          f"replay_dir:={tmp_path / 'replay'}")
     client = Client()
     try:
         c = client.wait(lambda c: c["mode"] == "PASSIVE", 20, "first diagnostics")
@@ -184,12 +209,10 @@ def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy():
                   "(sac2real models promote ID); the forward-motion check waits for it")
         print(reason)
         pytest.skip(reason)
-    node = _node_process("robot:=go2", "backend:=mujoco", f"policy:={ref}",
-                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5")
+    node = _go2_on_mujoco(ref)
     client = Client()
     try:
-        client.wait(lambda c: c["mode"] == "PASSIVE", 20, "first diagnostics")
-        assert client.call("start").success
+        client.start_robot()
         client.wait(lambda c: c["mode"] == "POLICY", 20, "POLICY")
         x0 = float(client.controller()["base_pos"].split(",")[0])
         end = time.monotonic() + 5.0
@@ -227,3 +250,45 @@ def test_a_missing_network_interface_stops_the_node_before_any_dds():
     s = parse_parameters({"robot": "g1", "backend": "unitree", "network_interface": "lo",
                           "limits.max_tilt": 1})
     assert s.max_tilt == 1.0 and s.dds_domain == 0
+
+
+def test_policy_parameter_hot_swaps_a_verified_bundle_and_refuses_a_tampered_one(
+        exported_bundle, second_bundle, tmp_path):
+    """`ros2 param set /policy_runner policy <bundle>` while the robot stands: a valid bundle is
+    installed (the new id is published), a tampered one is refused with the reason and the
+    running policy stays; parameters other than `policy` are read at start only."""
+    import shutil
+
+    from deploy.bundle import read_meta
+
+    first, second = read_meta(exported_bundle)["id"], read_meta(second_bundle)["id"]
+    assert first != second
+    tampered = tmp_path / "tampered"
+    shutil.copytree(second_bundle, tampered)
+    onnx = next(tampered.glob("*.onnx"))
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+
+    node = _go2_on_mujoco(exported_bundle)
+    client = Client()
+    try:
+        client.start_robot()
+        client.wait(lambda c: c["mode"] in ("STAND", "POLICY"), 10, "STAND")
+
+        refused = client.set_parameter("policy", str(tampered))
+        assert not refused.successful and "refused" in refused.reason, refused.reason
+        assert client.controller()["policy_id"] == first
+
+        accepted = client.set_parameter("policy", str(second_bundle))
+        assert accepted.successful, accepted.reason
+        client.wait(lambda c: c["policy_id"] == second, 5, "the swapped policy in diagnostics")
+        client.spin(0.3)
+        assert client.policy_ids[-1] == second
+
+        other = client.set_parameter("robot", "g1")
+        assert not other.successful and "read at start only" in other.reason
+    finally:
+        client.close()
+        node.terminate()
+    assert node.proc.returncode == 0, node.output()

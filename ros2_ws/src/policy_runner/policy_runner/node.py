@@ -19,6 +19,8 @@ Interfaces (relative names resolve under the node, `~/x` = /policy_runner/x):
                      jitter, overruns, state age, policy id, replay drops, safety events, command
                      input counters) and the backend (its own counters)
     ~/policy_id      std_msgs/String out, transient local: the installed bundle's id
+    policy (param)   settable at run time: a bundle path, registry id or `current` is verified
+                     and swapped in at a tick boundary (refused with the reason otherwise)
 
 The control loop is the Controller's own thread (absolute deadlines at the policy rate); ROS
 callbacks only hand requests and commands to it. Parameters are declared from PARAMETERS below;
@@ -32,7 +34,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 BACKENDS = ("unitree", "ros2", "mujoco")
@@ -260,9 +262,34 @@ class PolicyRunner(Node):
 
         self.controller.start()
         self._publish_policy_id()
+        self.add_on_set_parameters_callback(self._on_set_parameters)   # after every declaration
         self.get_logger().info(
             f"{spec.name} on {s.backend}: policy {self.controller.policy_id or 'none'}, mode "
             f"{self.controller.mode.value}; ~/start to stand and run")
+
+    # ---- runtime parameters: the policy hot swap ------------------------------------------------
+    def _on_set_parameters(self, params):
+        """`ros2 param set /policy_runner policy <bundle|id|current>` swaps the running policy:
+        the Controller verifies the bundle and installs it at a tick boundary, or refuses it and
+        keeps the running one. Every other parameter is read once at start."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        for p in params:
+            if p.name != "policy":
+                return SetParametersResult(successful=False, reason=(
+                    f"parameter '{p.name}' is read at start only; restart the node to change it"))
+        ref = str(params[-1].value)
+        if ref.strip().lower() == "none":
+            return SetParametersResult(successful=False, reason=(
+                "policy 'none' cannot be swapped in; ~/stop holds the robot in STAND instead"))
+        try:
+            bundle = resolve_policy(replace(self.settings, policy=ref), self.spec)
+            result = self.controller.swap_policy(bundle)
+        except Exception as exc:    # a missing folder, unknown id, failed verification
+            return SetParametersResult(successful=False, reason=f"policy '{ref}' refused: {exc}")
+        log = self.get_logger().info if result.accepted else self.get_logger().warning
+        log(f"policy swap to '{ref}': {result.reason}")
+        return SetParametersResult(successful=result.accepted, reason=result.reason)
 
     # ---- input ---------------------------------------------------------------------------------
     def _on_cmd_vel(self, msg) -> None:
@@ -431,6 +458,7 @@ class PolicyRunner(Node):
 
 def main(args: list[str] | None = None) -> int:
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
     from deploy.bundle import BundleError
@@ -459,6 +487,11 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():
+            raise
+        # SIGTERM's handler shut the context down while the executor was building its wait
+        # set: rclpy raises this instead of ExternalShutdownException; it is the same shutdown
     finally:
         logging.getLogger("policy_runner").info("shutting down: damping")
         node.shutdown()
