@@ -17,9 +17,8 @@ from deploy.mjcf import check_model, load_model
 from deploy.observations import RobotState, _cross, quat_rotate_inverse
 from deploy.spec import RobotSpec
 
-GRAVITY = np.array([[0.0, 0.0, -9.81]])
 _BOX_CORNERS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
-_DOWN = np.array([0.0, 0.0, 1.0])
+_UP = np.array([0.0, 0.0, 1.0])
 
 
 class LegOdometry:
@@ -89,12 +88,12 @@ class LegOdometry:
         for g in geoms:
             c, size = d.geom_xpos[g], m.geom_size[g]
             if m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE:
-                points.append(c - size[0] * _DOWN)
+                points.append(c - size[0] * _UP)
             elif m.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX:
                 points.extend(c + (_BOX_CORNERS * size) @ d.geom_xmat[g].reshape(3, 3).T)
             elif m.geom_type[g] == mujoco.mjtGeom.mjGEOM_CAPSULE:
                 axis = d.geom_xmat[g].reshape(3, 3)[:, 2] * size[1]
-                points.extend([c + axis - size[0] * _DOWN, c - axis - size[0] * _DOWN])
+                points.extend([c + axis - size[0] * _UP, c - axis - size[0] * _UP])
             else:
                 points.append(c)
         points = np.array(points)
@@ -109,7 +108,7 @@ class LegOdometry:
         else:
             v = self._v[None]
             accel = np.asarray(imu_accel, dtype=np.float64).reshape(1, 3) \
-                + quat_rotate_inverse(state.base_quat, GRAVITY)
+                + quat_rotate_inverse(state.base_quat, self.model.opt.gravity[None])
             predicted = (v + dt * (accel - _cross(state.base_ang_vel, v)))[0]
             keep = self.blend_time_s / (self.blend_time_s + dt)
             self._v = keep * predicted + (1.0 - keep) * self.legs(state, predicted)
