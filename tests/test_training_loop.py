@@ -32,10 +32,11 @@ def _go2_trainer(tmp_path, cfg, name):
     return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("noise", ["white", "pink"])
+def test_resume_is_exact(tmp_path, noise):
     """N iterations, save, load into fresh objects, M more == N + M without the interruption:
-    bit for bit, MuJoCo physics and randomization included."""
-    cfg = _cfg()
+    bit for bit, MuJoCo physics, randomization and the exploration noise's sequence included."""
+    cfg = _cfg(exploration_noise=noise)
     straight = _go2_trainer(tmp_path, cfg, "straight")
     straight.train(max_iterations=6, show_progress=False)
 
@@ -190,6 +191,15 @@ def test_train_config_value_types_are_checked(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match=r"sac\.actor_hidden: expected a list of positive layer widths"):
+        load_train_config(path)
+
+
+def test_unknown_exploration_noise_names_the_choices(tmp_path):
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["exploration_noise"] = "brown"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match=r"exploration_noise: 'brown' is not one of: white, pink"):
         load_train_config(path)
 
 

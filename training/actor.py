@@ -51,10 +51,11 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = full_precision(self.head, self.trunk(obs)).to(obs.dtype).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized sample a = b + c tanh(mu + sigma eps) and its exact log-probability."""
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized sample a = b + c tanh(mu + sigma eps) and its exact log-probability;
+        eps is standard normal unless collection supplies its own (training.exploration)."""
         mean, log_std = self.distribution_params(obs)
-        x = mean + log_std.exp() * torch.randn_like(mean)
+        x = mean + log_std.exp() * (torch.randn_like(mean) if noise is None else noise)
         return self.squash(x), self.log_prob(x, mean, log_std)
 
     def squash(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deploy.config import ConfigError, Section, load_yaml
 from deploy.spec import REPO_ROOT
+from training.exploration import NOISE_KINDS
 from training.sac import SACConfig
 
 TRAIN_DIR = REPO_ROOT / "configs" / "train"
@@ -31,6 +32,7 @@ class TrainConfig:
     eval_episodes: int
     checkpoint_interval: int
     checkpoint_keep: int
+    exploration_noise: str
     sac: SACConfig
 
     def to_dict(self) -> dict:
@@ -46,7 +48,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     root = Section(load_yaml(path), path)
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
-    root.allow(loop)
+    root.allow(loop, ["exploration_noise"])
     algo = root.choice("algo", ALGOS)
     ints = {k: _positive_int(root, k) for k in loop[1:9]}
     ints.update(overrides or {})
@@ -58,6 +60,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        eval_episodes=_positive_int(ev, "episodes"),
                        checkpoint_interval=_positive_int(ck, "interval"),
                        checkpoint_keep=_positive_int(ck, "keep"),
+                       exploration_noise=root.choice("exploration_noise", NOISE_KINDS, "white"),
                        sac=_sac_config(root.sub("sac")))
 
 

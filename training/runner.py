@@ -17,6 +17,7 @@ from deploy.spec import RobotSpec
 from training.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig
 from training.envs.base import VecEnv, corrected_next_obs
+from training.exploration import PinkNoise
 from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
 
@@ -45,6 +46,11 @@ class Trainer:
         self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.obs_dim, len(env.action_low),
                                    self.device)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.noise = None
+        if cfg.exploration_noise == "pink":
+            length = getattr(env, "max_steps", 1000)
+            self.noise = PinkNoise(env.num_envs, len(env.action_low), length,
+                                   torch.Generator().manual_seed(seed + 1))
         self.progress = Progress()
         self.obs = torch.as_tensor(env.reset(seed=seed), device=self.device)
 
@@ -87,7 +93,8 @@ class Trainer:
             obs = self.obs
             self._check_obs(obs)
             self.agent.observe(obs)
-            action = self.agent.act(obs)
+            noise = None if self.noise is None else self.noise.next().to(self.device)
+            action = self.agent.act(obs, noise=noise)
             native = getattr(self.env, "torch_native", False)
             result = self.env.step(action if native else action.cpu().numpy())
             done = torch.as_tensor(result.terminated | result.truncated, device=self.device)
@@ -186,6 +193,7 @@ class Trainer:
             "agent": self.agent.full_state(),
             "progress": vars(self.progress).copy(),
             "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state()},
+            "noise": None if self.noise is None else self.noise.state_dict(),
             "env": env.state_dict() if hasattr(env, "state_dict") else None,
             "obs": self.obs.cpu(),
             "seed": self.seed,
@@ -213,6 +221,8 @@ class Trainer:
         self.progress = Progress(**ckpt["progress"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.sample_rng.set_state(ckpt["rng"]["sample"])
+        if self.noise is not None and ckpt.get("noise") is not None:  # white -> pink starts afresh
+            self.noise.load_state_dict(ckpt["noise"])
         if ckpt["env"] is not None:
             self.env.load_state_dict(ckpt["env"])
         self.obs = ckpt["obs"].to(self.device)

@@ -90,9 +90,10 @@ class SAC(nn.Module):
                 norm.update(obs)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, deterministic: bool = False,
+            noise: torch.Tensor | None = None) -> torch.Tensor:
         x = self.actor_norm(obs)
-        return self.actor.deterministic(x) if deterministic else self.actor(x)[0]
+        return self.actor.deterministic(x) if deterministic else self.actor(x, noise)[0]
 
     # ---- learning --------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:

@@ -1,0 +1,54 @@
+"""Exploration noise for collection. SAC samples a fresh Gaussian every step; at 50 Hz with the
+small std of rsl_rl_sac.md Sec. 3.3 that white noise averages out within a stride and never moves
+the base anywhere new. Pink noise (power spectrum 1/f, Eberhard et al., ICLR 2023) has the same
+per-step distribution but drifts over many steps, so a policy that only knows how to walk forward
+still gets shoved sideways or backward for long enough to see what that is worth. Only the noise
+source of collection changes: the update's reparameterized samples and the log-probabilities stay
+those of the Gaussian policy."""
+from __future__ import annotations
+
+import torch
+
+NOISE_KINDS = ("white", "pink")
+
+
+class PinkNoise:
+    """Unit-variance 1/f Gaussian sequences, one per env and action dimension, drawn in blocks of
+    `length` steps (an episode) from the trainer's generator so a resumed run draws the same."""
+
+    def __init__(self, num_envs: int, dim: int, length: int, generator: torch.Generator):
+        self.shape, self.length, self.gen = (num_envs, dim), length, generator
+        freqs = torch.fft.rfftfreq(length, dtype=torch.float64).clamp(min=1.0 / length)
+        self.scale = freqs.pow(-0.5)                      # amplitude 1/sqrt(f): power 1/f
+        # irfft is a sum of L terms; the zero and Nyquist bins count once, the others twice (Hermitian)
+        weight = torch.full_like(self.scale, 4.0)
+        weight[0] = 1.0
+        if length % 2 == 0:
+            weight[-1] = 1.0
+        self.std = (weight * self.scale.pow(2)).sum().sqrt() / length
+        self.block = self._draw()
+        self.pos = 0
+
+    def _draw(self) -> torch.Tensor:
+        n = self.scale.numel()
+        re = torch.randn(*self.shape, n, generator=self.gen, dtype=torch.float64)
+        im = torch.randn(*self.shape, n, generator=self.gen, dtype=torch.float64)
+        im[..., 0] = 0.0
+        if self.length % 2 == 0:
+            im[..., -1] = 0.0
+        x = torch.fft.irfft(torch.complex(re, im) * self.scale, n=self.length)
+        return (x / self.std).to(torch.float32)
+
+    def next(self) -> torch.Tensor:
+        """(num_envs, dim) noise for this step."""
+        if self.pos == self.length:
+            self.block, self.pos = self._draw(), 0
+        self.pos += 1
+        return self.block[..., self.pos - 1]
+
+    def state_dict(self) -> dict:
+        return {"block": self.block.clone(), "pos": self.pos, "rng": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.block, self.pos = state["block"].clone(), int(state["pos"])
+        self.gen.set_state(state["rng"])
