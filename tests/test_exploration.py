@@ -9,7 +9,7 @@ from training.exploration import PinkNoise
 
 
 def _sequence(length: int, steps: int, seed: int = 0) -> torch.Tensor:
-    noise = PinkNoise(64, 12, length, torch.Generator().manual_seed(seed))
+    noise = PinkNoise(64, 12, torch.Generator().manual_seed(seed), length)
     return torch.stack([noise.next() for _ in range(steps)], -1)        # (envs, dims, steps)
 
 

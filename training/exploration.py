@@ -10,13 +10,14 @@ from __future__ import annotations
 import torch
 
 NOISE_KINDS = ("white", "pink")
+BLOCK_STEPS = 1000  # one 20 s episode at 50 Hz: the slowest drift the noise contains
 
 
 class PinkNoise:
     """Unit-variance 1/f Gaussian sequences, one per env and action dimension, drawn in blocks of
-    `length` steps (an episode) from the trainer's generator so a resumed run draws the same."""
+    `length` steps from the trainer's generator so a resumed run draws the same."""
 
-    def __init__(self, num_envs: int, dim: int, length: int, generator: torch.Generator):
+    def __init__(self, num_envs: int, dim: int, generator: torch.Generator, length: int = BLOCK_STEPS):
         self.shape, self.length, self.gen = (num_envs, dim), length, generator
         freqs = torch.fft.rfftfreq(length, dtype=torch.float64).clamp(min=1.0 / length)
         self.scale = freqs.pow(-0.5)                      # amplitude 1/sqrt(f): power 1/f

@@ -48,8 +48,7 @@ class Trainer:
         self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
         self.noise = None
         if cfg.exploration_noise == "pink":
-            length = getattr(env, "max_steps", 1000)
-            self.noise = PinkNoise(env.num_envs, len(env.action_low), length,
+            self.noise = PinkNoise(env.num_envs, len(env.action_low),
                                    torch.Generator().manual_seed(seed + 1))
         self.progress = Progress()
         self.obs = torch.as_tensor(env.reset(seed=seed), device=self.device)

@@ -15,7 +15,8 @@ def smoke_config(**over) -> TrainConfig:
     base = dict(source="<smoke>", algo="sac", num_envs=16, steps_per_env=8, max_iterations=6,
                 learning_starts=1, buffer_size=4096, updates_per_iteration=2, batch_size=64,
                 sim_threads=1, eval_interval=10_000, eval_episodes=2, checkpoint_interval=10_000,
-                checkpoint_keep=1, exploration_noise="white", sac=SACConfig(actor_hidden=(64, 64), critic_hidden=(64, 64)))
+                checkpoint_keep=1, exploration_noise="white",
+                sac=SACConfig(actor_hidden=(64, 64), critic_hidden=(64, 64)))
     base.update(over)
     return TrainConfig(**base)
 
