@@ -16,7 +16,7 @@ from training.config import TrainConfig, load_train_config
 from training.envs.gym_adapter import GymVecEnv
 from training.envs.velocity import TaskConfig, VelocityEnv
 from training.runner import Trainer
-from training.sac import NonFiniteError, SACConfig
+from training.sac import SAC, NonFiniteError, SACConfig
 from training.smoke import smoke_config
 
 
@@ -32,11 +32,12 @@ def _go2_trainer(tmp_path, cfg, name):
     return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
 
 
-@pytest.mark.parametrize("noise", ["white", "pink"])
-def test_resume_is_exact(tmp_path, noise):
+@pytest.mark.parametrize("noise,symmetry", [("white", "none"), ("pink", "none"), ("white", "mirror")])
+def test_resume_is_exact(tmp_path, noise, symmetry):
     """N iterations, save, load into fresh objects, M more == N + M without the interruption:
-    bit for bit, MuJoCo physics, randomization and the exploration noise's sequence included."""
-    cfg = _cfg(exploration_noise=noise)
+    bit for bit, MuJoCo physics, randomization, the exploration noise's sequence and the mirror
+    augmentation's draws included."""
+    cfg = _cfg(exploration_noise=noise, symmetry=symmetry)
     straight = _go2_trainer(tmp_path, cfg, "straight")
     straight.train(max_iterations=6, show_progress=False)
 
@@ -194,12 +195,29 @@ def test_train_config_value_types_are_checked(tmp_path):
         load_train_config(path)
 
 
-def test_unknown_exploration_noise_names_the_choices(tmp_path):
+@pytest.mark.parametrize("key,value,choices", [("exploration_noise", "brown", "white, pink"),
+                                                ("symmetry", "radial", "none, mirror")])
+def test_unknown_choice_names_the_choices(tmp_path, key, value, choices):
     data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["exploration_noise"] = "brown"
+    data[key] = value
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(Exception, match=r"exploration_noise: 'brown' is not one of: white, pink"):
+    with pytest.raises(Exception, match=rf"{key}: '{value}' is not one of: {choices}"):
+        load_train_config(path)
+
+
+def test_target_entropy_scale_may_be_negative_other_rates_may_not(tmp_path):
+    """A negative scale is a target entropy above zero (a wider policy); a negative rate is a typo."""
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["sac"]["target_entropy_scale"] = -0.5
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_train_config(path)
+    agent = SAC(8, -np.ones(12), np.ones(12), cfg.sac)
+    assert agent.temperature.target_entropy == pytest.approx(6.0)
+    data["sac"]["tau"] = -0.5
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match=r"sac\.tau: -0\.5 is outside the allowed range"):
         load_train_config(path)
 
 

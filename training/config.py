@@ -11,6 +11,7 @@ from deploy.config import ConfigError, Section, load_yaml
 from deploy.spec import REPO_ROOT
 from training.exploration import NOISE_KINDS
 from training.sac import SACConfig
+from training.symmetry import SYMMETRY_KINDS
 
 TRAIN_DIR = REPO_ROOT / "configs" / "train"
 ALGOS = ("sac",)
@@ -34,6 +35,7 @@ class TrainConfig:
     checkpoint_keep: int
     exploration_noise: str
     sac: SACConfig
+    symmetry: str = "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,7 +50,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     root = Section(load_yaml(path), path)
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
-    root.allow(loop, ["exploration_noise"])
+    root.allow(loop, ["exploration_noise", "symmetry"])
     algo = root.choice("algo", ALGOS)
     ints = {k: _positive_int(root, k) for k in loop[1:9]}
     ints.update(overrides or {})
@@ -61,7 +63,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        checkpoint_interval=_positive_int(ck, "interval"),
                        checkpoint_keep=_positive_int(ck, "keep"),
                        exploration_noise=root.choice("exploration_noise", NOISE_KINDS, "white"),
-                       sac=_sac_config(root.sub("sac")))
+                       sac=_sac_config(root.sub("sac")),
+                       symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"))
 
 
 def _positive_int(sec: Section, key: str) -> int:
@@ -85,6 +88,8 @@ def _sac_config(sec: Section) -> SACConfig:
             values[name] = sec.get(name, bool)
         elif isinstance(default, int):
             values[name] = sec.get(name, int)
+        elif name == "target_entropy_scale":   # < 0: a target above zero, i.e. more exploration
+            values[name] = sec.number(name)
         elif isinstance(default, float):
             values[name] = sec.number(name, low=0.0)
         else:

@@ -20,6 +20,7 @@ from training.envs.base import VecEnv, corrected_next_obs
 from training.exploration import PinkNoise
 from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
+from training.symmetry import Mirror
 
 
 LOG_EVERY = 50  # iterations between log lines when there is no progress bar
@@ -50,6 +51,9 @@ class Trainer:
         if cfg.exploration_noise == "pink":
             self.noise = PinkNoise(env.num_envs, len(env.action_low),
                                    torch.Generator().manual_seed(seed + 1))
+        self.mirror = None
+        if cfg.symmetry == "mirror":      # both robot envs build observations with deploy's pipeline
+            self.mirror = Mirror.build(spec, env.pipeline.layout).to(self.device)
         self.progress = Progress()
         self.obs = torch.as_tensor(env.reset(seed=seed), device=self.device)
 
@@ -124,6 +128,8 @@ class Trainer:
         logs: dict = {}
         for _ in range(cfg.updates_per_iteration):
             batch = self.buffer.sample(cfg.batch_size, cfg.sac.n_step, cfg.sac.gamma, self.sample_rng)
+            if self.mirror is not None:
+                batch = self.mirror.augment(batch, self.sample_rng)
             logs = self.agent.update(batch)
             self.progress.updates += 1
         return {k: float(v) for k, v in logs.items()}
