@@ -1,11 +1,11 @@
-"""Pink exploration noise: each step is still a standard normal draw (so the policy's std means
+"""Exploration noise. Pink: each step is still a standard normal draw (so the policy's std means
 what it says), but successive steps are correlated over many ticks, which white noise is not."""
 from __future__ import annotations
 
 import torch
 
 from training.actor import SquashedGaussianActor
-from training.exploration import PinkNoise
+from training.exploration import EnvNoiseScales, PinkNoise
 
 
 def _sequence(length: int, steps: int, seed: int = 0) -> torch.Tensor:
@@ -41,3 +41,32 @@ def test_the_actor_uses_the_noise_it_is_given():
     assert torch.equal(actor(obs, eps)[0], actor(obs, eps)[0])
     assert torch.allclose(actor(obs, torch.zeros(5, 3))[0], actor.deterministic(obs))
     assert not torch.allclose(actor(obs, eps)[0], actor.deterministic(obs))
+
+
+def test_env_scales_are_log_uniform_and_redrawn_only_where_episodes_ended():
+    scales = EnvNoiseScales(20000, 0.5, 3.0, torch.Generator().manual_seed(0))
+    s = scales.scale
+    assert float(s.min()) >= 0.5 and float(s.max()) <= 3.0
+    assert abs(float(s.median()) - (0.5 * 3.0) ** 0.5) < 0.03        # geometric mean
+    done = torch.zeros(20000, dtype=torch.bool)
+    done[:100] = True
+    scales.redraw(done)
+    assert torch.equal(scales.scale[100:], s[100:]) and not torch.equal(scales.scale[:100], s[:100])
+
+
+def test_trainer_scales_each_envs_pink_noise_by_its_own_multiplier(tmp_path):
+    """Two trainers with one seed draw the same pink sequence; a fixed multiplier of 2 must show up
+    as exactly twice the noise the actor is given."""
+    from deploy.spec import RobotSpec
+    from training.envs.velocity import TaskConfig, VelocityEnv
+    from training.runner import Trainer
+    from training.smoke import smoke_config
+
+    spec = RobotSpec.load("go2")
+    out = []
+    for scale in ((1.0, 1.0), (2.0, 2.0)):
+        cfg = smoke_config(num_envs=4, exploration_noise="pink", exploration_scale=scale)
+        env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 4, seed=0)
+        trainer = Trainer(cfg, spec, env, None, tmp_path / str(scale[0]), "velocity_flat", seed=0)
+        out.append(torch.stack([trainer._exploration_noise(trainer.obs) for _ in range(5)]))
+    assert torch.allclose(out[1], 2.0 * out[0])

@@ -32,12 +32,13 @@ def _go2_trainer(tmp_path, cfg, name):
     return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
 
 
-@pytest.mark.parametrize("noise,symmetry", [("white", "none"), ("pink", "none"), ("white", "mirror")])
-def test_resume_is_exact(tmp_path, noise, symmetry):
+@pytest.mark.parametrize("noise,symmetry,scale", [("white", "none", (1.0, 1.0)), ("pink", "none", (1.0, 1.0)),
+                                                  ("white", "mirror", (0.5, 3.0))])
+def test_resume_is_exact(tmp_path, noise, symmetry, scale):
     """N iterations, save, load into fresh objects, M more == N + M without the interruption:
-    bit for bit, MuJoCo physics, randomization, the exploration noise's sequence and the mirror
-    augmentation's draws included."""
-    cfg = _cfg(exploration_noise=noise, symmetry=symmetry)
+    bit for bit, MuJoCo physics, randomization, the exploration noise's sequence and per-env
+    multipliers, and the mirror augmentation's draws included."""
+    cfg = _cfg(exploration_noise=noise, symmetry=symmetry, exploration_scale=scale)
     straight = _go2_trainer(tmp_path, cfg, "straight")
     straight.train(max_iterations=6, show_progress=False)
 
@@ -203,6 +204,16 @@ def test_unknown_choice_names_the_choices(tmp_path, key, value, choices):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match=rf"{key}: '{value}' is not one of: {choices}"):
+        load_train_config(path)
+
+
+@pytest.mark.parametrize("bad", [[3.0, 0.5], [0.0, 1.0], [1.0]])
+def test_exploration_scale_must_be_an_ordered_positive_pair(tmp_path, bad):
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["exploration_scale"] = bad
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match=r"exploration_scale: expected \[low, high\] with 0 < low <= high"):
         load_train_config(path)
 
 

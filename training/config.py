@@ -36,6 +36,7 @@ class TrainConfig:
     exploration_noise: str
     sac: SACConfig
     symmetry: str = "none"
+    exploration_scale: tuple[float, float] = (1.0, 1.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,7 +51,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     root = Section(load_yaml(path), path)
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
-    root.allow(loop, ["exploration_noise", "symmetry"])
+    root.allow(loop, ["exploration_noise", "exploration_scale", "symmetry"])
     algo = root.choice("algo", ALGOS)
     ints = {k: _positive_int(root, k) for k in loop[1:9]}
     ints.update(overrides or {})
@@ -64,7 +65,15 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        checkpoint_keep=_positive_int(ck, "keep"),
                        exploration_noise=root.choice("exploration_noise", NOISE_KINDS, "white"),
                        sac=_sac_config(root.sub("sac")),
-                       symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"))
+                       symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"),
+                       exploration_scale=_scale_range(root))
+
+
+def _scale_range(sec: Section) -> tuple[float, float]:
+    value = sec.get("exploration_scale", list, [1.0, 1.0])
+    if len(value) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in value) or value[0] > value[1]:
+        raise sec.error("exploration_scale", f"expected [low, high] with 0 < low <= high, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _positive_int(sec: Section, key: str) -> int:

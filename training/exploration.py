@@ -7,6 +7,8 @@ source of collection changes: the update's reparameterized samples and the log-p
 those of the Gaussian policy."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 NOISE_KINDS = ("white", "pink")
@@ -52,4 +54,30 @@ class PinkNoise:
 
     def load_state_dict(self, state: dict) -> None:
         self.block, self.pos = state["block"].clone(), int(state["pos"])
+        self.gen.set_state(state["rng"])
+
+
+class EnvNoiseScales:
+    """A noise multiplier per env, drawn log-uniformly from [low, high] whenever that env's episode
+    ends (per-actor exploration as in Ape-X, FastTD3's mixed noise). Some robots explore far beyond
+    the policy's std (stepping backward where the policy would stand) while others stay close to it
+    and keep the data on-task; SAC's update never reads the behaviour policy, so nothing else
+    changes."""
+
+    def __init__(self, num_envs: int, low: float, high: float, generator: torch.Generator):
+        self.low, self.high, self.gen = low, high, generator
+        self.scale = torch.ones(num_envs)
+        self.redraw(torch.ones(num_envs, dtype=torch.bool))
+
+    def redraw(self, envs: torch.Tensor) -> None:
+        """New multipliers for the envs flagged in the boolean mask `envs`."""
+        u = torch.rand(self.scale.shape, generator=self.gen)
+        fresh = torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        self.scale = torch.where(envs.cpu(), fresh, self.scale)
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale.clone(), "rng": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale = state["scale"].clone()
         self.gen.set_state(state["rng"])

@@ -17,7 +17,7 @@ from deploy.spec import RobotSpec
 from training.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig
 from training.envs.base import VecEnv, corrected_next_obs
-from training.exploration import PinkNoise
+from training.exploration import EnvNoiseScales, PinkNoise
 from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
 from training.symmetry import Mirror
@@ -51,6 +51,10 @@ class Trainer:
         if cfg.exploration_noise == "pink":
             self.noise = PinkNoise(env.num_envs, len(env.action_low),
                                    torch.Generator().manual_seed(seed + 1))
+        self.noise_scale = None
+        if cfg.exploration_scale != (1.0, 1.0):
+            self.noise_scale = EnvNoiseScales(env.num_envs, *cfg.exploration_scale,
+                                              torch.Generator().manual_seed(seed + 2))
         self.mirror = None
         if cfg.symmetry == "mirror":      # both robot envs build observations with deploy's pipeline
             self.mirror = Mirror.build(spec, env.pipeline.layout).to(self.device)
@@ -96,11 +100,12 @@ class Trainer:
             obs = self.obs
             self._check_obs(obs)
             self.agent.observe(obs)
-            noise = None if self.noise is None else self.noise.next().to(self.device)
-            action = self.agent.act(obs, noise=noise)
+            action = self.agent.act(obs, noise=self._exploration_noise(obs))
             native = getattr(self.env, "torch_native", False)
             result = self.env.step(action if native else action.cpu().numpy())
             done = torch.as_tensor(result.terminated | result.truncated, device=self.device)
+            if self.noise_scale is not None:
+                self.noise_scale.redraw(done)
             timeout = torch.as_tensor(result.truncated, device=self.device)
             next_obs = torch.as_tensor(corrected_next_obs(result), device=self.device)
             self.buffer.add(obs, action, torch.as_tensor(result.reward, dtype=torch.float32,
@@ -120,6 +125,15 @@ class Trainer:
             stats["train/episode_length"] = float(np.mean(lengths))
             stats["train/fall_fraction"] = float(np.mean(falls)) if falls else 0.0
         return stats
+
+    def _exploration_noise(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The eps of this step's actions; None lets the actor draw white noise itself."""
+        noise = None if self.noise is None else self.noise.next().to(self.device)
+        if self.noise_scale is None:
+            return noise
+        if noise is None:
+            noise = torch.randn(obs.shape[0], len(self.env.action_low), device=self.device)
+        return noise * self.noise_scale.scale.to(self.device)[:, None]
 
     def _learn(self) -> dict:
         cfg = self.cfg
@@ -199,6 +213,7 @@ class Trainer:
             "progress": vars(self.progress).copy(),
             "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state()},
             "noise": None if self.noise is None else self.noise.state_dict(),
+            "noise_scale": None if self.noise_scale is None else self.noise_scale.state_dict(),
             "env": env.state_dict() if hasattr(env, "state_dict") else None,
             "obs": self.obs.cpu(),
             "seed": self.seed,
@@ -228,6 +243,8 @@ class Trainer:
         self.sample_rng.set_state(ckpt["rng"]["sample"])
         if self.noise is not None and ckpt.get("noise") is not None:  # white -> pink starts afresh
             self.noise.load_state_dict(ckpt["noise"])
+        if self.noise_scale is not None and ckpt.get("noise_scale") is not None:
+            self.noise_scale.load_state_dict(ckpt["noise_scale"])
         if ckpt["env"] is not None:
             self.env.load_state_dict(ckpt["env"])
         self.obs = ckpt["obs"].to(self.device)
