@@ -30,8 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="deterministic evaluation of a checkpoint on the MuJoCo task")
     e.add_argument("checkpoint", help="a model_*.pt / best.pt, or a run's checkpoints/latest.pt")
     e.add_argument("--task", default="velocity_flat")
-    e.add_argument("--episodes", type=int, default=64, help="20 s episodes, one per env (default 64)")
+    e.add_argument("--episodes", type=int, default=64,
+                   help="20 s episodes, one per env (default 64; with --command: per command)")
     e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--command", nargs=3, type=float, action="append", metavar=("VX", "VY", "WZ"),
+                   help="hold this command for whole episodes instead of drawing from the spec's "
+                        "ranges (repeatable); reports what the policy does for each")
     e.set_defaults(func=run_evaluate)
 
 
@@ -89,6 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     noise, the deterministic policy: the numbers the "it walks" criterion is judged on."""
     import json
 
+    import numpy as np
     import torch
 
     from training.envs.velocity import TaskConfig, VelocityEnv
@@ -96,9 +101,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.runner import evaluate
 
     _, spec, agent, _ = load_agent(args.checkpoint)
-    env = VelocityEnv(spec, TaskConfig.load(args.task, spec), args.episodes, seed=args.seed,
-                      threads=os.cpu_count() or 1, randomize=False, obs_noise=False)
-    metrics = evaluate(agent, env, torch.device("cpu"), seed=args.seed)
+    commands = None
+    if args.command:   # --episodes per command
+        commands = np.repeat(np.array(args.command), args.episodes, axis=0)
+    env = VelocityEnv(spec, TaskConfig.load(args.task, spec), len(commands) if commands is not None
+                      else args.episodes, seed=args.seed, threads=os.cpu_count() or 1,
+                      randomize=False, obs_noise=False, commands=commands)
+    metrics = evaluate(agent, env, torch.device("cpu"), seed=args.seed, per_env=commands is not None)
+    if commands is not None:
+        metrics["commands"] = per_command(args.command, metrics.pop("envs"), args.episodes)
     print(json.dumps({"checkpoint": str(args.checkpoint), "robot": spec.name, "task": args.task,
-                      "episodes": args.episodes, **metrics}))
+                      "episodes": env.num_envs, **metrics}))
     return 0
+
+
+def per_command(commands: list, envs: dict, repeats: int) -> list[dict]:
+    """Each held command with what the policy made of it, averaged over its episodes."""
+    out = []
+    for i, command in enumerate(commands):
+        at = slice(i * repeats, (i + 1) * repeats)
+        out.append({"command": command,
+                    "mean_velocity": [round(float(v), 3) for v in envs["mean_velocity"][at].mean(0)],
+                    "lin_vel_error": round(float(envs["lin_vel_error"][at].mean()), 3),
+                    "falls": int(envs["fell"][at].sum())})
+    return out

@@ -254,11 +254,13 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345) -> dict:
-    """One whole episode per env with the deterministic policy; first episode of each env counts."""
+def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: bool = False) -> dict:
+    """One whole episode per env with the deterministic policy; first episode of each env counts.
+    `per_env` adds each env's falls, tracking error and mean (vx, vy, wz) under "envs"."""
     obs = torch.as_tensor(env.reset(seed=seed, stagger=False), device=device)
     n = env.num_envs
     ret, fell, err, length = np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    velocity = np.zeros((n, 3))
     seen = np.zeros(n, bool)
     for _ in range(env.max_steps):
         result = env.step(agent.act(obs, deterministic=True).cpu().numpy())
@@ -268,13 +270,17 @@ def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345) -> dict:
             idx = ep["envs"][first]
             ret[idx], fell[idx] = ep["return"][first], ep["fell"][first]
             err[idx], length[idx] = ep["lin_vel_error"][first], ep["length"][first]
+            velocity[idx] = ep["mean_velocity"][first]
             seen[idx] = True
         obs = torch.as_tensor(result.obs, device=device)
         if seen.all():
             break
-    return {"return": float(ret.mean()), "fall_rate": float(fell.mean()), "falls": int(fell.sum()),
-            "lin_vel_error": float(err.mean()), "lin_vel_error_worst_episode": float(err.max()),
-            "episode_length_s": float(length.mean() * env.spec.policy_dt)}
+    metrics = {"return": float(ret.mean()), "fall_rate": float(fell.mean()), "falls": int(fell.sum()),
+               "lin_vel_error": float(err.mean()), "lin_vel_error_worst_episode": float(err.max()),
+               "episode_length_s": float(length.mean() * env.spec.policy_dt)}
+    if per_env:
+        metrics["envs"] = {"fell": fell, "lin_vel_error": err, "mean_velocity": velocity}
+    return metrics
 
 
 def plot_eval_curve(csv_path: Path, png_path: Path) -> None:

@@ -84,7 +84,10 @@ class VelocityEnv:
     """N robots tracking random (vx, vy, wz) commands; implements training.envs.base.VecEnv."""
 
     def __init__(self, spec: RobotSpec, task: TaskConfig, num_envs: int, seed: int = 0,
-                 threads: int = 1, randomize: bool = True, obs_noise: bool = True):
+                 threads: int = 1, randomize: bool = True, obs_noise: bool = True,
+                 commands: np.ndarray | None = None):
+        """`commands`: (num_envs, 3) held fixed instead of drawn from the spec's ranges (to ask a
+        policy what it does for one command at a time)."""
         if task.height_scan:
             raise ConfigError(TASKS_DIR / f"{task.name}.yaml", "height_scan",
                               "the MuJoCo backend has flat ground only; rough terrain needs IsaacLab")
@@ -96,6 +99,8 @@ class VelocityEnv:
         self.obs_dim = self.pipeline.dim
         self.action_low, self.action_high = self.action_map.low, self.action_map.high
         self.randomize, self.obs_noise = randomize, obs_noise
+        self.fixed_commands = None if commands is None else np.broadcast_to(
+            np.asarray(commands, dtype=np.float64), (num_envs, 3))
         self.max_steps = int(round(task.episode_length_s / spec.policy_dt))
         self.rng = np.random.default_rng(seed)
         n, j, f = num_envs, spec.num_joints, len(spec.foot_bodies)
@@ -109,6 +114,7 @@ class VelocityEnv:
         self.contact_time = np.zeros((n, f))
         self.episode_return = np.zeros(n)
         self.episode_track_err = np.zeros(n)
+        self.episode_velocity = np.zeros((n, 3))
         self.friction, self.added_mass, self.strength = np.ones(n), np.zeros(n), np.ones(n)
 
     # ---- protocol --------------------------------------------------------------------------
@@ -155,6 +161,7 @@ class VelocityEnv:
         reward, parts = compute_rewards(list(self.task.rewards), inputs, scale)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
+        self.episode_velocity += np.c_[state.base_lin_vel[:, :2], state.base_ang_vel[:, 2]]
 
         done = terminated | truncated
         obs_before = self._observe(state)
@@ -166,6 +173,7 @@ class VelocityEnv:
                 "return": self.episode_return[finished].copy(),
                 "length": self.episode_step[finished].copy(),
                 "lin_vel_error": self.episode_track_err[finished] / self.episode_step[finished],
+                "mean_velocity": self.episode_velocity[finished] / self.episode_step[finished, None],
                 "fell": terminated[finished].copy()}
             self._reset_envs(finished)
         self._advance_command_and_pushes()
@@ -178,8 +186,8 @@ class VelocityEnv:
 
     # ---- exact resume ----------------------------------------------------------------------
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
-               "air_time", "contact_time", "episode_return", "episode_track_err", "friction",
-               "added_mass", "strength")
+               "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
+               "friction", "added_mass", "strength")
 
     def state_dict(self) -> dict:
         """Everything that decides the next transitions: physics, task state and the RNG."""
@@ -187,6 +195,7 @@ class VelocityEnv:
                 **{k: getattr(self, k).copy() for k in self._ARRAYS}}
 
     def load_state_dict(self, state: dict) -> None:
+        state = {"episode_velocity": 0.0, **state}   # absent before 2026-11: a statistic, not dynamics
         self.rng.bit_generator.state = state["rng"]
         for k in self._ARRAYS:
             getattr(self, k)[...] = state[k]
@@ -220,6 +229,7 @@ class VelocityEnv:
         self.contact_time[envs] = 0.0
         self.episode_return[envs] = 0.0
         self.episode_track_err[envs] = 0.0
+        self.episode_velocity[envs] = 0.0
         self._resample_commands(envs)
         self.push_timer[envs] = rng.uniform(*task.randomization.push_interval_s, k)
 
@@ -235,10 +245,13 @@ class VelocityEnv:
 
     def _resample_commands(self, envs: np.ndarray) -> None:
         c = self.spec.commands
+        self.command_timer[envs] = c.resampling_time
+        if self.fixed_commands is not None:
+            self.command[envs] = self.fixed_commands[envs]
+            return
         self.command[envs] = self.rng.uniform(c.low, c.high, (len(envs), 3))
         standing = self.rng.random(len(envs)) < c.standing_fraction
         self.command[envs[standing]] = 0.0
-        self.command_timer[envs] = c.resampling_time
 
     def _advance_command_and_pushes(self) -> None:
         dt = self.spec.policy_dt
