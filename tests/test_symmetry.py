@@ -3,6 +3,8 @@ a mirrored robot, driven by mirrored actions, produces the mirrored observations
 reward), and robots or layouts it cannot mirror are refused by name."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -53,8 +55,9 @@ def test_mirror_twice_is_the_identity(robot):
     assert torch.equal(m.actions(m.actions(act)), act) and not torch.allclose(m.actions(act), act)
 
 
-def _mirror_np(x: np.ndarray, index: torch.Tensor, sign: torch.Tensor) -> np.ndarray:
-    return x[..., index.numpy()] * sign.numpy()
+def _np(mirror_fn, x: np.ndarray) -> np.ndarray:
+    """The Mirror's own map applied to numpy data (in float64: the signs are exact +-1)."""
+    return mirror_fn(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
 
 
 @pytest.mark.parametrize("robot", ["go2", "g1"])
@@ -73,22 +76,23 @@ def test_a_mirrored_robot_sees_mirrored_observations_and_earns_the_same_reward(r
     vel0 = np.array([0.3, -0.2, 0.05, 0.4, -0.3, 0.6])
     flip_quat, flip_vel = np.array([1, -1, 1, -1]), np.array([1, -1, 1, -1, 1, -1])
     env.reset(seed=0, stagger=False)
-    env.world.reset(np.arange(2), joint_pos=np.stack([q0, _mirror_np(q0, m.act_index, m.act_sign)]),
+    env.world.reset(np.arange(2), joint_pos=np.stack([q0, _np(m.actions, q0)]),
                     base_quat=np.stack([quat0, quat0 * flip_quat]), base_vel=np.stack([vel0, vel0 * flip_vel]))
     command = np.array([0.6, 0.3, -0.5])
     env.command[:] = [command, command * [1, -1, -1]]
     obs = env._observe()
-    np.testing.assert_allclose(obs[1], _mirror_np(obs[0], m.obs_index, m.obs_sign), atol=1e-6)
+    np.testing.assert_allclose(obs[1], _np(m.obs, obs[0]), atol=1e-6)
     wrong = m.obs_sign.clone()
     wrong[m.obs_sign.numel() - 1] *= -1       # one joint's sign wrong in the last-action term
-    env.action[:] = [np.full(spec.num_joints, 0.5), _mirror_np(np.full(spec.num_joints, 0.5), m.act_index, m.act_sign)]
-    assert np.abs(env._observe()[1] - _mirror_np(env._observe()[0], m.obs_index, wrong)).max() > 0.5
+    env.action[:] = [np.full(spec.num_joints, 0.5), _np(m.actions, np.full(spec.num_joints, 0.5))]
+    obs = env._observe()
+    assert np.abs(obs[1] - _np(dataclasses.replace(m, obs_sign=wrong).obs, obs[0])).max() > 0.5
     lo, hi = env.action_low, env.action_high
     for _ in range(20):
         a0 = np.clip(rng.uniform(-0.5, 0.5, spec.num_joints), lo, hi)
-        result = env.step(np.stack([a0, _mirror_np(a0, m.act_index, m.act_sign)]))
+        result = env.step(np.stack([a0, _np(m.actions, a0)]))
         assert not (result.terminated | result.truncated).any()
-        np.testing.assert_allclose(result.obs[1], _mirror_np(result.obs[0], m.obs_index, m.obs_sign),
+        np.testing.assert_allclose(result.obs[1], _np(m.obs, result.obs[0]),
                                    atol=2e-2)  # MuJoCo's contacts are symmetric to ~1e-2 rad/s
         assert result.reward[1] == pytest.approx(result.reward[0], abs=1e-3)  # contact timing
     env.close()

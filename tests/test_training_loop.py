@@ -270,5 +270,8 @@ def test_evaluate_reports_each_held_command(smoke_checkpoint):
     assert [r["command"] for r in rows] == [[0.6, 0.0, 0.0], [0.0, 0.0, 0.5]]
     for r in rows:
         assert 0 <= r["falls"] <= 2 and len(r["mean_velocity"]) == 3
+        # the mean of per-step errors is at least the error of the mean velocity (same episodes)
+        gap = np.hypot(r["command"][0] - r["mean_velocity"][0], r["command"][1] - r["mean_velocity"][1])
+        assert r["lin_vel_error"] >= gap - 2e-3      # both rounded to 1e-3
     # a policy this young barely moves: its error for 0.6 m/s is near 0.6, for turning in place near 0
     assert rows[0]["lin_vel_error"] > 0.3 > rows[1]["lin_vel_error"]

@@ -101,12 +101,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.runner import evaluate
 
     _, spec, agent, _ = load_agent(args.checkpoint)
-    commands = None
-    if args.command:   # --episodes per command
-        commands = np.repeat(np.array(args.command), args.episodes, axis=0)
-    env = VelocityEnv(spec, TaskConfig.load(args.task, spec), len(commands) if commands is not None
-                      else args.episodes, seed=args.seed, threads=os.cpu_count() or 1,
-                      randomize=False, obs_noise=False, commands=commands)
+    # --episodes per held command, else episodes with commands drawn from the spec's ranges
+    commands = np.repeat(np.array(args.command), args.episodes, axis=0) if args.command else None
+    num_envs = args.episodes if commands is None else len(commands)
+    env = VelocityEnv(spec, TaskConfig.load(args.task, spec), num_envs, seed=args.seed,
+                      threads=os.cpu_count() or 1, randomize=False, obs_noise=False, commands=commands)
     metrics = evaluate(agent, env, torch.device("cpu"), seed=args.seed, per_env=commands is not None)
     if commands is not None:
         metrics["commands"] = per_command(args.command, metrics.pop("envs"), args.episodes)
