@@ -158,6 +158,12 @@ class ObservationPipeline:
         self._scale = np.concatenate([np.full(e.dim, e.scale) for e in entries])
         clip = [np.full(e.dim, np.inf if e.clip is None else e.clip) for e in entries]
         self._clip = np.concatenate(clip)
+        # what compute does per term and whether clip / scale do anything: it runs every tick
+        self._plan = tuple((TERMS[t.term].compute, t.term, slice(e.offset, e.offset + e.dim), e.dim)
+                           for t, e in zip(self.terms, entries))
+        self._clipped = bool(np.isfinite(self._clip).any())
+        self._dim = self.layout.dim
+        self._scaled = bool((self._scale != 1.0).any())
 
     @property
     def dim(self) -> int:
@@ -172,13 +178,17 @@ class ObservationPipeline:
         """(N, dim) float32. With `rng`, add the training-time uniform noise (IsaacLab's order:
         compute, noise, clip, scale)."""
         x = ObsInputs(state, np.asarray(command), np.asarray(last_action), self.spec)
-        parts = [np.asarray(TERMS[t.term].compute(x), dtype=np.float64) for t in self.terms]
-        for t, p, e in zip(self.terms, parts, self.layout.entries):
-            if p.shape != (state.num_envs, e.dim):
-                raise ValueError(f"observation term {t.term} has shape {p.shape}, expected "
-                                 f"({state.num_envs}, {e.dim})")
-        obs = np.concatenate(parts, axis=1)
+        n = state.num_envs
+        obs = np.empty((n, self._dim))
+        for compute, name, at, dim in self._plan:
+            part = compute(x)
+            if part.shape != (n, dim):
+                raise ValueError(f"observation term {name} has shape {part.shape}, expected ({n}, {dim})")
+            obs[:, at] = part
         if rng is not None:
-            obs = obs + rng.uniform(-1.0, 1.0, size=obs.shape) * self._noise
-        obs = np.clip(obs, -self._clip, self._clip) * self._scale
+            obs += rng.uniform(-1.0, 1.0, size=obs.shape) * self._noise
+        if self._clipped:
+            np.clip(obs, -self._clip, self._clip, out=obs)
+        if self._scaled:
+            obs *= self._scale
         return obs.astype(np.float32)

@@ -32,13 +32,15 @@ def _go2_trainer(tmp_path, cfg, name):
     return Trainer(cfg, spec, env, None, tmp_path / name, "velocity_flat", seed=3)
 
 
-@pytest.mark.parametrize("noise,symmetry,scale", [("white", "none", (1.0, 1.0)), ("pink", "none", (1.0, 1.0)),
-                                                  ("white", "mirror", (0.5, 3.0))])
-def test_resume_is_exact(tmp_path, noise, symmetry, scale):
+@pytest.mark.parametrize("noise,symmetry,scale,relabel", [
+    ("white", "none", (1.0, 1.0), 0.0), ("pink", "none", (1.0, 1.0), 0.0),
+    ("white", "mirror", (0.5, 3.0), 0.0), ("pink", "mirror", (1.0, 1.0), 0.5)])
+def test_resume_is_exact(tmp_path, noise, symmetry, scale, relabel):
     """N iterations, save, load into fresh objects, M more == N + M without the interruption:
     bit for bit, MuJoCo physics, randomization, the exploration noise's sequence and per-env
-    multipliers, and the mirror augmentation's draws included."""
-    cfg = _cfg(exploration_noise=noise, symmetry=symmetry, exploration_scale=scale)
+    multipliers, the mirror augmentation's and the command relabeling's draws included."""
+    cfg = _cfg(exploration_noise=noise, symmetry=symmetry, exploration_scale=scale,
+               command_relabel=relabel)
     straight = _go2_trainer(tmp_path, cfg, "straight")
     straight.train(max_iterations=6, show_progress=False)
 
@@ -55,6 +57,10 @@ def test_resume_is_exact(tmp_path, noise, symmetry, scale):
     assert straight.progress.env_steps == second.progress.env_steps
     assert torch.equal(straight.obs, second.obs)
     assert torch.equal(straight.buffer.obs, second.buffer.obs)
+    assert straight.buffer.extras.keys() == second.buffer.extras.keys() == \
+        ({"velocity", "air", "base"} if relabel else set())
+    for name, x in straight.buffer.extras.items():
+        assert torch.equal(x, second.buffer.extras[name]), name
 
 
 def test_mujoco_env_state_round_trips(tmp_path):

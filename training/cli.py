@@ -46,6 +46,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.config import load_train_config, resolve_config
     from training.envs.velocity import TaskConfig, VelocityEnv
+    from training.relabel import RelabelError
     from training.runner import Trainer
     from training.sac import NonFiniteError
 
@@ -68,13 +69,13 @@ def run_train(args: argparse.Namespace) -> int:
                                randomize=False, obs_noise=False)
     out = Path(args.out or f"runs/{spec.name}_{args.task}_{time.strftime('%Y%m%d_%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, spec, env, eval_env, out, args.task, seed=args.seed, device=device)
-    if args.resume:
-        try:
+    try:
+        trainer = Trainer(cfg, spec, env, eval_env, out, args.task, seed=args.seed, device=device)
+        if args.resume:
             trainer.resume(Path(args.resume))
-        except CheckpointError as exc:
-            print(f"sac2real train: error: {exc}", file=sys.stderr)
-            return 2
+    except (CheckpointError, RelabelError) as exc:
+        print(f"sac2real train: error: {exc}", file=sys.stderr)
+        return 2
     print(f"training {spec.name} on {args.task} with {cfg.algo} ({cfg.source}) on {device}: "
           f"{cfg.num_envs} envs x {cfg.steps_per_env} steps, {cfg.updates_per_iteration} updates "
           f"of {cfg.batch_size} per iteration, {cfg.max_iterations} iterations -> {out}", flush=True)

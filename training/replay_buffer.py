@@ -7,10 +7,14 @@ ended" (failure or timeout) and b is "timed out".
 
 Sampling builds Eq. 11 with masks: the window is cut at the first ended step and at the write
 position, the return sums gamma^k r over the surviving steps, and the bootstrap weight is
-gamma^(k+1) at the last step, times 0 for a failure and 1 for a timeout or an uncut window."""
+gamma^(k+1) at the last step, times 0 for a failure and 1 for a timeout or an uncut window.
+
+Extra per-step fields (`extras`) ride along for a `rewrite` that recomputes a window's rewards at
+sample time (training.relabel: what the step would have earned under another command)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -25,9 +29,13 @@ class Batch:
     steps: torch.Tensor         # effective n of each sample
 
 
+# (window extras {name: (B, n, dim)}, rewards (B, n), alive (B, n)) -> (rewards, batch edit)
+Rewrite = Callable[[dict, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Callable[[Batch], Batch]]]
+
+
 class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, obs_dim: int, act_dim: int,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", extras: dict[str, int] | None = None):
         self.rows = max(1, capacity // num_envs)
         self.num_envs = num_envs
         self.device = torch.device(device)
@@ -39,6 +47,7 @@ class ReplayBuffer:
         self.rewards = torch.zeros(*shape, **f32)
         self.dones = torch.zeros(*shape, dtype=torch.bool, device=self.device)
         self.timeouts = torch.zeros(*shape, dtype=torch.bool, device=self.device)
+        self.extras = {name: torch.zeros(*shape, dim, **f32) for name, dim in (extras or {}).items()}
         self.ptr = 0      # next row to write
         self.size = 0     # filled rows
 
@@ -46,8 +55,12 @@ class ReplayBuffer:
         return self.size * self.num_envs
 
     def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-            next_obs: torch.Tensor, dones: torch.Tensor, timeouts: torch.Tensor) -> None:
+            next_obs: torch.Tensor, dones: torch.Tensor, timeouts: torch.Tensor,
+            extras: dict[str, torch.Tensor] | None = None) -> None:
         """One row: a step of every env. `next_obs` must already be the corrected s~ (Eq. 9)."""
+        extras = extras or {}
+        if set(extras) != set(self.extras):
+            raise ValueError(f"replay extras: got {sorted(extras)}, the buffer holds {sorted(self.extras)}")
         if bool((timeouts & ~dones).any()):
             raise ValueError("a timed-out env must also be flagged done (d includes timeouts)")
         i = self.ptr
@@ -57,20 +70,23 @@ class ReplayBuffer:
         self.next_obs[i] = next_obs
         self.dones[i] = dones
         self.timeouts[i] = timeouts
+        for name, value in extras.items():
+            self.extras[name][i] = value.reshape(self.num_envs, -1)
         self.ptr = (self.ptr + 1) % self.rows
         self.size = min(self.size + 1, self.rows)
 
     def sample(self, batch_size: int, n_step: int, gamma: float,
-               generator: torch.Generator | None = None) -> Batch:
+               generator: torch.Generator | None = None, rewrite: Rewrite | None = None) -> Batch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         dev = self.device
         age = torch.randint(0, self.size, (batch_size,), device=dev, generator=generator)
         env = torch.randint(0, self.num_envs, (batch_size,), device=dev, generator=generator)
         oldest = (self.ptr - self.size) % self.rows
-        return self.gather((oldest + age) % self.rows, env, n_step, gamma)
+        return self.gather((oldest + age) % self.rows, env, n_step, gamma, rewrite)
 
-    def gather(self, rows: torch.Tensor, env: torch.Tensor, n_step: int, gamma: float) -> Batch:
+    def gather(self, rows: torch.Tensor, env: torch.Tensor, n_step: int, gamma: float,
+               rewrite: Rewrite | None = None) -> Batch:
         """n-step samples starting at (row, env); rows must be filled."""
         dev = self.device
         k = torch.arange(n_step, device=dev)
@@ -83,27 +99,40 @@ class ReplayBuffer:
         ended_before = torch.cumsum(done.int(), 1) - done.int()
         alive = (ended_before == 0) & in_buffer
         discounts = gamma ** k.float()
-        returns = (self.rewards[idx, envs] * alive * discounts).sum(1)
+        rewards, edit = self.rewards[idx, envs], None
+        if rewrite is not None:
+            window = {name: x[idx, envs] for name, x in self.extras.items()}
+            rewards, edit = rewrite(window, rewards, alive)
+        returns = (rewards * alive * discounts).sum(1)
         last = alive.sum(1) - 1                                          # effective n - 1
         last_row = idx.gather(1, last.unsqueeze(1)).squeeze(1)
         failed = self.dones[last_row, env] & ~self.timeouts[last_row, env]
         bootstrap = gamma ** (last + 1).float() * (~failed).float()
-        return Batch(obs=self.obs[rows, env], actions=self.actions[rows, env], returns=returns,
-                     bootstrap=bootstrap, next_obs=self.next_obs[last_row, env], steps=last + 1)
+        batch = Batch(obs=self.obs[rows, env], actions=self.actions[rows, env], returns=returns,
+                      bootstrap=bootstrap, next_obs=self.next_obs[last_row, env], steps=last + 1)
+        return batch if edit is None else edit(batch)
 
     def state_dict(self) -> dict:
         keep = self.size
         order = (torch.arange(keep) + (self.ptr - keep)) % self.rows  # oldest first
         return {"rows": self.rows, "num_envs": self.num_envs,
-                **{name: getattr(self, name)[order].cpu() for name in self._fields()}}
+                **{name: getattr(self, name)[order].cpu() for name in self._fields()},
+                "extras": {name: x[order].cpu() for name, x in self.extras.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         if state["num_envs"] != self.num_envs:
             raise ValueError(f"replay buffer was saved with {state['num_envs']} envs, "
                              f"this run has {self.num_envs}")
+        saved = state.get("extras", {})
+        if set(saved) != set(self.extras):
+            raise ValueError(f"replay buffer was saved with extra fields {sorted(saved)}, this run "
+                             f"needs {sorted(self.extras)} (command_relabel changed?): resume from "
+                             f"the model checkpoint without its replay.pt")
         n = min(len(state["rewards"]), self.rows)
         for name in self._fields():
             getattr(self, name)[:n] = state[name][-n:].to(self.device)
+        for name, x in self.extras.items():
+            x[:n] = saved[name][-n:].to(self.device)
         self.size, self.ptr = n, n % self.rows
 
     @staticmethod

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from deploy.spec import RobotSpec
-from training.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
+from training.checkpoint import FORMAT, CheckpointError, atomic_save, load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig
 from training.envs.base import VecEnv, corrected_next_obs
 from training.exploration import EnvNoiseScales, PinkNoise
+from training.relabel import FIELDS as RELABEL_FIELDS, CommandRelabel
 from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
 from training.symmetry import Mirror
@@ -44,9 +45,12 @@ class Trainer:
         self.task, self.seed, self.device = task, seed, torch.device(device)
         torch.manual_seed(seed)
         self.agent = SAC(env.obs_dim, env.action_low, env.action_high, cfg.sac).to(self.device)
-        self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.obs_dim, len(env.action_low),
-                                   self.device)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.relabel = None
+        if cfg.command_relabel > 0:
+            self.relabel = CommandRelabel.build(env, cfg.command_relabel, self.sample_rng, self.device)
+        self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.obs_dim, len(env.action_low),
+                                   self.device, RELABEL_FIELDS if self.relabel else None)
         self.noise = None
         if cfg.exploration_noise == "pink":
             self.noise = PinkNoise(env.num_envs, len(env.action_low),
@@ -108,9 +112,11 @@ class Trainer:
                 self.noise_scale.redraw(done)
             timeout = torch.as_tensor(result.truncated, device=self.device)
             next_obs = torch.as_tensor(corrected_next_obs(result), device=self.device)
+            extras = None if self.relabel is None else \
+                CommandRelabel.step_extras(result.info, self.device)
             self.buffer.add(obs, action, torch.as_tensor(result.reward, dtype=torch.float32,
                                                          device=self.device),
-                            next_obs, done, timeout)
+                            next_obs, done, timeout, extras)
             self.obs = torch.as_tensor(result.obs, device=self.device)
             p.env_steps += self.env.num_envs
             for k, v in result.info.get("reward_terms", {}).items():
@@ -141,7 +147,8 @@ class Trainer:
             return {}
         logs: dict = {}
         for _ in range(cfg.updates_per_iteration):
-            batch = self.buffer.sample(cfg.batch_size, cfg.sac.n_step, cfg.sac.gamma, self.sample_rng)
+            batch = self.buffer.sample(cfg.batch_size, cfg.sac.n_step, cfg.sac.gamma, self.sample_rng,
+                                       self.relabel)
             if self.mirror is not None:
                 batch = self.mirror.augment(batch, self.sample_rng)
             logs = self.agent.update(batch)
@@ -250,7 +257,10 @@ class Trainer:
         self.obs = ckpt["obs"].to(self.device)
         replay = path.parent / "replay.pt"
         if replay.is_file():
-            self.buffer.load_state_dict(torch.load(replay, weights_only=False))
+            try:
+                self.buffer.load_state_dict(torch.load(replay, weights_only=False))
+            except ValueError as exc:
+                raise CheckpointError(f"{replay}: {exc}") from exc
 
 
 @torch.no_grad()

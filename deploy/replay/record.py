@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,6 +87,7 @@ class TransitionLayout:
         for f in fields:
             if f.fill is not None and f.fill != "now":
                 self._template[f.name] = f.fill
+        self._local = threading.local()   # each producing thread reuses its own record
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, obs: ObservationLayout) -> "TransitionLayout":
@@ -135,19 +137,36 @@ class TransitionLayout:
         missing = self._required.difference(values)
         if missing:
             raise ValueError(f"transition is missing required fields: {', '.join(sorted(missing))}")
-        rec = self._template.copy()
+        rec, views = self._scratch()
+        rec[...] = self._template
         for name, value in values.items():
-            f = self._by_name.get(name)
-            if f is None:
+            view = views.get(name)
+            if view is None:
                 raise ValueError(f"transition has no field '{name}' (fields: {', '.join(self.names)})")
-            if f.name == "policy_id":
-                value = value.encode() if isinstance(value, str) else bytes(value)
-                if len(value) > POLICY_ID_BYTES:
-                    raise ValueError(f"policy_id {value!r} is longer than {POLICY_ID_BYTES} bytes")
-            elif np.shape(value) != f.shape:
+            if name == "policy_id":
+                value = self._policy_id_bytes(value)
+            elif getattr(value, "shape", None) != view.shape and np.shape(value) != view.shape:
                 raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
-                                 f"expected {f.shape}")
-            rec[name] = value
+                                 f"expected {view.shape}")
+            view[...] = value
         if "time_ns" not in values:
-            rec["time_ns"] = time.monotonic_ns()
+            views["time_ns"][...] = time.monotonic_ns()
         return rec.tobytes()
+
+    def _scratch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """This thread's record and a view of each of its fields (encode runs every tick)."""
+        local = self._local
+        if not hasattr(local, "record"):
+            local.record = self._template.copy()
+            local.views = {f.name: local.record[f.name] for f in self.fields}
+        return local.record, local.views
+
+    def _policy_id_bytes(self, value: str | bytes) -> bytes:
+        cached = getattr(self._local, "policy_id", (None, b""))
+        if cached[0] == value:
+            return cached[1]
+        raw = value.encode() if isinstance(value, str) else bytes(value)
+        if len(raw) > POLICY_ID_BYTES:
+            raise ValueError(f"policy_id {raw!r} is longer than {POLICY_ID_BYTES} bytes")
+        self._local.policy_id = (value, raw)
+        return raw

@@ -36,22 +36,41 @@ class RewardInputs:
     sigma: float
 
 
-def _moving(x: RewardInputs) -> np.ndarray:
-    return np.linalg.norm(x.command[:, :2], axis=1) > 0.1
+MOVING_SPEED = 0.1   # m/s: the air-time terms only pay while the command asks to move
+
+
+def _exp(x):
+    """exp for numpy arrays and torch tensors alike: the command terms run in the env (numpy) and
+    again in the learner when it relabels commands (torch)."""
+    return x.exp() if hasattr(x, "exp") else np.exp(x)
+
+
+def track_lin_vel_xy(command, lin_vel_xy, sigma: float):
+    return _exp(-((command[..., :2] - lin_vel_xy) ** 2).sum(-1) / sigma ** 2)
+
+
+def track_ang_vel_z(command, ang_vel_z, sigma: float):
+    return _exp(-(command[..., 2] - ang_vel_z) ** 2 / sigma ** 2)
+
+
+def moving(command):
+    return (command[..., :2] ** 2).sum(-1) > MOVING_SPEED ** 2
 
 
 def _feet_air_time(x: RewardInputs, threshold: float) -> np.ndarray:
-    """Quadruped: reward each touchdown by how much the swing outlasted the threshold."""
-    r = ((x.last_air_time - threshold) * x.first_contact).sum(1)
-    return r * _moving(x)
+    """Quadruped: reward each touchdown by how much the swing outlasted the threshold (before the
+    moving-command gate)."""
+    return ((x.last_air_time - threshold) * x.first_contact).sum(1)
 
 
 def _feet_air_time_biped(x: RewardInputs, threshold: float) -> np.ndarray:
-    """Biped: reward time in single stance, capped at the threshold."""
+    """Biped: reward time in single stance, capped at the threshold (before the gate)."""
     in_mode = np.where(x.foot_contact, x.contact_time, x.air_time)
     single = x.foot_contact.sum(1) == 1
-    r = np.where(single, in_mode.min(1), 0.0).clip(max=threshold)
-    return r * _moving(x)
+    return np.where(single, in_mode.min(1), 0.0).clip(max=threshold)
+
+
+AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
 
 
 def _soft_limit_violation(x: RewardInputs, j: np.ndarray) -> np.ndarray:
@@ -62,16 +81,15 @@ def _soft_limit_violation(x: RewardInputs, j: np.ndarray) -> np.ndarray:
 
 # name -> f(inputs, joint index array, params) -> (N,)
 TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
-    "track_lin_vel_xy_exp": lambda x, j, p: np.exp(
-        -np.sum((x.command[:, :2] - x.lin_vel[:, :2]) ** 2, 1) / x.sigma ** 2),
-    "track_ang_vel_z_exp": lambda x, j, p: np.exp(-(x.command[:, 2] - x.ang_vel[:, 2]) ** 2 / x.sigma ** 2),
+    "track_lin_vel_xy_exp": lambda x, j, p: track_lin_vel_xy(x.command, x.lin_vel[:, :2], x.sigma),
+    "track_ang_vel_z_exp": lambda x, j, p: track_ang_vel_z(x.command, x.ang_vel[:, 2], x.sigma),
     "lin_vel_z_l2": lambda x, j, p: x.lin_vel[:, 2] ** 2,
     "ang_vel_xy_l2": lambda x, j, p: np.sum(x.ang_vel[:, :2] ** 2, 1),
     "dof_torques_l2": lambda x, j, p: np.sum(x.joint_torque[:, j] ** 2, 1),
     "dof_acc_l2": lambda x, j, p: np.sum(x.joint_acc[:, j] ** 2, 1),
     "action_rate_l2": lambda x, j, p: np.sum((x.action - x.last_action) ** 2, 1),
-    "feet_air_time": lambda x, j, p: _feet_air_time(x, p["threshold"]),
-    "feet_air_time_biped": lambda x, j, p: _feet_air_time_biped(x, p["threshold"]),
+    "feet_air_time": lambda x, j, p: _feet_air_time(x, p["threshold"]) * moving(x.command),
+    "feet_air_time_biped": lambda x, j, p: _feet_air_time_biped(x, p["threshold"]) * moving(x.command),
     "undesired_contacts": lambda x, j, p: x.penalized_contacts.astype(np.float64),
     "flat_orientation_l2": lambda x, j, p: np.sum(x.gravity[:, :2] ** 2, 1),
     "dof_pos_limits": lambda x, j, p: _soft_limit_violation(x, j),
@@ -123,3 +141,37 @@ def compute_rewards(terms: list[RewardTerm], x: RewardInputs, scale: float) -> t
         parts[t.name] = value
         total += value
     return total, parts
+
+
+@dataclass(frozen=True)
+class CommandReward:
+    """The command-dependent part of a task's reward, so a learner can ask what a stored step would
+    have earned under another command (training.relabel). Everything else in the reward depends on
+    the robot's motion only and is stored as it was."""
+    lin_weight: float       # summed weights of track_lin_vel_xy_exp terms, times the reward scale
+    ang_weight: float
+    sigma: float
+
+    @classmethod
+    def of(cls, terms: list[RewardTerm], sigma: float, scale: float) -> "CommandReward":
+        w = lambda name: scale * sum(t.weight for t in terms if t.term == name)  # noqa: E731
+        return cls(w("track_lin_vel_xy_exp"), w("track_ang_vel_z_exp"), sigma)
+
+    def pieces(self, terms: list[RewardTerm], parts: dict, x: RewardInputs, scale: float,
+               total: np.ndarray) -> dict[str, np.ndarray]:
+        """What a step stores for relabeling: body velocity (vx, vy, wz), the weighted air-time
+        reward before its moving gate, and the rest of the reward."""
+        air = sum((t.weight * scale * AIR_TIME[t.term](x, t.params["threshold"])
+                   for t in terms if t.term in AIR_TIME), np.zeros(len(total)))
+        command_part = sum((parts[t.name] for t in terms if t.term in COMMAND_TERMS), np.zeros(len(total)))
+        return {"velocity": np.c_[x.lin_vel[:, :2], x.ang_vel[:, 2]], "air": air,
+                "base": total - command_part}
+
+    def __call__(self, command, velocity, air, base):
+        """The reward under `command` of steps stored as `pieces` (numpy or torch, any batch shape)."""
+        return (base + self.lin_weight * track_lin_vel_xy(command, velocity[..., :2], self.sigma)
+                + self.ang_weight * track_ang_vel_z(command, velocity[..., 2], self.sigma)
+                + air * moving(command))
+
+
+COMMAND_TERMS = ("track_lin_vel_xy_exp", "track_ang_vel_z_exp", *AIR_TIME)

@@ -17,7 +17,7 @@ from deploy.observations import ObservationPipeline, projected_gravity
 from deploy.sim_world import SimWorld
 from deploy.spec import REPO_ROOT, RobotSpec
 from training.envs.base import StepResult
-from training.envs.rewards import RewardInputs, RewardTerm, compute_rewards, parse_rewards
+from training.envs.rewards import CommandReward, RewardInputs, RewardTerm, compute_rewards, parse_rewards
 
 TASKS_DIR = REPO_ROOT / "configs" / "tasks"
 
@@ -102,6 +102,8 @@ class VelocityEnv:
         self.fixed_commands = None if commands is None else np.broadcast_to(
             np.asarray(commands, dtype=np.float64), (num_envs, 3))
         self.max_steps = int(round(task.episode_length_s / spec.policy_dt))
+        self.reward_scale = spec.policy_dt if task.reward_dt_scaling else 1.0
+        self.command_reward = CommandReward.of(list(task.rewards), task.tracking_sigma, self.reward_scale)
         self.rng = np.random.default_rng(seed)
         n, j, f = num_envs, spec.num_joints, len(spec.foot_bodies)
         self.episode_step = np.zeros(n, dtype=np.int64)
@@ -130,7 +132,7 @@ class VelocityEnv:
 
     def step(self, actions: np.ndarray) -> StepResult:
         spec = self.spec
-        actions = np.asarray(actions, dtype=np.float64)
+        actions = np.array(actions, dtype=np.float64)   # a copy: load_state_dict writes into it
         self.last_action, self.action = self.action, actions
         self.world.set_targets(self.action_map.joint_targets(actions))
         self.world.step(spec.decimation)
@@ -157,15 +159,16 @@ class VelocityEnv:
             air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
             penalized_contacts=penalized, terminated=terminated, spec=spec,
             sigma=self.task.tracking_sigma)
-        scale = spec.policy_dt if self.task.reward_dt_scaling else 1.0
-        reward, parts = compute_rewards(list(self.task.rewards), inputs, scale)
+        terms = list(self.task.rewards)
+        reward, parts = compute_rewards(terms, inputs, self.reward_scale)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
         self.episode_velocity += np.c_[state.base_lin_vel[:, :2], state.base_ang_vel[:, 2]]
 
         done = terminated | truncated
         obs_before = self._observe(state)
-        info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()}}
+        info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()},
+                "relabel": self.command_reward.pieces(terms, parts, inputs, self.reward_scale, reward)}
         finished = np.flatnonzero(done)
         if len(finished):
             info["episode"] = {
