@@ -307,13 +307,16 @@ class SimWorld:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def push(self, robots: np.ndarray, dv_xy: np.ndarray) -> None:
-        """Add a planar velocity kick to the bases (IsaacLab's push_by_setting_velocity)."""
+    def push(self, robots: np.ndarray, dv_xy: np.ndarray, dwz: np.ndarray | None = None) -> None:
+        """Add a planar velocity kick (world frame) and optionally a yaw rate (body z) to the bases
+        (IsaacLab's push_by_setting_velocity)."""
         robots = np.asarray(robots)
         for sh in self.shards:
             sel = sh.holds(robots)
             fd = sh.idx.free_dof[robots[sel] - sh.start]
             sh.data.qvel[fd[:, None] + np.arange(2)] += dv_xy[sel]
+            if dwz is not None:
+                sh.data.qvel[fd + 5] += dwz[sel]
 
     def contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per robot: any terminating contact, count of penalized contacts, and (N, F) foot contact."""

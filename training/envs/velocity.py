@@ -43,6 +43,7 @@ class TaskConfig:
     reset_joint_scale: tuple[float, float]
     reset_base_velocity: float
     reset_yaw: float
+    reset_follow_command: bool = False
 
     @classmethod
     def load(cls, task: str, spec: RobotSpec) -> "TaskConfig":
@@ -60,7 +61,7 @@ class TaskConfig:
         dr = root.sub("domain_randomization")
         dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])
         reset = root.sub("reset")
-        reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
+        reset.allow(["joint_pos_scale", "base_velocity", "yaw"], ["follow_command"])
         return cls(
             name=task, height_scan=root.get("height_scan", bool, False),
             episode_length_s=root.number("episode_length_s", low=0.1),
@@ -73,7 +74,8 @@ class TaskConfig:
                 push_velocity=dr.number("push_velocity", low=0.0)),
             reset_joint_scale=reset.pair("joint_pos_scale"),
             reset_base_velocity=reset.number("base_velocity", low=0.0),
-            reset_yaw=reset.number("yaw", low=0.0))
+            reset_yaw=reset.number("yaw", low=0.0),
+            reset_follow_command=reset.get("follow_command", bool, False))
 
 
 def available_tasks() -> list[str]:
@@ -234,7 +236,17 @@ class VelocityEnv:
         self.episode_track_err[envs] = 0.0
         self.episode_velocity[envs] = 0.0
         self._resample_commands(envs)
+        if task.reset_follow_command and self.randomize:
+            self._start_at_command(envs, yaw)
         self.push_timer[envs] = rng.uniform(*task.randomization.push_interval_s, k)
+
+    def _start_at_command(self, envs: np.ndarray, yaw: np.ndarray) -> None:
+        """Training only: a new episode starts already moving at its command (on top of the random
+        reset velocity), so the policy practises keeping up a motion it may not yet start by itself."""
+        c = self.command[envs]
+        cos, sin = np.cos(yaw), np.sin(yaw)
+        world_xy = np.stack([c[:, 0] * cos - c[:, 1] * sin, c[:, 0] * sin + c[:, 1] * cos], axis=1)
+        self.world.push(envs, world_xy, c[:, 2])
 
     def _randomize(self, envs: np.ndarray) -> None:
         """Draw new physics for the envs being reset (others keep theirs)."""
