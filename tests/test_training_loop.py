@@ -283,29 +283,30 @@ def test_evaluate_reports_each_held_command(smoke_checkpoint):
     assert rows[0]["lin_vel_error"] > 0.3 > rows[1]["lin_vel_error"]
 
 
-def test_follow_command_starts_training_episodes_at_their_command_and_never_evaluation_ones():
-    """`reset.follow_command`: training robots start moving at their command (body frame, any reset
-    yaw); evaluation robots (no randomization) start as before."""
+def test_start_at_command_starts_episodes_moving_at_their_command():
+    """`start_at_command`: robots start moving at their command (body frame, any reset yaw); without
+    it (evaluation, sim2sim) they start as the task's reset says."""
     spec = RobotSpec.load("go2")
-    task = dataclasses.replace(TaskConfig.load("velocity_flat", spec), reset_base_velocity=0.0,
-                               reset_follow_command=True)
-    for randomize in (True, False):
-        env = VelocityEnv(spec, task, 6, seed=2, randomize=randomize)
+    task = dataclasses.replace(TaskConfig.load("velocity_flat", spec), reset_base_velocity=0.0)
+    for start in (True, False):
+        env = VelocityEnv(spec, task, 6, seed=2, start_at_command=start)
         env.reset(seed=2, stagger=False)
         s = env.world.read_state()
         moving = np.c_[s.base_lin_vel[:, :2], s.base_ang_vel[:, 2]]
-        expected = env.command if randomize else np.zeros_like(env.command)
-        np.testing.assert_allclose(moving, expected, atol=1e-6)
+        np.testing.assert_allclose(moving, env.command if start else 0.0, atol=1e-6)
         assert np.abs(env.command).max() > 0.3
         env.close()
 
 
-def test_follow_command_must_be_a_bool(tmp_path, monkeypatch):
-    import training.envs.velocity as velocity
-
-    data = yaml.safe_load(open("configs/tasks/velocity_flat.yaml"))
-    data["reset"]["follow_command"] = "yes"
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
-    monkeypatch.setattr(velocity, "TASKS_DIR", tmp_path)
-    with pytest.raises(Exception, match=r"bad\.yaml: reset\.follow_command: expected bool"):
-        TaskConfig.load("bad", RobotSpec.load("go2"))
+def test_start_at_command_must_be_a_bool_and_is_refused_for_isaaclab(tmp_path):
+    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
+    data["start_at_command"] = "yes"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match=r"bad\.yaml: start_at_command: expected bool"):
+        load_train_config(path)
+    data["start_at_command"] = True
+    path.write_text(yaml.safe_dump(data))
+    out = _cli("train", "--robot", "go2", "--backend", "isaaclab", "--config", str(path))
+    assert out.returncode == 2
+    assert "start_at_command: the IsaacLab backend resets with its own events" in out.stderr

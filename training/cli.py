@@ -59,12 +59,17 @@ def run_train(args: argparse.Namespace) -> int:
         per_iter = cfg.num_envs * cfg.steps_per_env
         cfg = load_train_config(cfg.source, {"max_iterations": max(1, math.ceil(args.steps / per_iter))})
     if args.backend == "isaaclab":
+        if cfg.start_at_command:
+            print(f"sac2real train: error: {cfg.source}: start_at_command: the IsaacLab backend resets "
+                  f"with its own events; set it to false there", file=sys.stderr)
+            return 2
         from training.envs.isaaclab import make_isaaclab_env
         env = make_isaaclab_env(spec, args.task, cfg.num_envs, device)
         eval_env = None
     else:
         threads = cfg.sim_threads or os.cpu_count() or 1
-        env = VelocityEnv(spec, task, cfg.num_envs, seed=args.seed, threads=threads)
+        env = VelocityEnv(spec, task, cfg.num_envs, seed=args.seed, threads=threads,
+                          start_at_command=cfg.start_at_command)
         eval_env = VelocityEnv(spec, task, cfg.eval_episodes, seed=args.seed + 1, threads=threads,
                                randomize=False, obs_noise=False)
     out = Path(args.out or f"runs/{spec.name}_{args.task}_{time.strftime('%Y%m%d_%H%M%S')}")

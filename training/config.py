@@ -38,6 +38,7 @@ class TrainConfig:
     symmetry: str = "none"
     exploration_scale: tuple[float, float] = (1.0, 1.0)
     command_relabel: float = 0.0
+    start_at_command: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,7 +53,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     root = Section(load_yaml(path), path)
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
-    root.allow(loop, ["exploration_noise", "exploration_scale", "symmetry", "command_relabel"])
+    root.allow(loop, ["exploration_noise", "exploration_scale", "symmetry", "command_relabel",
+                      "start_at_command"])
     algo = root.choice("algo", ALGOS)
     ints = {k: _positive_int(root, k) for k in loop[1:9]}
     ints.update(overrides or {})
@@ -68,7 +70,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        sac=_sac_config(root.sub("sac")),
                        symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"),
                        exploration_scale=_scale_range(root),
-                       command_relabel=root.number("command_relabel", low=0.0, high=1.0, default=0.0))
+                       command_relabel=root.number("command_relabel", low=0.0, high=1.0, default=0.0),
+                       start_at_command=root.get("start_at_command", bool, False))
 
 
 def _scale_range(sec: Section) -> tuple[float, float]:

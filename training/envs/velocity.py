@@ -43,7 +43,6 @@ class TaskConfig:
     reset_joint_scale: tuple[float, float]
     reset_base_velocity: float
     reset_yaw: float
-    reset_follow_command: bool = False
 
     @classmethod
     def load(cls, task: str, spec: RobotSpec) -> "TaskConfig":
@@ -61,7 +60,7 @@ class TaskConfig:
         dr = root.sub("domain_randomization")
         dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])
         reset = root.sub("reset")
-        reset.allow(["joint_pos_scale", "base_velocity", "yaw"], ["follow_command"])
+        reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
         return cls(
             name=task, height_scan=root.get("height_scan", bool, False),
             episode_length_s=root.number("episode_length_s", low=0.1),
@@ -74,8 +73,7 @@ class TaskConfig:
                 push_velocity=dr.number("push_velocity", low=0.0)),
             reset_joint_scale=reset.pair("joint_pos_scale"),
             reset_base_velocity=reset.number("base_velocity", low=0.0),
-            reset_yaw=reset.number("yaw", low=0.0),
-            reset_follow_command=reset.get("follow_command", bool, False))
+            reset_yaw=reset.number("yaw", low=0.0))
 
 
 def available_tasks() -> list[str]:
@@ -87,9 +85,11 @@ class VelocityEnv:
 
     def __init__(self, spec: RobotSpec, task: TaskConfig, num_envs: int, seed: int = 0,
                  threads: int = 1, randomize: bool = True, obs_noise: bool = True,
-                 commands: np.ndarray | None = None):
+                 commands: np.ndarray | None = None, start_at_command: bool = False):
         """`commands`: (num_envs, 3) held fixed instead of drawn from the spec's ranges (to ask a
-        policy what it does for one command at a time)."""
+        policy what it does for one command at a time). `start_at_command` (training envs only):
+        every episode starts already moving at its command, on top of the random reset velocity, so
+        the policy practises keeping up a motion (walking backward) it cannot yet start by itself."""
         if task.height_scan:
             raise ConfigError(TASKS_DIR / f"{task.name}.yaml", "height_scan",
                               "the MuJoCo backend has flat ground only; rough terrain needs IsaacLab")
@@ -101,6 +101,7 @@ class VelocityEnv:
         self.obs_dim = self.pipeline.dim
         self.action_low, self.action_high = self.action_map.low, self.action_map.high
         self.randomize, self.obs_noise = randomize, obs_noise
+        self.start_at_command = start_at_command
         self.fixed_commands = None if commands is None else np.broadcast_to(
             np.asarray(commands, dtype=np.float64), (num_envs, 3))
         self.max_steps = int(round(task.episode_length_s / spec.policy_dt))
@@ -236,13 +237,12 @@ class VelocityEnv:
         self.episode_track_err[envs] = 0.0
         self.episode_velocity[envs] = 0.0
         self._resample_commands(envs)
-        if task.reset_follow_command and self.randomize:
+        if self.start_at_command:
             self._start_at_command(envs, yaw)
         self.push_timer[envs] = rng.uniform(*task.randomization.push_interval_s, k)
 
     def _start_at_command(self, envs: np.ndarray, yaw: np.ndarray) -> None:
-        """Training only: a new episode starts already moving at its command (on top of the random
-        reset velocity), so the policy practises keeping up a motion it may not yet start by itself."""
+        """Add the command (body frame) to the reset velocity of the robots in `envs`."""
         c = self.command[envs]
         cos, sin = np.cos(yaw), np.sin(yaw)
         world_xy = np.stack([c[:, 0] * cos - c[:, 1] * sin, c[:, 0] * sin + c[:, 1] * cos], axis=1)
