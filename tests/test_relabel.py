@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
+from train_profiles import cpu_profile_with
 
 from deploy.spec import RobotSpec
 from training.config import load_train_config
@@ -142,9 +142,6 @@ def test_a_replay_saved_without_relabel_fields_is_refused(tmp_path):
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, "half"])
 def test_command_relabel_must_be_a_fraction(tmp_path, bad):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["command_relabel"] = bad
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", command_relabel=bad)
     with pytest.raises(Exception, match=r"bad\.yaml: command_relabel: "):
         load_train_config(path)

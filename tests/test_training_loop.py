@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
+from train_profiles import cpu_profile_with
 
 from deploy.spec import RobotSpec
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -183,21 +183,14 @@ def test_unknown_names_are_refused(args, message):
 
 
 def test_malformed_train_config_names_the_key(tmp_path):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["sac"]["actor_lr"] = "fast"
-    data["batchsize"] = 3
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", batchsize=3, sac={"actor_lr": "fast"})
     out = _cli("train", "--robot", "go2", "--config", str(path))
     assert out.returncode == 2
     assert "bad.yaml: batchsize: unknown key; did you mean 'batch_size'" in out.stderr
 
 
 def test_train_config_value_types_are_checked(tmp_path):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["sac"]["actor_hidden"] = [256, "wide"]
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", sac={"actor_hidden": [256, "wide"]})
     with pytest.raises(Exception, match=r"sac\.actor_hidden: expected a list of positive layer widths"):
         load_train_config(path)
 
@@ -205,35 +198,25 @@ def test_train_config_value_types_are_checked(tmp_path):
 @pytest.mark.parametrize("key,value,choices", [("exploration_noise", "brown", "white, pink"),
                                                 ("symmetry", "radial", "none, mirror")])
 def test_unknown_choice_names_the_choices(tmp_path, key, value, choices):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data[key] = value
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", **{key: value})
     with pytest.raises(Exception, match=rf"{key}: '{value}' is not one of: {choices}"):
         load_train_config(path)
 
 
 @pytest.mark.parametrize("bad", [[3.0, 0.5], [0.0, 1.0], [1.0]])
 def test_exploration_scale_must_be_an_ordered_positive_pair(tmp_path, bad):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["exploration_scale"] = bad
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", exploration_scale=bad)
     with pytest.raises(Exception, match=r"exploration_scale: expected \[low, high\] with 0 < low <= high"):
         load_train_config(path)
 
 
 def test_target_entropy_scale_may_be_negative_other_rates_may_not(tmp_path):
     """A negative scale is a target entropy above zero (a wider policy); a negative rate is a typo."""
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["sac"]["target_entropy_scale"] = -0.5
-    path = tmp_path / "wide.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "wide.yaml", sac={"target_entropy_scale": -0.5})
     cfg = load_train_config(path)
     agent = SAC(8, -np.ones(12), np.ones(12), cfg.sac)
     assert agent.temperature.target_entropy == pytest.approx(6.0)
-    data["sac"]["tau"] = -0.5
-    path.write_text(yaml.safe_dump(data))
+    cpu_profile_with(path, sac={"target_entropy_scale": -0.5, "tau": -0.5})
     with pytest.raises(Exception, match=r"sac\.tau: -0\.5 is outside the allowed range"):
         load_train_config(path)
 
@@ -299,14 +282,10 @@ def test_start_at_command_starts_episodes_moving_at_their_command():
 
 
 def test_start_at_command_must_be_a_bool_and_is_refused_for_isaaclab(tmp_path):
-    data = yaml.safe_load(open("configs/train/sac_cpu.yaml"))
-    data["start_at_command"] = "yes"
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = cpu_profile_with(tmp_path / "bad.yaml", start_at_command="yes")
     with pytest.raises(Exception, match=r"bad\.yaml: start_at_command: expected bool"):
         load_train_config(path)
-    data["start_at_command"] = True
-    path.write_text(yaml.safe_dump(data))
+    cpu_profile_with(path, start_at_command=True)
     out = _cli("train", "--robot", "go2", "--backend", "isaaclab", "--config", str(path))
     assert out.returncode == 2
     assert "start_at_command: the IsaacLab backend resets with its own events" in out.stderr

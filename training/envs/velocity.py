@@ -164,14 +164,14 @@ class VelocityEnv:
             sigma=self.task.tracking_sigma)
         terms = list(self.task.rewards)
         reward, parts = compute_rewards(terms, inputs, self.reward_scale)
+        pieces = self.command_reward.pieces(terms, parts, inputs, self.reward_scale, reward)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
-        self.episode_velocity += np.c_[state.base_lin_vel[:, :2], state.base_ang_vel[:, 2]]
+        self.episode_velocity += pieces["velocity"]
 
         done = terminated | truncated
         obs_before = self._observe(state)
-        info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()},
-                "relabel": self.command_reward.pieces(terms, parts, inputs, self.reward_scale, reward)}
+        info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()}, "relabel": pieces}
         finished = np.flatnonzero(done)
         if len(finished):
             info["episode"] = {
