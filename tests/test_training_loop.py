@@ -289,3 +289,24 @@ def test_start_at_command_must_be_a_bool_and_is_refused_for_isaaclab(tmp_path):
     out = _cli("train", "--robot", "go2", "--backend", "isaaclab", "--config", str(path))
     assert out.returncode == 2
     assert "start_at_command: the IsaacLab backend resets with its own events" in out.stderr
+
+
+def test_a_go2_sitting_on_its_rear_thighs_is_a_fall():
+    """The pose a CPU-trained Go2 learned for backward commands (recorded from it): rear hips and thighs
+    on the ground, base 0.22 m high and pitched just under the tilt limit. Neither the tilt nor the height
+    rule catches it, so only the hip/thigh contact rule of the spec makes it a fall; a standing robot
+    beside it is not one."""
+    spec = RobotSpec.load("go2")
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 2, seed=0, randomize=False,
+                      obs_noise=False)
+    env.reset(seed=0, stagger=False)
+    sitting = np.array([0.833, -0.868, 0.12, 1.003, 0.809, 2.0, -0.493, -0.42, -1.602, -2.532, -2.597, -2.627])
+    pose = np.stack([sitting, spec.default_pos])
+    env.world.reset(np.arange(2), joint_pos=pose, base_pos=np.array([[0, 0, 0.222], [0, 0, 0.4]]),
+                    base_quat=np.array([[0.881, -0.105, -0.461, 0.013], [1.0, 0, 0, 0]]))
+    gravity = env.pipeline.compute(env.world.read_state(), env.command, env.action)[:, 6:9]
+    assert np.arccos(-gravity[0, 2]) < spec.termination.max_tilt
+    assert env.world.base_pos[0, 2] > spec.termination.min_base_height
+    result = env.step((pose - spec.default_pos) / spec.action_scale)
+    assert result.terminated.tolist() == [True, False]
+    env.close()

@@ -309,7 +309,7 @@ class SimFleet:
         st = self.world.read_state()
         terminate, _, feet = self.world.contacts()
         return {"state": st, "base_pos": self.world.base_pos, "torque": self.world.joint_torque,
-                "base_contact": terminate, "feet": feet}
+                "fall_contact": terminate, "feet": feet}
 
     def close(self) -> None:
         self.world.close()
