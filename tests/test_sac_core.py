@@ -216,6 +216,25 @@ def test_update_changes_every_part_and_stays_finite():
     assert all(math.isfinite(float(v)) for v in logs.values())
 
 
+def test_a_loaded_state_keeps_the_loading_agents_learning_rates():
+    """Resuming or fine-tuning with other rates must use them; Adam's moments come from the state."""
+    torch.manual_seed(0)
+    small = dict(actor_hidden=(16,), critic_hidden=(16,))
+    source = SAC(4, -np.ones(2), np.ones(2), SACConfig(**small))
+    buf = ReplayBuffer(64, 4, 4, 2)
+    for _ in range(16):
+        buf.add(torch.randn(4, 4), torch.rand(4, 2), torch.randn(4), torch.randn(4, 4),
+                torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    source.update(buf.sample(32, 3, 0.97))
+    target = SAC(4, -np.ones(2), np.ones(2), SACConfig(actor_lr=1e-5, critic_lr=2e-5, alpha_lr=3e-6, **small))
+    target.load_full_state(source.full_state())
+    assert [g["lr"] for o in (target.actor_opt, target.critic_opt, target.alpha_opt)
+            for g in o.param_groups] == [1e-5, 2e-5, 3e-6]
+    for name in ("actor_opt", "critic_opt"):
+        a, b = getattr(source, name).state_dict()["state"], getattr(target, name).state_dict()["state"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+
+
 def test_bf16_update_follows_the_fp32_update():
     """Mixed precision is a speed switch, not another algorithm: one update from the same state
     moves the parameters in nearly the same direction as the fp32 update."""

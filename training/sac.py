@@ -154,7 +154,13 @@ class SAC(nn.Module):
                 "critic_opt": self.critic_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict()}
 
     def load_full_state(self, state: dict) -> None:
+        """Restore weights and optimizer moments; the learning rates stay this agent's config, so a
+        run resumed (or fine-tuned) with other rates uses them instead of the checkpoint's."""
         self.load_state_dict(state["model"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        cfg = self.cfg
+        for opt, key, lr in ((self.actor_opt, "actor_opt", cfg.actor_lr),
+                             (self.critic_opt, "critic_opt", cfg.critic_lr),
+                             (self.alpha_opt, "alpha_opt", cfg.alpha_lr)):
+            opt.load_state_dict(state[key])
+            for group in opt.param_groups:
+                group["lr"] = lr
