@@ -200,13 +200,19 @@ def test_normalizer_matches_the_batch_statistics():
     assert torch.allclose(norm.var, data.var(0, unbiased=False), rtol=1e-4)
 
 
-def test_update_changes_every_part_and_stays_finite():
-    torch.manual_seed(0)
-    agent = SAC(4, -np.ones(2), np.ones(2), SACConfig(actor_hidden=(16,), critic_hidden=(16,)))
+def _random_buffer() -> ReplayBuffer:
+    """64 random transitions of 4 envs (obs 4, actions 2), none ending: enough to sample updates."""
     buf = ReplayBuffer(64, 4, 4, 2)
     for _ in range(16):
         buf.add(torch.randn(4, 4), torch.rand(4, 2), torch.randn(4), torch.randn(4, 4),
                 torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    return buf
+
+
+def test_update_changes_every_part_and_stays_finite():
+    torch.manual_seed(0)
+    agent = SAC(4, -np.ones(2), np.ones(2), SACConfig(actor_hidden=(16,), critic_hidden=(16,)))
+    buf = _random_buffer()
     before = {k: v.clone() for k, v in agent.state_dict().items()}
     logs = agent.update(buf.sample(32, 3, 0.97))
     after = agent.state_dict()
@@ -221,10 +227,7 @@ def test_a_loaded_state_keeps_the_loading_agents_learning_rates():
     torch.manual_seed(0)
     small = dict(actor_hidden=(16,), critic_hidden=(16,))
     source = SAC(4, -np.ones(2), np.ones(2), SACConfig(**small))
-    buf = ReplayBuffer(64, 4, 4, 2)
-    for _ in range(16):
-        buf.add(torch.randn(4, 4), torch.rand(4, 2), torch.randn(4), torch.randn(4, 4),
-                torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    buf = _random_buffer()
     source.update(buf.sample(32, 3, 0.97))
     target = SAC(4, -np.ones(2), np.ones(2), SACConfig(actor_lr=1e-5, critic_lr=2e-5, alpha_lr=3e-6, **small))
     target.load_full_state(source.full_state())
