@@ -33,6 +33,8 @@ class ActionMap:
         return 0.5 * (self.high - self.low)
 
     def joint_targets(self, action: np.ndarray) -> np.ndarray:
-        """Joint position targets (policy order) for env actions of shape (..., J)."""
+        """Joint position targets (policy order) for env actions of shape (..., J). Clamped with
+        maximum/minimum, not np.clip: the same result, and on the control tick np.clip's extra
+        Python layer costs tens of microseconds when the loop wakes with cold caches."""
         target = self.default + self.scale * np.asarray(action, dtype=np.float64)
-        return np.clip(target, self.soft_lower, self.soft_upper)
+        return np.minimum(np.maximum(target, self.soft_lower), self.soft_upper)

@@ -16,7 +16,9 @@ from deploy.observations import RobotState
 
 @dataclass
 class StateSample:
-    """One reading of the robot (batch 1 arrays in `state`, leading axis of length 1)."""
+    """One reading of the robot (batch 1 arrays in `state`, leading axis of length 1). A snapshot:
+    a backend never writes into the arrays of a sample it has handed out (the Controller keeps
+    samples across ticks and the replay writer encodes them on its own thread)."""
 
     state: RobotState
     joint_torque: np.ndarray        # (J,) measured or estimated joint torque, N m

@@ -294,6 +294,9 @@ def test_every_completed_transition_goes_to_the_replay_writer(spec, bundle, tmp_
     n = len(data)
     assert n == 41, n                     # 40 policy ticks after the first + the one that ends it
     np.testing.assert_array_equal(data.next_obs[:-1], data.obs[1:])
+    # the writer encodes later, on its own thread: the state it records is the one observed
+    rel = data.next_obs[:, ctrl.pipeline.layout.slice("joint_pos_rel")]
+    np.testing.assert_allclose(data.fields["joint_pos"], rel + spec.default_pos, atol=1e-5)
     assert data.contiguous[1:].all()
     assert not data.terminated.any()
     assert data.truncated[-1] and not data.truncated[:-1].any()

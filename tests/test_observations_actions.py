@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from deploy.action_map import ActionMap
-from deploy.observations import ObservationPipeline, RobotState, projected_gravity
+from deploy.observations import (ObservationPipeline, RobotState, projected_gravity,
+                                 quat_rotate_inverse)
 from deploy.spec import JointSpec, RobotSpec
 
 
@@ -85,6 +86,23 @@ def test_projected_gravity_for_known_attitudes():
     roll = np.pi / 2    # +90 deg about +x: body y points up, gravity along body -y
     q = np.array([[np.cos(roll / 2), np.sin(roll / 2), 0, 0]])
     assert np.allclose(projected_gravity(q), [[0, -1, 0]], atol=1e-12)
+
+
+def test_projected_gravity_equals_rotating_world_gravity_into_the_body_frame():
+    q = np.random.default_rng(3).normal(size=(64, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    down = np.tile([0.0, 0.0, -1.0], (64, 1))
+    np.testing.assert_allclose(projected_gravity(q), quat_rotate_inverse(q, down), atol=1e-12)
+
+
+@pytest.mark.parametrize("rows, cols", [(3, 11), (2, 12)])
+def test_a_term_of_the_wrong_shape_is_named(rows, cols):
+    spec = RobotSpec.load("go2", check_mjcf=False)
+    st = _state(spec)
+    st.joint_vel = np.zeros((rows, cols))
+    with pytest.raises(ValueError, match=rf"joint_vel_rel has shape \({rows}, {cols}\), "
+                                         rf"expected \(3, 12\)"):
+        ObservationPipeline(spec).compute(st, np.zeros((3, 3)), np.zeros((3, 12)))
 
 
 def test_training_noise_is_uniform_within_the_spec_bounds():

@@ -87,7 +87,7 @@ class TransitionLayout:
         for f in fields:
             if f.fill is not None and f.fill != "now":
                 self._template[f.name] = f.fill
-        self._local = threading.local()   # each producing thread reuses its own record
+        self._local = threading.local()   # each encoding thread reuses its own record
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, obs: ObservationLayout) -> "TransitionLayout":
@@ -131,24 +131,34 @@ class TransitionLayout:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def encode(self, values: Mapping[str, Any]) -> bytes:
-        """One record's payload. Refuses unknown names, missing required fields and wrong shapes
+        """One record's payload (ValueError as for `check`)."""
+        self.check(values)
+        return self.encode_checked(values)
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Refuses unknown names, missing required fields, wrong shapes and over-long policy ids
         with a ValueError: those are controller bugs that sim2sim, which runs the same code, finds
-        before the robot does."""
+        before the robot does. Plain Python and no copies: the loop calls it every tick."""
+        for name, value in values.items():
+            f = self._by_name.get(name)
+            if f is None:
+                raise ValueError(f"transition has no field '{name}' (fields: {', '.join(self.names)})")
+            if name == "policy_id":
+                self._policy_id_bytes(value)
+            elif getattr(value, "shape", None) != f.shape and not (
+                    isinstance(value, (int, float)) and not f.shape) and np.shape(value) != f.shape:
+                raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
+                                 f"expected {f.shape}")
         missing = self._required.difference(values)
         if missing:
             raise ValueError(f"transition is missing required fields: {', '.join(sorted(missing))}")
+
+    def encode_checked(self, values: Mapping[str, Any]) -> bytes:
+        """The payload of values that passed `check` (the replay writer's thread calls this)."""
         rec, views = self._scratch()
         rec[...] = self._template
         for name, value in values.items():
-            view = views.get(name)
-            if view is None:
-                raise ValueError(f"transition has no field '{name}' (fields: {', '.join(self.names)})")
-            if name == "policy_id":
-                value = self._policy_id_bytes(value)
-            elif getattr(value, "shape", None) != view.shape and np.shape(value) != view.shape:
-                raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
-                                 f"expected {view.shape}")
-            view[...] = value
+            views[name][...] = self._policy_id_bytes(value) if name == "policy_id" else value
         if "time_ns" not in values:
             views["time_ns"][...] = time.monotonic_ns()
         return rec.tobytes()

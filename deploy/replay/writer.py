@@ -1,8 +1,8 @@
 """The replay writer: a thread that turns the control loop's transitions into segment files.
 
-The loop calls `append(...)` once per tick. It encodes the record on the caller's thread (a copy:
-the controller may reuse its arrays at the next tick) and puts the bytes on a bounded deque; no lock
-is taken and nothing waits on the disk. When the deque is full the transition is dropped and
+The loop calls `append(...)` once per tick. It checks the fields' names and shapes on the caller's
+thread and puts them, uncopied, on a bounded deque (the Controller's arrays are new every tick);
+this thread encodes them into records. No lock is taken and nothing waits on the disk. When the deque is full the transition is dropped and
 counted, and the count travels in every later record (`dropped`) so a learner knows where the
 stream has holes.
 
@@ -93,7 +93,7 @@ class ReplayWriter:
         self.max_batch = max_batch
         self.header_extra = {"host": socket.gethostname(), "pid": os.getpid(),
                              **(header_extra or {})}
-        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
         self._closing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,13 +124,17 @@ class ReplayWriter:
     # ---- the control loop's side -------------------------------------------------------
     def append(self, **fields: Any) -> bool:
         """Queue one transition; never blocks. False when it was dropped (queue full, closed).
-        Field names and shapes are those of the layout (ValueError on a mismatch)."""
+        Field names and shapes are those of the layout (ValueError on a mismatch). The arrays are
+        kept, not copied, until this writer's thread encodes them: the caller must not write into
+        them afterwards (the Controller's are new every tick; backend samples are snapshots)."""
         if self._closing or len(self._queue) >= self.queue_size:
             self._dropped += 1
             return False
+        self.layout.check(fields)
+        now = time.monotonic_ns()
         fields["dropped"] = self._dropped
-        payload = self.layout.encode(fields)
-        self._queue.append((time.monotonic_ns(), payload))
+        fields.setdefault("time_ns", now)
+        self._queue.append((now, fields))
         self._enqueued += 1
         return True
 
@@ -239,8 +243,9 @@ class ReplayWriter:
         self._finish()
 
     def _take(self) -> list[tuple[int, bytes]]:
-        q = self._queue
-        return [q.popleft() for _ in range(min(len(q), self.max_batch))]
+        q, encode = self._queue, self.layout.encode_checked
+        batch = [q.popleft() for _ in range(min(len(q), self.max_batch))]
+        return [(t, encode(fields)) for t, fields in batch]
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
         """Write a batch, rotating segments so none grows past segment_bytes. On OSError the
