@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from train_profiles import cpu_profile_with
 
 from deploy.observations import projected_gravity
 from deploy.spec import RobotSpec
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig, load_train_config
 from training.envs.gym_adapter import GymVecEnv
 from training.envs.velocity import TaskConfig, VelocityEnv
@@ -171,6 +172,36 @@ def _random_policy_returns() -> list[float]:
 # ---- bad input ------------------------------------------------------------------------------
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True)
+
+
+def test_sigterm_checkpoints_the_iteration_it_stopped_at_and_the_run_resumes_there(tmp_path):
+    """A session's end or a scheduler's SIGTERM must not cost the iterations since the last
+    periodic checkpoint (every 1000 here, never reached)."""
+    cfg = cpu_profile_with(tmp_path / "tiny.yaml", num_envs=4, steps_per_env=4, batch_size=32,
+                           updates_per_iteration=2, learning_starts=1, buffer_size=20000,
+                           eval={"interval": 1000, "episodes": 1},
+                           checkpoint={"interval": 1000, "keep": 2},
+                           sac={"actor_hidden": [32, 32], "critic_hidden": [32, 32]})
+    out = tmp_path / "run"
+    train = [sys.executable, "-m", "deploy.cli", "train", "--robot", "go2", "--config", str(cfg),
+             "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([*train, "--steps", "10000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("it "):        # a log line every 50 iterations: it is training
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    latest = out / "checkpoints" / "latest.pt"
+    stopped = load_checkpoint(resolve_checkpoint(latest), RobotSpec.load("go2"))
+    it = stopped["progress"]["iteration"]
+    assert it >= 50 and f"stopped by SIGTERM at iteration {it}" in stdout
+
+    resumed = _cli(*train[3:], "--resume", str(latest), "--steps", str((it + 2) * 16))
+    assert resumed.returncode == 0, resumed.stderr
+    again = load_checkpoint(resolve_checkpoint(latest), RobotSpec.load("go2"))
+    assert again["progress"]["iteration"] == it + 2
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -89,8 +90,12 @@ def run_train(args: argparse.Namespace) -> int:
     except NonFiniteError as exc:
         print(f"sac2real train: stopped: {exc}", file=sys.stderr)
         return 3
-    print(f"done: {trainer.progress.env_steps} env steps, {trainer.progress.updates} updates; "
-          f"checkpoints in {out / 'checkpoints'}")
+    p = trainer.progress
+    if p.stopped_by:
+        print(f"stopped by {p.stopped_by} at iteration {p.iteration} ({p.env_steps} env steps); "
+              f"continue with --resume {out / 'checkpoints' / 'latest.pt'}")
+        return 128 + signal.Signals[p.stopped_by].value
+    print(f"done: {p.env_steps} env steps, {p.updates} updates; checkpoints in {out / 'checkpoints'}")
     return 0
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,33 @@ class Progress:
     wall_time: float = 0.0
     best_eval: float = -math.inf
     recent_returns: list = field(default_factory=list)
+    stopped_by: str | None = None     # the signal that ended the run early (checkpointed)
+
+
+class StopRequest:
+    """SIGINT or SIGTERM while training: finish the iteration, checkpoint and return, so that a
+    job killed by a scheduler, a session's end or Ctrl-C loses nothing. A second SIGINT
+    interrupts at once. Only the main thread can receive signals; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"{self.signal}: stopping after this iteration and writing a checkpoint", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class Trainer:
@@ -76,19 +105,21 @@ class Trainer:
         bar = tqdm(total=end, initial=p.iteration, disable=not show_progress, unit="it",
                    dynamic_ncols=True)
         try:
-            while p.iteration < end:
-                t0 = time.perf_counter()
-                env_logs = self._collect()
-                t1 = time.perf_counter()
-                logs = self._learn()
-                t2 = time.perf_counter()
-                p.iteration += 1
-                p.wall_time += t2 - t0
-                self._log(writer, bar, logs, env_logs, t1 - t0, t2 - t1)
-                if self.eval_env is not None and p.iteration % cfg.eval_interval == 0:
-                    self._evaluate(writer)
-                if p.iteration % cfg.checkpoint_interval == 0 or p.iteration == end:
-                    self.save()
+            with StopRequest() as stop:
+                while p.iteration < end and stop.signal is None:
+                    t0 = time.perf_counter()
+                    env_logs = self._collect()
+                    t1 = time.perf_counter()
+                    logs = self._learn()
+                    t2 = time.perf_counter()
+                    p.iteration += 1
+                    p.wall_time += t2 - t0
+                    self._log(writer, bar, logs, env_logs, t1 - t0, t2 - t1)
+                    if self.eval_env is not None and p.iteration % cfg.eval_interval == 0:
+                        self._evaluate(writer)
+                    if p.iteration % cfg.checkpoint_interval == 0 or p.iteration == end or stop.signal:
+                        self.save()
+                p.stopped_by = stop.signal
         finally:
             bar.close()
             writer.close()
