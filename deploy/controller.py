@@ -37,8 +37,8 @@ Public API (for the ROS 2 node and sim2sim; everything else is internal):
                                      stages_us {state, obs, inference, safety, command, replay,
                                      tick: p50/p99/p99.9/max/mean/n}, period_ms, jitter_ms,
                                      overruns, missed_deadlines, ticks_over_budget}, replay
-                                     {enqueued, dropped, written, queue_depth, io_errors, alive,
-                                     skipped} or None, safety {counts, last_events, last_fatal},
+                                     {enqueued, dropped, malformed, written, queue_depth,
+                                     io_errors, alive, skipped} or None, safety {counts, last_events, last_fatal},
                                      transitions (the last 10 mode changes with their reason)
     on_tick                          optional callable(controller) run after every tick (tests,
                                      sim2sim, benches; keep it short: it runs in the loop)
@@ -489,7 +489,8 @@ class Controller:
         rs = None
         if self.replay is not None:
             w = self.replay.stats()
-            rs = {"enqueued": w.enqueued, "dropped": w.dropped, "written": w.written,
+            rs = {"enqueued": w.enqueued, "dropped": w.dropped, "malformed": w.malformed,
+                  "written": w.written,
                   "queue_depth": w.queue_depth, "io_errors": w.io_errors, "alive": w.alive,
                   "skipped": self.replay_skipped}
         with self._lock:

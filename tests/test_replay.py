@@ -143,6 +143,20 @@ def test_sessions_append_and_cursor_skips_what_was_read(tmp_path, layout):
     assert len(reader.load(after=Cursor(1, 19)).obs) == 0
 
 
+def test_a_malformed_transition_is_dropped_by_the_writer_not_raised_in_the_loop(tmp_path, layout):
+    bad = {**synthetic_transition(layout, 1), "action": np.zeros(11, np.float32)}
+    with ReplayWriter(tmp_path, layout) as writer:
+        assert writer.append(**synthetic_transition(layout, 0))
+        assert writer.append(**bad)                  # the loop's call returns at once
+        assert writer.append(**synthetic_transition(layout, 2))
+    stats = writer.stats()
+    assert (stats.written, stats.malformed, stats.dropped) == (2, 1, 1)
+    assert "'action' has shape (11,), expected (12,)" in stats.last_error
+    data = ReplayReader(tmp_path).load()
+    assert list(data.obs[:, 0]) == [0.0, 2.0]
+    assert list(data.fields["dropped"]) == [0, 1]     # the hole is visible to a learner
+
+
 def test_queue_full_drops_are_counted_and_recorded(tmp_path, layout):
     writer = ReplayWriter(tmp_path, layout, queue_size=10)
     accepted = [writer.append(**synthetic_transition(layout, i)) for i in range(25)]

@@ -1,8 +1,9 @@
 """The replay writer: a thread that turns the control loop's transitions into segment files.
 
-The loop calls `append(...)` once per tick. It checks the fields' names and shapes on the caller's
-thread and puts them, uncopied, on a bounded deque (the Controller's arrays are new every tick);
-this thread encodes them into records. No lock is taken and nothing waits on the disk. When the deque is full the transition is dropped and
+The loop calls `append(...)` once per tick. It puts the fields, unchecked and uncopied, on a bounded
+deque (the Controller's arrays are new every tick); this thread checks them against the layout and
+encodes them into records. No lock is taken, nothing waits on the disk, and a malformed transition
+is dropped and counted here instead of raising in the loop. When the deque is full the transition is dropped and
 counted, and the count travels in every later record (`dropped`) so a learner knows where the
 stream has holes.
 
@@ -53,7 +54,8 @@ class WriterStats:
 
     session: int
     enqueued: int           # transitions accepted by append()
-    dropped: int            # transitions refused because the queue was full (or the writer closed)
+    dropped: int            # transitions lost: queue full, writer closed, or malformed
+    malformed: int          # of those, refused by the layout check (last_error names the field)
     written: int            # records handed to the kernel
     synced: int             # records known to be on disk (fdatasync returned)
     queue_depth: int        # records waiting for the writer thread
@@ -101,7 +103,7 @@ class ReplayWriter:
         # counters (each written by one thread only)
         self._enqueued = self._dropped = 0
         self._written = self._synced = self._bytes = 0
-        self._sealed = self._retired = self._io_errors = 0
+        self._sealed = self._retired = self._io_errors = self._malformed = 0
         self._last_error: str | None = None
         # the open segment (writer thread only)
         self._fd: int | None = None
@@ -123,14 +125,15 @@ class ReplayWriter:
 
     # ---- the control loop's side -------------------------------------------------------
     def append(self, **fields: Any) -> bool:
-        """Queue one transition; never blocks. False when it was dropped (queue full, closed).
-        Field names and shapes are those of the layout (ValueError on a mismatch). The arrays are
-        kept, not copied, until this writer's thread encodes them: the caller must not write into
-        them afterwards (the Controller's are new every tick; backend samples are snapshots)."""
+        """Queue one transition; never blocks and never raises. False when it was dropped (queue
+        full, closed). This writer's thread checks the names and shapes against the layout and
+        encodes the record; a malformed transition is dropped and counted there (stats: malformed,
+        last_error), so a logging bug costs records, never the control loop. The arrays are kept,
+        not copied: the caller must not write into them afterwards (the Controller's are new
+        every tick; backend samples are snapshots)."""
         if self._closing or len(self._queue) >= self.queue_size:
             self._dropped += 1
             return False
-        self.layout.check(fields)
         now = time.monotonic_ns()
         fields["dropped"] = self._dropped
         fields.setdefault("time_ns", now)
@@ -147,8 +150,9 @@ class ReplayWriter:
             except IndexError:
                 continue
         lag = 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
-        return WriterStats(self.session, self._enqueued, self._dropped + self._lost, self._written,
-                           self._synced,
+        return WriterStats(self.session, self._enqueued,
+                           self._dropped + self._lost + self._malformed, self._malformed,
+                           self._written, self._synced,
                            len(self._queue) + len(self._pending), lag, self._bytes, self._sealed,
                            self._retired, self._io_errors, self._last_error,
                            self._thread is not None and self._thread.is_alive())
@@ -243,9 +247,21 @@ class ReplayWriter:
         self._finish()
 
     def _take(self) -> list[tuple[int, bytes]]:
-        q, encode = self._queue, self.layout.encode_checked
-        batch = [q.popleft() for _ in range(min(len(q), self.max_batch))]
-        return [(t, encode(fields)) for t, fields in batch]
+        q, layout = self._queue, self.layout
+        out = []
+        for _ in range(min(len(q), self.max_batch)):
+            t, fields = q.popleft()
+            try:
+                layout.check(fields)
+            except ValueError as exc:
+                self._malformed += 1
+                self._last_error = f"malformed transition dropped: {exc}"
+                if self._malformed == 1:
+                    log.error("replay session %d: %s", self.session, self._last_error)
+                continue
+            fields["dropped"] += self._malformed
+            out.append((t, layout.encode_checked(fields)))
+        return out
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
         """Write a batch, rotating segments so none grows past segment_bytes. On OSError the
