@@ -399,7 +399,7 @@ class PolicyRunner(Node):
         mode = d["mode"]
         why = d["transitions"][-1]["why"] if d["transitions"] else ""
         faulted = mode == "DAMPING" and why.startswith("safety fault")
-        level = 2 if faulted else 1 if mode == "DAMPING" else 0
+        level = 2 if faulted else 1 if mode == "DAMPING" or replay.get("malformed") else 0
         values = {
             "mode": mode, "tick": d["tick"], "policy_id": d["policy_id"] or "",
             "command": ",".join(f"{c:.3f}" for c in d["command"]),
@@ -410,6 +410,7 @@ class PolicyRunner(Node):
             "state_age_ms": d["state_age_ms"],
             "replay_enabled": bool(d["replay"]), "replay_dropped": replay.get("dropped", 0),
             "replay_written": replay.get("written", 0),
+            "replay_malformed": replay.get("malformed", 0),
             "safety_events": json.dumps(safety.get("counts", {}), sort_keys=True),
             "last_safety_event": json.dumps(last) if last else "",
             "last_request": json.dumps(d["last_request"]),
@@ -418,8 +419,10 @@ class PolicyRunner(Node):
         }
         if base_pos is not None:
             values["base_pos"] = ",".join(f"{x:.4f}" for x in base_pos)
-        statuses = [{"name": "policy_runner: controller", "level": level,
-                     "message": f"{mode} ({why})" if mode == "DAMPING" else mode,
+        message = f"{mode} ({why})" if mode == "DAMPING" else mode
+        if replay.get("malformed"):
+            message += f"; replay dropped {replay['malformed']} malformed transitions"
+        statuses = [{"name": "policy_runner: controller", "level": level, "message": message,
                      "values": values}]
         bdiag = getattr(self.backend, "diagnostics", None)
         if callable(bdiag):
