@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -87,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run: {spec.name} on {args.backend}{' (lockstep)' if not realtime else ''}, policy "
           f"{bundle.id}, command {applied}", file=sys.stderr)
     sys.setswitchinterval(0.001)     # a waiting loop thread gets the GIL sooner
+    signal.signal(signal.SIGTERM, _interrupt)     # `kill`, systemd, a launcher: damp as for Ctrl-C
     try:
         if realtime:
             _run_realtime(ctrl, backend, args.duration, Mode, args.rt_priority)
@@ -108,6 +110,10 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({k: d[k] for k in ("mode", "tick", "policy_id", "state_age_ms", "loop",
                                         "replay", "safety", "transitions")}, indent=1))
     return 0 if not d["safety"]["last_fatal"] else 1
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_realtime(ctrl, backend, duration, Mode, rt_priority=None) -> None:

@@ -5,6 +5,9 @@ they say and never record a verdict; `sac2real run` runs headless and says why t
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +210,25 @@ def test_run_fast_lockstep(bundle_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["transitions"][0]["to"] == "STAND" and out["transitions"][1]["to"] == "POLICY"
     assert code in (0, 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_damps_the_robot_before_it_exits(bundle_dir, sig):
+    """`kill` (systemd, a launcher) or Ctrl-C while the policy walks: the loop goes to DAMPING
+    and the run reports it, instead of the process vanishing with the last targets held."""
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "run", "--robot", "go2",
+                             "--policy", str(bundle_dir), "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if " POLICY " in line:             # a status line: the policy drives
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert "run: interrupted, damping" in err
+    report = json.loads(out)
+    assert report["mode"] == "DAMPING"
+    assert [t["to"] for t in report["transitions"]][-2:] == ["POLICY", "DAMPING"]
+    assert proc.returncode == 0
 
 
 def _stand_from(spec, start, seed: int, passive_s: float):
