@@ -38,7 +38,8 @@ Public API (for the ROS 2 node and sim2sim; everything else is internal):
                                      tick: p50/p99/p99.9/max/mean/n}, period_ms, jitter_ms,
                                      overruns, missed_deadlines, ticks_over_budget}, replay
                                      {enqueued, dropped, malformed, written, queue_depth,
-                                     io_errors, alive, skipped} or None, safety {counts, last_events, last_fatal},
+                                     io_errors, alive, skipped} or None, safety {counts,
+                                     last_events, last_fatal},
                                      transitions (the last 10 mode changes with their reason)
     on_tick                          optional callable(controller) run after every tick (tests,
                                      sim2sim, benches; keep it short: it runs in the loop)
@@ -490,9 +491,8 @@ class Controller:
         if self.replay is not None:
             w = self.replay.stats()
             rs = {"enqueued": w.enqueued, "dropped": w.dropped, "malformed": w.malformed,
-                  "written": w.written,
-                  "queue_depth": w.queue_depth, "io_errors": w.io_errors, "alive": w.alive,
-                  "skipped": self.replay_skipped}
+                  "written": w.written, "queue_depth": w.queue_depth, "io_errors": w.io_errors,
+                  "alive": w.alive, "skipped": self.replay_skipped}
         with self._lock:
             pending = self._request.value if self._request else None
         return {

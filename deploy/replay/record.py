@@ -137,16 +137,15 @@ class TransitionLayout:
 
     def check(self, values: Mapping[str, Any]) -> None:
         """Refuses unknown names, missing required fields, wrong shapes and over-long policy ids
-        with a ValueError: those are controller bugs that sim2sim, which runs the same code, finds
-        before the robot does. Plain Python and no copies: the loop calls it every tick."""
+        with a ValueError naming the field (the replay writer's thread drops and counts such a
+        transition; the Controller's replay tests find the bug before the robot does)."""
         for name, value in values.items():
             f = self._by_name.get(name)
             if f is None:
                 raise ValueError(f"transition has no field '{name}' (fields: {', '.join(self.names)})")
             if name == "policy_id":
                 self._policy_id_bytes(value)
-            elif getattr(value, "shape", None) != f.shape and not (
-                    isinstance(value, (int, float)) and not f.shape) and np.shape(value) != f.shape:
+            elif getattr(value, "shape", None) != f.shape and np.shape(value) != f.shape:
                 raise ValueError(f"transition field '{name}' has shape {np.shape(value)}, "
                                  f"expected {f.shape}")
         missing = self._required.difference(values)

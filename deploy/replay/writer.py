@@ -3,9 +3,9 @@
 The loop calls `append(...)` once per tick. It puts the fields, unchecked and uncopied, on a bounded
 deque (the Controller's arrays are new every tick); this thread checks them against the layout and
 encodes them into records. No lock is taken, nothing waits on the disk, and a malformed transition
-is dropped and counted here instead of raising in the loop. When the deque is full the transition is dropped and
-counted, and the count travels in every later record (`dropped`) so a learner knows where the
-stream has holes.
+is dropped and counted here instead of raising in the loop. When the deque is full the transition
+is dropped and counted too, and the count travels in every later record (`dropped`) so a learner
+knows where the stream has holes.
 
 Durability policy: a record is handed to the kernel (`os.write`) within `poll_s` of its append,
 so a crash of this process (SIGKILL, an exception) loses only what is still queued; it reaches the
