@@ -9,6 +9,9 @@
 - a 50 Hz loop appending one transition per tick while the writer fsyncs after every write and
   rotates small segments, and another process keeps the disk busy with large fsynced writes:
   the worst append() time and missed deadlines, next to the same loop without a writer;
+- a 50 Hz loop appending while the disk is full (the file size limit of a child process), lifted
+  after 60 % of the ticks: the worst append() time, missed deadlines, and how many records were
+  still dropped after the disk had room again (the writer retries every 0.1 s);
 - SIGKILL trials (deploy.replay.crashtest) with their counts.
 
     python3 bench/replay.py [--records 150000] [--reps 3] [--kill-trials 200] [--loop-s 10]
@@ -32,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from deploy.observations import ObservationPipeline  # noqa: E402
 from deploy.replay import ReplayReader, ReplayWriter, TransitionLayout  # noqa: E402
-from deploy.replay.crashtest import kill_trials, synthetic_transition  # noqa: E402
+from deploy.replay.crashtest import disk_full_loop, kill_trials, synthetic_transition  # noqa: E402
 from deploy.replay.segment import list_segments  # noqa: E402
 from deploy.spec import RobotSpec  # noqa: E402
 
@@ -186,6 +189,24 @@ def loop_50hz(directory: Path, layout: TransitionLayout, seconds: float, with_wr
     return out
 
 
+def loop_50hz_full_disk(directory: Path, layout: TransitionLayout, seconds: float) -> dict:
+    ticks = max(150, int(seconds / 0.02))   # the 24 KiB limit fills within the first ~60 ticks
+    lifted_at = int(0.6 * ticks)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=disk_full_loop, args=(str(directory), layout, 24 * 1024, ticks,
+                                                       lifted_at, send))
+    child.start()
+    r = receive.recv()
+    child.join(10)
+    during, final = r["during"], r["final"]
+    return {"ticks": ticks, "lifted_at_tick": lifted_at, "missed_deadlines": r["misses"],
+            "worst_append_us": round(r["worst_append_s"] * 1e6, 1),
+            "worst_append_vs_period": round(r["worst_append_s"] / 0.02, 5),
+            "dropped_while_full": during.dropped, "dropped_after_room": final.dropped - during.dropped,
+            "written": final.written, "io_errors": during.io_errors}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=150_000)
@@ -217,6 +238,9 @@ def main() -> None:
         (root / "loop1").mkdir()
         loaded = loop_50hz(root / "loop1", layout, args.loop_s, with_writer=True)
         result["loop_50hz"] = {"with_writer": loaded, "without_writer": baseline}
+        progress(f"50 Hz loop for {args.loop_s} s with the disk full for its first 60 %")
+        (root / "full").mkdir()
+        result["loop_50hz_full_disk"] = loop_50hz_full_disk(root / "full", layout, args.loop_s)
         result["sigkill"] = kills
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "(default mujoco)")
     p.add_argument("--network-interface", help="network interface of the robot (unitree backend)")
     p.add_argument("--domain", type=int, help="DDS domain (unitree and ros2 backends)")
-    p.add_argument("--policy", required=True, help="bundle folder, ID, ROBOT/ID or ID prefix")
+    p.add_argument("--policy", required=True, help="current (the robot's current bundle), bundle folder, ID, ROBOT/ID or ID prefix")
     p.add_argument("--duration", type=float, default=10.0, help="seconds under the policy")
     p.add_argument("--command", default="0.5,0,0", help="vx,vy,wz (clamped to the spec)")
     p.add_argument("--viewer", action="store_true", help="MuJoCo passive viewer (needs a display)")
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sac2real run: --command expects vx,vy,wz, got {args.command!r}", file=sys.stderr)
         return 2
     try:
-        path = PolicyRegistry().resolve(args.policy)
+        path = PolicyRegistry().resolve(args.policy, spec.name)
         bundle = PolicyBundle.load(path, spec)
     except (BundleError, RegistryError) as exc:
         print(f"sac2real run: policy refused, not loaded: {exc}", file=sys.stderr)

@@ -266,13 +266,7 @@ class Preflight:
     def _bundle(self) -> str:
         from deploy.registry import PolicyRegistry
         reg = PolicyRegistry(self.registry_root)
-        if self.policy.strip() == "current":
-            path = reg.current(self.spec.name)
-            if path is None:
-                raise ValueError(f"robot '{self.spec.name}' has no current bundle under {reg.root} "
-                                 f"(sac2real models promote ID, or --policy PATH)")
-        else:
-            path = reg.resolve(self.policy)
+        path = reg.resolve(self.policy.strip(), self.spec.name)
         self.bundle_path = path
         return str(path)
 

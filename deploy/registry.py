@@ -20,6 +20,7 @@ from deploy.spec import REPO_ROOT, RobotSpec
 
 ENV_VAR = "SAC2REAL_MODELS"
 POINTER_FILE = "current.json"
+CURRENT = "current"   # the name that resolves to a robot's current bundle
 
 
 def default_root() -> Path:
@@ -85,8 +86,18 @@ class PolicyRegistry:
                     out.append(BundleEntry(r, p.name, p, None, str(exc)))
         return out
 
-    def resolve(self, ref: str) -> Path:
-        """A bundle folder from `ID`, `ROBOT/ID`, a unique ID prefix, or a path to a bundle."""
+    def resolve(self, ref: str, robot: str | None = None) -> Path:
+        """A bundle folder from `current` (the robot's current bundle; needs `robot`), `ID`,
+        `ROBOT/ID`, a unique ID prefix, or a path to a bundle. The one resolver behind the CLI,
+        the ROS 2 node, the launch files and preflight, so a name that works in one works in all."""
+        if ref == CURRENT:
+            if robot is None:
+                raise RegistryError(f"'{CURRENT}' names a robot's current bundle: say which robot")
+            path = self.current(robot)
+            if path is None:
+                raise RegistryError(f"robot '{robot}' has no current bundle under {self.root} "
+                                    f"(promote one with `sac2real models promote ID`, or name a bundle)")
+            return path
         direct = Path(ref)
         if direct.is_dir() and (direct / B.META_FILE).exists():
             return direct

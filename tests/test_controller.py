@@ -222,9 +222,11 @@ def test_the_loop_ticks_on_absolute_deadlines_without_drift(spec, bundle):
     elapsed = time.monotonic() - t0
     d = ctrl.diagnostics()["loop"]
     expected = elapsed / spec.policy_dt
-    # relative sleeps would lose (tick time + sleep overshoot) every period and fall behind
+    # Relative sleeps would lose (tick time + sleep overshoot) every period and fall behind without
+    # counting a miss. On absolute deadlines, ticks run plus deadlines counted as missed equal the
+    # periods elapsed whatever the machine's load: an identity of the scheduler, not a timing target
+    # (the loop's period and jitter are measured by bench/control_loop.py).
     assert abs(d["stages_us"]["tick"]["n"] + d["missed_deadlines"] - expected) <= 2, d
-    assert d["period_ms"]["p50"] == pytest.approx(spec.policy_dt * 1e3, rel=0.05)
     assert backend.commands == d["stages_us"]["tick"]["n"]
 
 

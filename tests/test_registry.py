@@ -162,3 +162,39 @@ def test_promote_re_verifies_the_bundle(root, exported_bundle):
     with pytest.raises(B.BundleError, match="differs from the manifest"):
         PolicyRegistry(root).promote(exported_bundle.name)
     assert PolicyRegistry(root).current("go2") is None
+
+
+def test_current_resolves_the_same_way_for_the_cli_the_node_and_preflight(root, exported_bundle,
+                                                                        monkeypatch, capsys):
+    """`sac2real run --policy current`, the launch files' `policy:=current` (the node's `policy`
+    parameter) and preflight all go through PolicyRegistry.resolve."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "ros2_ws" / "src" / "policy_runner"))
+    from policy_runner.node import ParameterError, parse_parameters, resolve_policy
+
+    from deploy.preflight import Preflight
+    from deploy.spec import RobotSpec
+
+    monkeypatch.setenv(ENV_VAR, str(root))
+    reg, spec = PolicyRegistry(), RobotSpec.load("go2")
+    with pytest.raises(RegistryError, match="robot 'go2' has no current bundle"):
+        reg.resolve("current", "go2")
+    with pytest.raises(ParameterError, match="parameter 'policy': robot 'go2' has no current bundle"):
+        resolve_policy(parse_parameters({"robot": "go2", "policy": "current"}), spec)
+    assert main(["run", "--robot", "go2", "--policy", "current", "--duration", "0.1", "--fast"]) == 1
+    assert "no current bundle" in capsys.readouterr().err
+    with pytest.raises(RegistryError, match="say which robot"):
+        reg.resolve("current")
+
+    _pass(root / "go2" / exported_bundle.name)
+    reg.promote(exported_bundle.name)
+    expected = root / "go2" / exported_bundle.name
+    assert reg.resolve("current", "go2") == expected
+    assert resolve_policy(parse_parameters({"robot": "go2", "policy": "current"}), spec).path == expected
+    preflight = Preflight("go2", "mujoco", policy="current", registry_root=str(root))
+    preflight.spec = spec
+    assert preflight._bundle() == str(expected)
+    assert main(["run", "--robot", "go2", "--policy", "current", "--duration", "0.2", "--fast"]) in (0, 1)
+    run = json.loads(capsys.readouterr().out)
+    assert run["policy_id"] == exported_bundle.name

@@ -49,8 +49,10 @@ def run_train(args: argparse.Namespace) -> int:
     from training.envs.velocity import TaskConfig, VelocityEnv
     from training.relabel import RelabelError
     from training.runner import Trainer
+    from training.console import guard_console
     from training.sac import NonFiniteError
 
+    guard_console()
     cuda = torch.cuda.is_available()
     device = ("cuda" if cuda else "cpu") if args.device == "auto" else args.device
     spec = RobotSpec.load(args.robot)

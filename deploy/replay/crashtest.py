@@ -146,3 +146,37 @@ def _torn(directory: Path) -> int:
     head = read_header_file(segments[-1].path)
     body = segments[-1].path.stat().st_size - head.size
     return int(body % (head.layout.record_size + FRAME_OVERHEAD) != 0)
+
+
+def disk_full_loop(directory: str, layout: TransitionLayout, limit_bytes: int, ticks: int,
+                   lifted_at: int, conn, period: float = 0.02) -> None:
+    """A child's 50 Hz loop appending one transition per tick while the file size limit is
+    `limit_bytes` (a full disk: EFBIG on write), lifted after tick `lifted_at`. Sends the writer's
+    stats during the outage and after close, with the loop's worst append and missed deadlines
+    (tests assert the former, bench/replay.py reports the latter). Run it in a forked child."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # EFBIG instead of death past the limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    writer = ReplayWriter(directory, layout, queue_size=16, retry_s=0.1, fsync_period_s=0.0,
+                          poll_s=0.005).start()
+    try:    # as a control loop would: real-time priority for this thread, not the writer's
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except OSError:
+        pass
+    worst_append, misses, during = 0.0, 0, None
+    t0 = time.monotonic()
+    for tick in range(ticks):
+        deadline = t0 + tick * period
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        t = time.perf_counter()
+        writer.append(**synthetic_transition(layout, tick))
+        worst_append = max(worst_append, time.perf_counter() - t)
+        misses += time.monotonic() > deadline + period      # this tick's work ran into the next
+        if tick == lifted_at:
+            during = writer.stats()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    conn.send({"during": during, "final": writer.close(timeout=2.0), "ticks": ticks,
+               "worst_append_s": worst_append, "misses": misses})
+    conn.close()

@@ -136,20 +136,15 @@ def parse_parameters(values: dict[str, object]) -> Settings:
 def resolve_policy(settings: Settings, spec):
     """The PolicyBundle the parameters name (verified against the spec), or None for 'none'."""
     from deploy.bundle import PolicyBundle
-    from deploy.registry import PolicyRegistry
+    from deploy.registry import PolicyRegistry, RegistryError
 
     ref = settings.policy.strip()
     if ref.lower() == "none":
         return None
-    reg = PolicyRegistry()
-    if ref == "current":
-        path = reg.current(spec.name)
-        if path is None:
-            raise ParameterError(f"parameter 'policy' is 'current' but robot '{spec.name}' has no "
-                                 f"current bundle under {reg.root} (promote one, name a bundle, or "
-                                 f"policy:=none to stand only)")
-    else:
-        path = reg.resolve(ref)
+    try:
+        path = PolicyRegistry().resolve(ref, spec.name)
+    except RegistryError as exc:
+        raise ParameterError(f"parameter 'policy': {exc} (or policy:=none to stand only)") from exc
     return PolicyBundle.load(path, spec)
 
 
