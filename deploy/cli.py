@@ -14,6 +14,7 @@ STAGES = [
     ("training.cli", "register"),
     ("deploy.replay.cli", "register"),
     ("training.cli_export", "register"),
+    ("training.cli_finetune", "register"),
     ("deploy.cli_models", "register"),
     ("deploy.cli_run", "register"),
     ("deploy.sim2sim.cli", "register"),

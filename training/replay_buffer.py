@@ -75,6 +75,16 @@ class ReplayBuffer:
         self.ptr = (self.ptr + 1) % self.rows
         self.size = min(self.size + 1, self.rows)
 
+    def cut_last(self) -> None:
+        """End the newest row's window as a time limit does (bootstrap from its next_obs): the row
+        that follows it in storage is not its successor (robot data after a gap or a pause)."""
+        if self.size == 0:
+            return
+        last = (self.ptr - 1) % self.rows
+        failed = self.dones[last] & ~self.timeouts[last]      # a fall stays a fall: no bootstrap
+        self.timeouts[last] |= ~failed
+        self.dones[last] = True
+
     def sample(self, batch_size: int, n_step: int, gamma: float,
                generator: torch.Generator | None = None, rewrite: Rewrite | None = None) -> Batch:
         if self.size == 0:

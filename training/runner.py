@@ -20,6 +20,7 @@ from training.checkpoint import FORMAT, CheckpointError, atomic_save, load_check
 from training.config import TrainConfig
 from training.envs.base import VecEnv, corrected_next_obs
 from training.exploration import EnvNoiseScales, PinkNoise
+from training.learner import Learner, Source
 from training.relabel import FIELDS as RELABEL_FIELDS, CommandRelabel
 from training.replay_buffer import ReplayBuffer
 from training.sac import SAC, NonFiniteError
@@ -91,6 +92,8 @@ class Trainer:
         self.mirror = None
         if cfg.symmetry == "mirror":      # both robot envs build observations with deploy's pipeline
             self.mirror = Mirror.build(spec, env.pipeline.layout).to(self.device)
+        self.learner = Learner(self.agent, [Source("sim", self._sample_sim)], cfg.batch_size,
+                               self.sample_rng, None if self.mirror is None else self.mirror.augment)
         self.progress = Progress()
         self.obs = torch.as_tensor(env.reset(seed=seed), device=self.device)
 
@@ -172,19 +175,16 @@ class Trainer:
             noise = torch.randn(obs.shape[0], len(self.env.action_low), device=self.device)
         return noise * self.noise_scale.scale.to(self.device)[:, None]
 
+    def _sample_sim(self, size: int, generator: torch.Generator):
+        return self.buffer.sample(size, self.cfg.sac.n_step, self.cfg.sac.gamma, generator, self.relabel)
+
     def _learn(self) -> dict:
         cfg = self.cfg
         if self.progress.iteration < cfg.learning_starts:
             return {}
-        logs: dict = {}
-        for _ in range(cfg.updates_per_iteration):
-            batch = self.buffer.sample(cfg.batch_size, cfg.sac.n_step, cfg.sac.gamma, self.sample_rng,
-                                       self.relabel)
-            if self.mirror is not None:
-                batch = self.mirror.augment(batch, self.sample_rng)
-            logs = self.agent.update(batch)
-            self.progress.updates += 1
-        return {k: float(v) for k, v in logs.items()}
+        logs = self.learner.update(cfg.updates_per_iteration)
+        self.progress.updates += cfg.updates_per_iteration
+        return logs
 
     def _check_obs(self, obs: torch.Tensor) -> None:
         bad = ~torch.isfinite(obs)

@@ -1,0 +1,216 @@
+"""Fine-tuning on robot data (training/finetune.py): the warm start, frozen normalizers, the
+update-to-data ratio, gaps that cut n-step windows, lineage, and exact resumption after SIGKILL of
+a real learner process while another process keeps appending to the robot replay."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploy.observations import ObservationPipeline
+from deploy.replay import ReplayWriter, TransitionLayout
+from deploy.spec import RobotSpec
+from training.checkpoint import load_checkpoint, resolve_checkpoint
+from training.finetune import Consumed, FinetuneError, FinetuneOptions, FineTuner, RobotData, Schedule
+
+
+OBS_DIM = ObservationPipeline(RobotSpec.load("go2")).layout.dim
+
+
+@pytest.fixture(scope="module")
+def layout():
+    spec = RobotSpec.load("go2")
+    return TransitionLayout.from_spec(spec, ObservationPipeline(spec).layout)
+
+
+def robot_transition(layout: TransitionLayout, rng: np.random.Generator, i: int,
+                     terminated: bool = False, truncated: bool = False) -> dict:
+    """A transition as the robot logs it, with plausible magnitudes and a finite reward."""
+    values = {}
+    for f in layout.fields:
+        if f.name in ("time_ns", "dropped"):
+            continue
+        if f.name == "policy_id":
+            values[f.name] = "go2-parent"
+        elif f.name == "terminated":
+            values[f.name] = terminated
+        elif f.name == "truncated":
+            values[f.name] = truncated
+        elif f.name in ("imu_quat", "base_quat"):
+            values[f.name] = np.array([1, 0, 0, 0], np.float32)
+        else:
+            values[f.name] = rng.normal(0, 0.5, f.shape).astype(np.float32)
+    values["reward"] = np.float32(0.01 * (i % 17))
+    return values
+
+
+def write_session(directory: Path, layout: TransitionLayout, n: int, seed: int = 0,
+                  fall_at: int | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    writer = ReplayWriter(directory, layout).start()
+    for i in range(n):
+        writer.append(**robot_transition(layout, rng, i, terminated=i == fall_at))
+    writer.close()
+
+
+# ---- schedule and bookkeeping -------------------------------------------------------------------
+def test_prior_fraction_schedule_falls_linearly_and_bad_text_is_refused():
+    s = Schedule.parse("0.5->0@1000")
+    assert (s(0), s(500), s(1000), s(5000)) == (0.5, 0.25, 0.0, 0.0)
+    assert Schedule.parse("0.3")(10 ** 6) == 0.3 and str(s) == "0.5->0@1000"
+    for bad in ("1.5", "nan", "0.5->0@0", "0.5->x@10", "half", "0.5->-1@10"):
+        with pytest.raises(FinetuneError, match="--prior-fraction"):
+            Schedule.parse(bad)
+
+
+def test_consumed_ranges_merge_and_refuse_a_record_taken_twice():
+    c = Consumed()
+    c.add(np.array([0, 0, 0]), np.array([0, 1, 2]))
+    c.add(np.array([0, 1]), np.array([3, 0]))
+    assert c.ranges == [[0, 0, 3], [1, 0, 0]] and c.count == 5
+    with pytest.raises(FinetuneError, match="consumed again"):
+        c.add(np.array([0]), np.array([3]))
+
+
+def test_robot_data_cuts_windows_at_gaps_and_keeps_falls(tmp_path, layout):
+    write_session(tmp_path, layout, 10, seed=1, fall_at=4)
+    write_session(tmp_path, layout, 5, seed=2)
+    data = RobotData(tmp_path, None, 1000, OBS_DIM, 12, torch.device("cpu"))
+    assert data.take_new() == 15 and data.consumed.ranges == [[0, 0, 9], [1, 0, 4]]
+    dones, timeouts = data.buffer.dones[:15, 0], data.buffer.timeouts[:15, 0]
+    assert bool(dones[4]) and not bool(timeouts[4])            # the fall: no bootstrap
+    assert bool(dones[9]) and bool(timeouts[9])                # session end: cut, bootstrap
+    assert int(dones.sum()) == 2                               # the open tail is not cut yet
+    write_session(tmp_path, layout, 3, seed=3)
+    assert data.take_new() == 3 and bool(data.buffer.timeouts[14, 0])   # cut when the next came
+    assert data.buffer.rewards[:3, 0].tolist() == pytest.approx([0.0, 0.01, 0.02])
+
+
+def test_records_without_rewards_are_refused_naming_the_record(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    writer = ReplayWriter(tmp_path, layout).start()
+    t = robot_transition(layout, rng, 0)
+    t["reward"] = np.float32("nan")
+    writer.append(**t)
+    writer.close()
+    data = RobotData(tmp_path, None, 100, OBS_DIM, 12, torch.device("cpu"))
+    with pytest.raises(FinetuneError, match=r"session 0, seq 0\) has no finite reward"):
+        data.take_new()
+
+
+# ---- the fine-tuner ---------------------------------------------------------------------------------
+def _options(smoke_checkpoint, replay, out, **over) -> FinetuneOptions:
+    base = dict(utd=0.25, every=10, prior="nominal", prior_steps=256,
+                prior_fraction=Schedule.parse("0.5->0@10000"), idle_exit_s=0.0, poll_s=0.01, chunk=5)
+    base.update(over)
+    return FinetuneOptions(smoke_checkpoint, replay, out, **base)
+
+
+def test_warm_start_keeps_everything_and_the_normalizer_does_not_move(smoke_checkpoint, tmp_path,
+                                                                      layout):
+    write_session(tmp_path / "replay", layout, 600)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft"), log=lambda s: None)
+    parent = load_checkpoint(resolve_checkpoint(smoke_checkpoint))
+    for name, value in parent["agent"]["model"].items():
+        assert torch.equal(tuner.agent.state_dict()[name], value), name
+    assert tuner.agent.critic_opt.state_dict()["state"]    # Adam moments came along
+    before = {k: v.clone() for k, v in tuner.agent.state_dict().items() if "norm" in k}
+    assert tuner.run() == "idle"
+    assert tuner.learner.updates == 150                    # 600 robot transitions x utd 0.25
+    for name, value in before.items():
+        assert torch.equal(tuner.agent.state_dict()[name], value), f"{name} moved"
+    moved = tuner.agent.state_dict()["actor.trunk.0.weight"]
+    assert not torch.equal(moved, parent["agent"]["model"]["actor.trunk.0.weight"])
+    assert tuner.learner.drawn["prior"] > 0 and tuner.learner.drawn["robot"] > tuner.learner.drawn["prior"]
+
+
+def test_checkpoint_has_lineage_and_exports_as_a_bundle(smoke_checkpoint, tmp_path, layout):
+    from training.export import export_checkpoint
+
+    write_session(tmp_path / "replay", layout, 300)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft", prior="none"),
+                      log=lambda s: None)
+    tuner.run()
+    ckpt = load_checkpoint(resolve_checkpoint(tmp_path / "ft" / "checkpoints" / "latest.pt"))
+    lineage = ckpt["lineage"]
+    assert lineage["parent"]["checkpoint"] == str(Path(smoke_checkpoint).resolve())
+    assert lineage["robot_data"]["ranges"] == [[0, 0, 299]] and lineage["updates"] == 75
+    assert lineage["prior"]["source"] == "none"
+    parent = load_checkpoint(resolve_checkpoint(smoke_checkpoint))
+    assert ckpt["progress"]["updates"] == parent["progress"]["updates"] + 75
+    bundle = export_checkpoint(tmp_path / "ft" / "checkpoints" / "latest.pt", tmp_path / "policies",
+                               log=lambda *a: None, parity_samples=200)
+    assert (bundle / "policy.onnx").is_file()
+
+
+def test_a_run_from_another_parent_is_not_resumed(smoke_checkpoint, tmp_path, layout):
+    write_session(tmp_path / "replay", layout, 10)
+    out = tmp_path / "ft"
+    FineTuner(_options(smoke_checkpoint, tmp_path / "replay", out, prior="none"),
+              log=lambda s: None).save()
+    ckpt_path = resolve_checkpoint(out / "checkpoints" / "latest.pt")
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["lineage"]["parent"]["sha256"] = "0" * 64
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(FinetuneError, match="another parent"):
+        FineTuner(_options(smoke_checkpoint, tmp_path / "replay", out, prior="none"), log=lambda s: None)
+
+
+# ---- SIGKILL and resume -------------------------------------------------------------------------------
+def _robot_writer(directory: str, layout: TransitionLayout, total: int, ready_path: str) -> None:
+    """The robot side: appends `total` transitions in bursts, then exits."""
+    rng = np.random.default_rng(5)
+    writer = ReplayWriter(directory, layout).start()
+    for i in range(total):
+        writer.append(**robot_transition(layout, rng, i, truncated=i % 97 == 96))
+        if i % 40 == 39:
+            time.sleep(0.05)
+        if i == 200:
+            Path(ready_path).touch()
+    writer.close()
+    os._exit(0)
+
+
+def test_sigkill_mid_update_and_mid_checkpoint_resumes_without_losing_or_repeating_data(
+        smoke_checkpoint, tmp_path, layout):
+    """The learner is killed with SIGKILL at random moments (checkpoints every 2 updates, so many
+    kills land inside a checkpoint write) while the robot keeps logging; each restart resumes the
+    same --out. At the end the consumed ranges are exactly the records written, once each."""
+    import multiprocessing as mp
+
+    replay, out, total = tmp_path / "replay", tmp_path / "ft", 1500
+    replay.mkdir()
+    robot = mp.get_context("fork").Process(target=_robot_writer,
+                                           args=(str(replay), layout, total, str(tmp_path / "ready")))
+    robot.start()
+    while not (tmp_path / "ready").exists():
+        time.sleep(0.01)
+    cmd = [sys.executable, "-m", "deploy.cli", "finetune", "--checkpoint", str(smoke_checkpoint),
+           "--replay", str(replay), "--out", str(out), "--prior", "none", "--utd", "0.5",
+           "--every", "2", "--idle-exit", "3"]
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(rng.uniform(4.0, 7.0))      # start-up (torch import) and then some updates
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    robot.join(60)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kills >= 2, "the learner finished before it could be killed: the test proves nothing"
+    assert "resumed" in done.stdout
+    ckpt = load_checkpoint(resolve_checkpoint(out / "checkpoints" / "latest.pt"))
+    assert ckpt["lineage"]["robot_data"]["ranges"] == [[0, 0, total - 1]]
+    assert ckpt["lineage"]["robot_data"]["transitions"] == total
+    assert ckpt["lineage"]["updates"] == total // 2

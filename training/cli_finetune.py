@@ -1,0 +1,47 @@
+"""`sac2real finetune`: continue a pretrained policy's SAC updates on robot data."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained checkpoint on a robot's replay")
+    p.add_argument("--checkpoint", required=True, help="the pretrained parent (model file or latest.pt)")
+    p.add_argument("--replay", required=True, help="the robot's replay directory (tailed)")
+    p.add_argument("--out", required=True,
+                   help="run folder; the same --out again resumes its checkpoints/latest.pt")
+    p.add_argument("--prior", default="nominal", choices=["nominal", "none"],
+                   help="prior simulation data: the parent rolled out in nominal MuJoCo, or none")
+    p.add_argument("--prior-steps", type=int, default=20_000, help="transitions of prior data")
+    p.add_argument("--prior-fraction", default="0.5->0@20000",
+                   help="share of each batch from the prior: F or F0->F1@ROBOT_STEPS (linear)")
+    p.add_argument("--utd", type=float, default=1.0, help="updates per new robot transition")
+    p.add_argument("--every", type=int, default=1000, help="updates between checkpoints")
+    p.add_argument("--max-updates", type=int, help="stop after this many fine-tuning updates")
+    p.add_argument("--idle-exit", type=float, help="stop after this many seconds without new data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_finetune)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError
+    from training.console import guard_console
+    from training.export import ExportError
+    from training.finetune import FinetuneError, FinetuneOptions, FineTuner, Schedule
+
+    guard_console()
+    try:
+        opts = FinetuneOptions(Path(args.checkpoint), Path(args.replay), Path(args.out), utd=args.utd,
+                               every=args.every, prior=args.prior, prior_steps=args.prior_steps,
+                               prior_fraction=Schedule.parse(args.prior_fraction), seed=args.seed,
+                               max_updates=args.max_updates, idle_exit_s=args.idle_exit,
+                               device=args.device)
+        tuner = FineTuner(opts, log=lambda line: print(line, flush=True))
+        why = tuner.run()
+    except (FinetuneError, CheckpointError, ExportError) as exc:
+        print(f"sac2real finetune: error: {exc}", file=sys.stderr)
+        return 2
+    return {"SIGINT": 130, "SIGTERM": 143}.get(why, 0)
