@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from deploy.backend import StateSample  # noqa: E402
 from deploy.bundle import PolicyBundle  # noqa: E402
 from deploy.controller import STAGES, Controller  # noqa: E402
+from deploy.deploy_config import DeployConfig  # noqa: E402
 from deploy.observations import RobotState  # noqa: E402
 from deploy.registry import PolicyRegistry  # noqa: E402
 from deploy.spec import RobotSpec  # noqa: E402
@@ -128,7 +129,11 @@ def main() -> None:
         from deploy.replay import ReplayWriter, TransitionLayout
         writer = ReplayWriter(work / "replay", TransitionLayout.from_spec(
             spec, ObservationPipeline(spec).layout)).start()
-    ctrl = Controller(spec, backend, bundle, replay=writer)
+    # the simulated robot's physics thread runs when this host schedules it: a late state is the
+    # host's, so the age limit alone decides (as in `sac2real run`)
+    config = DeployConfig.load(spec)
+    ctrl = Controller(spec, backend, bundle, replay=writer,
+                      config=config.repeats_within_age(spec) if args.backend == "mujoco" else config)
     ctrl.set_command(0.5, 0.0, 0.0)
 
     stages = {k: [] for k in STAGES}
@@ -157,10 +162,11 @@ def main() -> None:
             jitter.append(timer.jitter.buf[(timer.jitter.count - 1) % timer.jitter.size] * 1e3)
             if timer.period.count:
                 period.append(timer.period.buf[(timer.period.count - 1) % timer.period.size] * 1e3)
-        elif c.mode is Mode.DAMPING:         # the operator stands it up again
+        elif c.mode is Mode.DAMPING:         # the operator resets and stands it up again
             ev = c.safety.last_fatal()
             if ev is not None and (not faults or faults[-1] != ev.to_dict()):
                 faults.append(ev.to_dict())
+            c.request_reset()
             c.request_stand()
         elif c.mode is Mode.STAND:
             c.request_policy()

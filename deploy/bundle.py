@@ -8,6 +8,8 @@ A bundle is a folder `models/policies/<robot>/<id>/` holding
                      observation layout and hash, action semantics, dt, gains, parentage, golden
                      obs -> action pairs and the sim2sim verdict (null until the gate writes one)
     manifest.sha256  the sha256 of every other file, in `sha256sum` format
+    signature.json   optional: an Ed25519 signature of the manifest and verdict (deploy/signing.py);
+                     not in the manifest. Hardware backends drive only bundles a trusted key signed
 
 Loading re-checks all of it against the RobotSpec the caller is about to drive and runs the golden
 pairs through onnxruntime, so a bundle that was altered, exported for another robot or another
@@ -22,6 +24,7 @@ import json
 import os
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,6 +32,8 @@ import numpy as np
 from deploy.action_map import ActionMap
 from deploy.observations import ObservationLayout, ObservationPipeline
 from deploy.durable import atomic_write_text, fsync_dir, sha256_file, write_synced
+from deploy.signing import SIGNATURE_FILE, TrustCheck, load_private, make_signature, read_signature, \
+    signed_content
 from deploy.spec import RobotSpec
 
 BUNDLE_FORMAT = 1
@@ -62,14 +67,14 @@ def layout_hash(layout: list[dict]) -> str:
 
 
 def _bundle_files(bundle_dir: Path) -> list[str]:
-    """Every regular file under the bundle, as relative POSIX paths, except the manifest itself and
-    anything hidden (a name starting with '.': temporary files of atomic writes)."""
+    """Every regular file under the bundle, as relative POSIX paths, except the manifest itself, the
+    signature (it signs the manifest) and anything hidden (temporary files of atomic writes)."""
     out = []
     for p in sorted(bundle_dir.rglob("*")):
         rel = p.relative_to(bundle_dir)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
-        if rel.as_posix() != MANIFEST_FILE:
+        if rel.as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE):
             out.append(rel.as_posix())
     return out
 
@@ -161,8 +166,9 @@ def read_meta(bundle_dir: str | Path) -> dict:
         raise BundleError(bundle_dir, META_FILE, "missing")
     try:
         meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(bundle_dir, META_FILE, f"not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(bundle_dir, META_FILE, f"not valid JSON ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from exc
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise BundleError(bundle_dir, f"{META_FILE}: format",
@@ -412,29 +418,46 @@ def _malformed_is_refused(path: Path, check, *args):
         raise BundleError(path, META_FILE, f"malformed value ({type(exc).__name__}: {exc})") from exc
 
 
+@dataclass
+class _Signed:
+    """What a trust check reads of a bundle, before the bundle is loaded."""
+
+    meta: dict
+    manifest: dict
+    signature: dict | None
+
+
 class PolicyBundle:
     """A verified, loaded bundle: `act(obs)` maps observations in the bundle's layout to env
     actions (apply them with deploy.action_map.ActionMap)."""
 
-    def __init__(self, path: Path, meta: dict, session, manifest: dict[str, str], golden_error: float):
+    def __init__(self, path: Path, meta: dict, session, manifest: dict[str, str], golden_error: float,
+                 signature: dict | None = None):
         self.path = path
         self.meta = meta
         self.session = session
         self.manifest = manifest
         self.golden_error = golden_error
+        self.signature = signature     # signature.json as read at load (None: unsigned)
         self._out = [OUTPUT_NAME]
 
     @classmethod
     def load(cls, path: str | Path, spec: RobotSpec, layout: ObservationLayout | None = None,
-             providers: Sequence | str = "auto") -> "PolicyBundle":
+             providers: Sequence | str = "auto", trust: TrustCheck | None = None) -> "PolicyBundle":
         """Check the manifest, the spec (robot, joint names and order, dims, dt, gains, action
         semantics, spec hash), the observation layout, then run the golden pairs. `layout` is the
-        caller's own pipeline layout; by default it is derived from `spec`."""
+        caller's own pipeline layout; by default it is derived from `spec`. With `trust` (the
+        robot's trust rule), a bundle without the signature that rule requires is refused first."""
         path = Path(path)
         if not path.is_dir():
             raise BundleError(path, "<bundle>", "not a bundle folder (not found)")
         manifest = check_manifest(path)
         meta = read_meta(path)
+        signature = read_signature(path)
+        if trust is not None:
+            problem = trust.problem(_Signed(meta, manifest, signature))
+            if problem:
+                raise BundleError(path, "signature", problem)
         if meta["onnx"]["file"] != ONNX_FILE:
             raise BundleError(path, "onnx.file", f"expected '{ONNX_FILE}', found '{meta['onnx']['file']}'")
         _malformed_is_refused(path, check_against_spec, meta, spec, path, layout)
@@ -449,7 +472,7 @@ class PolicyBundle:
             raise BundleError(path, ONNX_FILE, f"onnxruntime cannot load it ({exc})") from exc
         _check_session_io(session, meta, path)
         error = _malformed_is_refused(path, check_golden, session, meta, path)
-        return cls(path, meta, session, manifest, error)
+        return cls(path, meta, session, manifest, error, signature)
 
     # ---- what the bundle says ------------------------------------------------------------
     @property
@@ -542,6 +565,10 @@ def validate_verdict(verdict: Any, where: str | Path = "<verdict>") -> dict:
         if not isinstance(v[key], kind) or (kind is not bool and isinstance(v[key], bool)):
             raise BundleError(where, f"sim2sim.{key}",
                               f"expected {kind.__name__}, got {type(v[key]).__name__}")
+    report = Path(v["report"])
+    if report.is_absolute() or ".." in report.parts or not v["report"]:
+        raise BundleError(where, "sim2sim.report", f"{v['report']!r} is not a path inside the bundle "
+                          f"(what a bundle records refers only to its own files)")
     return v
 
 
@@ -585,6 +612,7 @@ def record_verdict(bundle_dir: str | Path, verdict: dict) -> dict:
                           f"{v['spec_hash'][:12]}, this bundle was exported for "
                           f"{meta['robot']['spec_hash'][:12]}")
     meta["sim2sim"] = v
+    (bundle_dir / SIGNATURE_FILE).unlink(missing_ok=True)    # it signed the content replaced here
     text = dump_json(meta)
     tmp_meta = bundle_dir / f".{META_FILE}.tmp"
     write_synced(tmp_meta, text)
@@ -594,3 +622,16 @@ def record_verdict(bundle_dir: str | Path, verdict: dict) -> dict:
     os.replace(bundle_dir / PENDING_MANIFEST, bundle_dir / MANIFEST_FILE)
     fsync_dir(bundle_dir)
     return v
+
+
+def sign_bundle(bundle_dir: str | Path, key: str | Path) -> dict:
+    """Sign the bundle's manifest and verdict as they are now (deploy/signing.py) with the private
+    key `key` (a name in the key folder or a path) and write signature.json atomically. The
+    manifest is checked first: only content that is what the manifest says gets signed."""
+    bundle_dir = Path(bundle_dir)
+    name, private = load_private(key)
+    manifest = check_manifest(bundle_dir)
+    meta = read_meta(bundle_dir)
+    signature = make_signature(signed_content(meta, manifest), name, private)
+    atomic_write_text(bundle_dir / SIGNATURE_FILE, dump_json(signature))
+    return signature

@@ -16,6 +16,7 @@ STAGES = [
     ("training.cli_export", "register"),
     ("training.cli_finetune", "register"),
     ("deploy.cli_models", "register"),
+    ("deploy.cli_keys", "register"),
     ("deploy.cli_run", "register"),
     ("deploy.sim2sim.cli", "register"),
     ("deploy.cli_preflight", "register"),

@@ -1,4 +1,4 @@
-"""`sac2real models list | show ID | verify ID | promote ID | current ROBOT`: the policy registry
+"""`sac2real models list | show ID | verify ID | promote ID | sign ID --key KEY | current ROBOT`: the policy registry
 (deploy/registry.py). No torch: every command runs on the robot computer."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from deploy.bundle import MANIFEST_FILE, BundleError, read_manifest, read_meta
 from deploy.config import ConfigError
 from deploy.registry import ENV_VAR, PolicyRegistry, RegistryError
+from deploy.signing import SigningError, read_signature
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "verify":
             q.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
                            help="onnxruntime execution provider for the golden pairs")
+            q.add_argument("--signed", action="store_true",
+                           help="also check the signature as a hardware backend does, against "
+                                "the keys the robot's deploy config trusts")
+            q.add_argument("--deploy-config", help="deploy config for --signed (default "
+                                                   "configs/deploy/<robot>.yaml)")
         q.set_defaults(func=_guarded(func))
+    sign = msub.add_parser("sign", parents=[common], help="sign a verified bundle with a passing "
+                                                         "sim2sim verdict (hardware backends drive "
+                                                         "only bundles signed by a key they trust)")
+    sign.add_argument("id", help="bundle id, ROBOT/ID, a unique id prefix or a bundle folder")
+    sign.add_argument("--key", required=True, help="private key: a name in $SAC2REAL_KEYS or "
+                                                   "~/.config/sac2real/keys, or a path")
+    sign.add_argument("--spec", help="robot spec name or YAML to check against")
+    sign.set_defaults(func=_guarded(_sign))
     cur = msub.add_parser("current", parents=[common], help="the robot's current bundle")
     cur.add_argument("robot")
     cur.set_defaults(func=_guarded(_current))
@@ -43,7 +57,7 @@ def _guarded(func):
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (BundleError, RegistryError, ConfigError) as exc:
+        except (BundleError, RegistryError, ConfigError, SigningError) as exc:
             print(f"sac2real models {args.models_command}: refused: {exc}", file=sys.stderr)
             return 2
     return run
@@ -115,6 +129,11 @@ def _show(args: argparse.Namespace) -> int:
     print("  sim2sim: none (cannot be promoted)" if v is None else
           f"  sim2sim: {'passed' if v.get('passed') is True else 'FAILED'} ({v.get('created')}, "
           f"report {v.get('report')})")
+    sig = read_signature(path)
+    print("  signature: none (hardware backends refuse it)" if sig is None else
+          f"  signature: malformed ({sig['malformed']})" if "malformed" in sig else
+          f"  signature: key '{sig['key']['name']}' (id {sig['key']['id']}); checked against a "
+          f"robot's trusted keys when it loads")
     try:
         files = read_manifest(path)
         print(f"  {MANIFEST_FILE}: " + ", ".join(f"{n} {d[:12]}" for n, d in files.items()))
@@ -124,12 +143,22 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    bundle = PolicyRegistry(args.root).verify(args.id, _spec(args), providers=args.device)
+    reg = PolicyRegistry(args.root)
+    spec, trust = _spec(args), None
+    if args.signed:
+        from deploy.deploy_config import DeployConfig
+        from deploy.signing import TrustCheck
+        from deploy.spec import RobotSpec
+
+        spec = spec or RobotSpec.load(read_meta(reg.resolve(args.id))["robot"]["name"])
+        trust = TrustCheck(DeployConfig.load(spec, args.deploy_config).trust, hardware=True)
+    bundle = reg.verify(args.id, spec, providers=args.device, trust=trust)
     print(f"ok: {bundle.robot}/{bundle.id} ({bundle.path})\n  manifest {len(bundle.manifest)} files "
           f"unchanged; spec {bundle.spec_hash[:12]}, {bundle.act_dim} joints in order, obs "
           f"{bundle.obs_dim} (layout {bundle.layout_hash[:12]}), dt {bundle.policy_dt} s, gains agree; "
           f"{len(bundle.meta['golden']['obs'])} golden pairs within {bundle.golden_error:.1e} on "
-          f"{bundle.providers[0]}")
+          f"{bundle.providers[0]}" + (f"; signed by trusted key '{bundle.signature['key']['name']}'"
+                                      if trust else ""))
     return 0
 
 
@@ -138,6 +167,14 @@ def _promote(args: argparse.Namespace) -> int:
     bundle = reg.promote(args.id, _spec(args))
     data = reg.pointer(bundle.robot) or {}
     print(f"{bundle.robot}: current is now {bundle.id} (was {data.get('previous') or 'none'})")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    sig = PolicyRegistry(args.root).sign(args.id, args.key, _spec(args))
+    print(f"signed {sig['signed']['robot']}/{sig['signed']['bundle']} with key '{sig['key']['name']}' "
+          f"(id {sig['key']['id']}): manifest {sig['signed']['manifest_sha256'][:16]}..., verdict "
+          f"passed {sig['signed']['verdict']['created']}")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
@@ -48,9 +49,10 @@ def _run(args: argparse.Namespace) -> int:
     spec = RobotSpec.load(args.robot)
     try:
         cmd = [float(v) for v in args.command.split(",")]
-        assert len(cmd) == 3
+        assert len(cmd) == 3 and all(math.isfinite(v) for v in cmd)
     except (ValueError, AssertionError):
-        print(f"sac2real run: --command expects vx,vy,wz, got {args.command!r}", file=sys.stderr)
+        print(f"sac2real run: --command expects three finite numbers vx,vy,wz, got "
+              f"{args.command!r}", file=sys.stderr)
         return 2
     try:
         path = PolicyRegistry().resolve(args.policy, spec.name)
@@ -72,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
             realtime = True
         backend = make_backend("mujoco", spec, seed=args.seed, randomize=args.randomize,
                                realtime=realtime, viewer=args.viewer)
+        if realtime:      # the physics thread runs when this host schedules it, not as a robot
+            config = config.repeats_within_age(spec)
     writer = None
     if args.replay:
         from deploy.observations import ObservationPipeline

@@ -4,9 +4,10 @@
     ctrl.start()                     # own loop thread, absolute deadlines at spec.policy_dt
     ctrl.request_stand()             # PASSIVE -> STAND (interpolate to the default pose)
     ctrl.request_policy()            # STAND -> POLICY once standing (waits for the pose)
-    ctrl.set_command(0.5, 0.0, 0.0)  # clamped to the spec's command ranges
+    ctrl.set_command(0.5, 0.0, 0.0)  # clamped to the spec's command ranges, then rate limited
     ctrl.swap_policy(path_or_bundle) # verified now, installed at the next tick boundary
     ctrl.request_damping()           # or ctrl.estop(): any mode -> DAMPING (latched)
+    ctrl.request_reset()             # unlatch DAMPING (the robot stays there until a stand)
     ctrl.stop()
     ctrl.diagnostics()               # a plain dict, see below
 
@@ -18,20 +19,30 @@ Public API (for the ROS 2 node and sim2sim; everything else is internal):
                  spec and observation layout), or None;  config: DeployConfig (default
                  configs/deploy/<robot>.yaml, else derived from the spec);  clock: the time base
                  of the backend's StateSample.stamp (sim2sim passes the simulation clock).
-        Raises PolicyRefused if `bundle` does not fit the spec.
+        Raises PolicyRefused if `bundle` does not fit the spec, or lacks the signature that
+        config.trust requires on this backend (hardware backends by default; deploy/signing.py).
     start(spin_s=0.0, rt_priority=None) / stop(timeout=1.0)
                                      run / end the loop thread (daemon); rt_priority: SCHED_FIFO
                                      (Linux, CAP_SYS_NICE); what it got is in diagnostics()
     tick(now=None) -> Mode           one tick, for a caller that drives the loop itself (a ROS 2
                                      timer, sim2sim); never raises
-    request_stand(), request_policy(), request_damping(), estop()   operator requests; a request
-                                     that cannot be served is dropped and the reason kept in
-                                     diagnostics()["last_request"]
-    set_command(vx, vy, wz) -> (vx, vy, wz) as clamped to spec.commands
+    request_stand(), request_policy(), request_damping(), estop(), request_reset()
+                                     operator requests; a request that cannot be served is
+                                     dropped and the reason kept in diagnostics()["last_request"].
+                                     Damping (from the operator or a fault) is latched: it wins
+                                     over every stand/policy request, in the same tick or later,
+                                     until request_reset() (deploy/state_machine.py)
+    set_command(vx, vy, wz) -> (vx, vy, wz) as clamped to spec.commands; raises CommandRefused
+                                     (the command unchanged) for a non-finite value. The policy
+                                     sees the command moved towards it at most the deploy
+                                     config's per-axis acceleration (`commands:`) per tick,
+                                     starting from zero each time POLICY is entered
     swap_policy(bundle_or_path) -> SwapResult(accepted, reason): a bundle that fails verification
                                      is never installed; the mode does not change
     mode, policy_id, bundle          read-only state
-    diagnostics() -> dict            plain data (JSON-ready): mode, tick, time, command,
+    diagnostics() -> dict            plain data (JSON-ready): mode, tick, time, command
+                                     (as set), command_applied (rate limited, what the policy
+                                     sees), command_note (the last clamp or refusal), latched,
                                      policy_id, pending_swap, pending_request, last_request,
                                      state_age_ms, loop {running, scheduling, period_target_ms,
                                      stages_us {state, obs, inference, safety, command, replay,
@@ -50,6 +61,12 @@ latencies are measured on every tick; period and jitter (wake-up lateness) when 
 runs. Modes and transitions: deploy/state_machine.py; safety checks: deploy/safety.py;
 thresholds and gains: deploy/deploy_config.py (configs/deploy/<robot>.yaml).
 
+State freshness: besides the age limit, a sample is stale when the backend hands the same sample
+again on more than safety.max_repeated_ticks later ticks (no new valid state arrived; hardware
+backends drop invalid, frozen and repeated messages). With the default 0, the tick after the one
+that first read the last valid state is in DAMPING: DAMPING follows by the 2nd policy tick after
+the last valid state (at most 2 policy periods, 40 ms at 50 Hz), whatever the age limit.
+
 Per tick: swap at the boundary -> read state -> state checks -> mode transitions -> observation ->
 policy -> safety filter -> write command -> hand the completed transition to the replay writer.
 The loop never blocks on disk or network: the replay writer's append is a deque push."""
@@ -58,6 +75,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import numbers
 import os
 import threading
 import time
@@ -73,6 +91,7 @@ from deploy.deploy_config import DeployConfig
 from deploy.loop_stats import LoopTimer
 from deploy.observations import ObservationPipeline
 from deploy.safety import SafetySupervisor
+from deploy.signing import TrustCheck
 from deploy.spec import RobotSpec
 from deploy.state_machine import Facts, Mode, Request, step
 
@@ -81,10 +100,15 @@ log = logging.getLogger("deploy.controller")
 # faults of a finite, fresh state: the observation is still valid (it ends the episode)
 PHYSICAL_FAULTS = frozenset({"tilt", "joint_limit", "joint_velocity"})
 STAGES = ("state", "obs", "inference", "safety", "command", "replay", "tick")
+COMMAND_AXES = ("vx", "vy", "wz")
 
 
 class PolicyRefused(ValueError):
     """A bundle given to the Controller's constructor does not fit its spec or pipeline."""
+
+
+class CommandRefused(ValueError):
+    """set_command got a value that is not a finite number; the command is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,7 @@ class Controller:
         self.pipeline = ObservationPipeline(spec, height_scan=height_scan)
         self.action_map = ActionMap(spec)
         self.safety = SafetySupervisor(spec, self.config.safety)
+        self.trust = TrustCheck.for_backend(self.config.trust, backend)   # signed bundles only?
         self.replay = replay
         if replay is not None and replay.layout.obs_hash != self.pipeline.layout.hash:
             raise ValueError("the replay writer's layout was made for another observation layout")
@@ -122,18 +147,26 @@ class Controller:
         self.default_pos = spec.default_pos.copy()
         cmd = spec.commands
         self._cmd_low, self._cmd_high = cmd.low, cmd.high
+        self._cmd_box = tuple(zip(cmd.low.tolist(), cmd.high.tolist()))
+        self._cmd_step = tuple((self.config.commands.max_accel(spec) * self.period).tolist())
 
         self.mode = Mode.PASSIVE
         self._lock = threading.Lock()
         self._request: Request | None = None
+        self._seq = 0                        # order of damping and reset requests
+        self._damp_seq = 0                   # > 0: an e-stop / damping request is pending
+        self._reset_seq = 0                  # > 0: a reset request is pending
+        self.latched: str | None = None      # why DAMPING is latched; None: not latched
         self.last_request: dict = {}
-        self._command = np.zeros((1, 3))
+        self._command = np.zeros((1, 3))     # as set (clamped to the ranges)
+        self._applied = np.zeros((1, 3))     # what the policy sees (rate limited)
+        self.command_note = ""
         self.bundle = None
         self._previous_bundle = None
         self._pending_bundle = None
         self._swap_time = -math.inf
         if bundle is not None:
-            problem = self.safety.check_swap(bundle, self.pipeline.layout.hash)
+            problem = self._bundle_problem(bundle, None)
             if problem:
                 raise PolicyRefused(f"bundle {getattr(bundle, 'id', '?')}: {problem}")
             self.bundle = bundle
@@ -148,6 +181,7 @@ class Controller:
         self._prev_action: np.ndarray | None = None
         self._last_obs: np.ndarray | None = None
         self._last_sample: StateSample | None = None
+        self._repeats = 0                    # consecutive ticks that read the same sample again
         self._state_age = math.nan
         self._stand_from = self.default_pos.copy()
         self._stand_t0 = 0.0
@@ -176,20 +210,61 @@ class Controller:
         return self._set_request(Request.POLICY)
 
     def request_damping(self) -> int:
-        return self._set_request(Request.DAMPING)
+        """Damping at the next tick, latched until request_reset(). Not a slot request: a stand
+        or policy request arriving after it, even within the same tick, cannot replace it."""
+        with self._lock:
+            self._seq += 1
+            self._damp_seq = self._seq
+            return self._tick
 
     estop = request_damping
 
+    def request_reset(self) -> int:
+        """Unlatch DAMPING at the next tick (as releasing a hardware e-stop does): the robot stays
+        in DAMPING; a stand request may then be served. A damping request made after this one
+        cancels it."""
+        with self._lock:
+            self._seq += 1
+            self._reset_seq = self._seq
+            return self._tick
+
     def set_command(self, vx: float, vy: float, wz: float) -> tuple[float, float, float]:
-        c = np.clip(np.array([[vx, vy, wz]], dtype=np.float64), self._cmd_low, self._cmd_high)
-        if not np.isfinite(c).all():
-            c = np.zeros((1, 3))
-        self._command = c
-        return tuple(float(v) for v in c[0])
+        """Clamp to the spec's command ranges (the clamp is noted in diagnostics) and return what
+        was set; a value that is not a finite number raises CommandRefused and changes nothing."""
+        want = []
+        for axis, v in zip(COMMAND_AXES, (vx, vy, wz)):
+            real = isinstance(v, numbers.Real) and not isinstance(v, bool)
+            f = float(v) if real else math.nan
+            if not math.isfinite(f):
+                self.command_note = f"refused: {axis} = {v!r} is not a finite number; command unchanged"
+                raise CommandRefused(f"velocity command {self.command_note}")
+            want.append(f)
+        got = [min(max(f, lo), hi) for f, (lo, hi) in zip(want, self._cmd_box)]
+        if got != want:
+            self.command_note = "clamped to the spec's ranges: " + ", ".join(
+                f"{a} {w:g} -> {g:g} [{lo:g}, {hi:g}]" for a, w, g, (lo, hi)
+                in zip(COMMAND_AXES, want, got, self._cmd_box) if w != g)
+        self._command = np.array([got])
+        return tuple(got)
 
     @property
     def command(self) -> np.ndarray:
+        """The command as set (clamped); `applied_command` is what the policy sees."""
         return self._command[0].copy()
+
+    @property
+    def applied_command(self) -> np.ndarray:
+        return self._applied[0].copy()
+
+    def _ramp_command(self) -> None:
+        """Move the applied command towards the set one by at most one tick's acceleration per
+        axis (Python floats: three axes cost less than numpy calls). A new array when it moves,
+        never written in place: the replay writer encodes the one it was handed later."""
+        now = self._applied[0].tolist()
+        new = [min(max(t, v - step), v + step)
+               for t, v, step in zip(self._command[0].tolist(), now, self._cmd_step)]
+        if new != now:
+            self._applied = np.array([new])
 
     @property
     def policy_id(self) -> str | None:
@@ -204,11 +279,11 @@ class Controller:
             from deploy.bundle import BundleError, PolicyBundle
             try:
                 bundle = PolicyBundle.load(bundle_or_path, self.spec, layout=self.pipeline.layout,
-                                           providers="cpu")
+                                           providers="cpu", trust=self.trust)
             except (BundleError, OSError) as exc:
                 self.safety.record("swap_refused", str(exc), False)
                 return SwapResult(False, str(exc))
-        problem = self.safety.check_swap(bundle, self.pipeline.layout.hash, self._last_obs)
+        problem = self._bundle_problem(bundle, self._last_obs)
         if problem:
             return SwapResult(False, problem)
         self._pending_bundle = bundle
@@ -216,6 +291,16 @@ class Controller:
             self._install_pending(self.clock())
             return SwapResult(True, f"installed {bundle.id}")
         return SwapResult(True, f"{bundle.id} verified; installed at the next tick boundary")
+
+    def _bundle_problem(self, bundle, obs: np.ndarray | None) -> str | None:
+        """Why `bundle` may not drive this robot (recorded): its signature where this robot
+        requires one (deploy/signing.py), then the supervisor's checks."""
+        problem = self.trust.problem(bundle)
+        if problem is None:
+            return self.safety.check_swap(bundle, self.pipeline.layout.hash, obs)
+        self.safety.record("swap_refused", f"bundle {getattr(bundle, 'id', '?')}: signature: {problem}",
+                           False)
+        return f"signature: {problem}"
 
     def _install_pending(self, now: float) -> None:
         bundle, self._pending_bundle = self._pending_bundle, None
@@ -285,6 +370,7 @@ class Controller:
 
     def _emergency_damping(self) -> None:
         self.mode = Mode.DAMPING
+        self.latched = "controller_error"
         self.safety.record("controller_error", "tick raised; damping", True)
         try:
             target = self._last_target if self._last_target is not None else self.default_pos
@@ -312,28 +398,47 @@ class Controller:
             sup.record("backend_error", f"read_state raised {exc!r}", True)
             sample = None
         prev_mode = self.mode
+        self._repeats = self._repeats + 1 if sample is not None and sample is self._last_sample else 0
         fault = sup.check_state(sample, now, allow_missing=prev_mode is Mode.PASSIVE,
-                                policy_active=prev_mode is Mode.POLICY)
+                                policy_active=prev_mode is Mode.POLICY, repeats=self._repeats)
         t_state = clk()
         state_ok = sample is not None and fault is None
         if sample is not None:
             self._last_sample = sample
             self._state_age = now - sample.stamp
 
-        # 2. transitions (operator requests, state faults)
+        # 2. transitions (e-stop and reset first, then the operator slot, state faults)
         with self._lock:
-            req = self._request
+            req, damp, reset = self._request, self._damp_seq, self._reset_seq
+            self._damp_seq = self._reset_seq = 0
+        if reset and not damp:
+            self._reset(now)          # first: a stand request in the same tick may then be served
+        if damp:
+            if req is not None:
+                self._settle_request(req, False, False, f"{req.value} dropped: damping was "
+                                     f"requested in the same tick")
+            req = Request.DAMPING
         st = step(prev_mode, self._facts(fault, req, state_ok, now))
         self._settle_request(req, st.request_kept, st.transition is not None and req is not None
                              and st.transition.why.startswith("operator"), st.dropped)
         if st.mode is not prev_mode:
             self._enter(st.mode, now, st.transition.why, fault, sample)
+        elif damp and self.mode is Mode.DAMPING and self.latched is None:
+            self.latched = "operator: damping"       # an e-stop in unlatched DAMPING latches again
+        if reset and damp:            # after the damping: only a reset that came later unlatches
+            if reset > damp:
+                self._reset(now)
+            else:
+                self.last_request = {"request": "reset", "tick": self._tick,
+                                     "result": "dropped: a later damping request wins"}
+        if self.mode is Mode.POLICY:
+            self._ramp_command()
 
         # 3. observation (also on the tick that leaves POLICY: it closes the last transition)
         obs = None
         usable = sample is not None and (fault is None or fault in PHYSICAL_FAULTS)
         if usable and (self.mode is Mode.POLICY or prev_mode is Mode.POLICY):
-            obs = self.pipeline.compute(sample.state, self._command, self._last_action)[0]
+            obs = self.pipeline.compute(sample.state, self._applied, self._last_action)[0]
             ofault = sup.check_observation(obs)
             if ofault is not None:
                 obs = None
@@ -401,7 +506,18 @@ class Controller:
     def _facts(self, fault, req, state_ok, now) -> Facts:
         return Facts(fault=fault, request=req, state_ok=state_ok,
                      stand_done=self.mode is Mode.STAND and now - self._stand_t0 >= self._stand_T,
-                     policy_loaded=self.bundle is not None)
+                     policy_loaded=self.bundle is not None, latched=self.latched)
+
+    def _reset(self, now: float) -> None:
+        if self.mode is Mode.DAMPING and self.latched is not None:
+            self.safety.record("reset", f"operator reset; damping had been latched by "
+                               f"{self.latched}", False)
+            result = f"served: unlatched ({self.latched}); still DAMPING until a stand request"
+            log.warning("controller: damping unlatched by the operator (was: %s)", self.latched)
+            self.latched = None
+        else:
+            result = f"nothing latched in {self.mode.value}"
+        self.last_request = {"request": "reset", "tick": self._tick, "result": result}
 
     def _settle_request(self, req, kept: bool, served: bool, dropped: str | None) -> None:
         if req is None or kept:
@@ -415,7 +531,7 @@ class Controller:
             log.warning("controller: %s", dropped)
 
     def _fault_now(self, reason: str, now: float, sample) -> None:
-        st = step(self.mode, Facts(reason, None, False, False, self.bundle is not None))
+        st = step(self.mode, Facts(reason, None, False, False, self.bundle is not None, self.latched))
         if st.mode is not self.mode:
             self._enter(st.mode, now, st.transition.why, reason, sample)
 
@@ -426,6 +542,8 @@ class Controller:
         self.transitions.append({"tick": self._tick, "time": round(now, 6), "from": old.value,
                                  "to": mode.value, "why": detail})
         log.info("controller: %s -> %s (%s)", old.value, mode.value, detail)
+        if mode is Mode.DAMPING:
+            self.latched = detail
         if mode is Mode.STAND:
             start = self._last_target if self._last_target is not None else \
                 target_or_default(sample, self.default_pos)
@@ -438,6 +556,7 @@ class Controller:
             self._blend_t0 = now
             self._last_action = np.zeros((1, self.spec.num_joints), dtype=np.float32)
             self._prev_obs = self._prev_action = None
+            self._applied = np.zeros((1, 3))      # the robot stands: the command ramps up from 0
         elif mode is Mode.DAMPING and fault is not None and self._previous_bundle is not None \
                 and now - self._swap_time <= self.config.safety.rollback_window_s:
             bad, self.bundle = self.bundle, self._previous_bundle
@@ -479,7 +598,7 @@ class Controller:
         quat = st.base_quat[0]
         self.replay.append(
             time_ns=int(self._now * 1e9), obs=self._prev_obs, action=self._prev_action,
-            next_obs=obs, terminated=terminated, truncated=truncated, command=self._command[0],
+            next_obs=obs, terminated=terminated, truncated=truncated, command=self._applied[0],
             joint_pos=st.joint_pos[0], joint_vel=st.joint_vel[0], joint_torque=sample.joint_torque,
             imu_quat=quat, imu_gyro=st.base_ang_vel[0], imu_accel=sample.imu_accel,
             base_pos=sample.base_pos if sample.base_pos is not None else _NAN3,
@@ -494,10 +613,11 @@ class Controller:
                   "written": w.written, "queue_depth": w.queue_depth, "io_errors": w.io_errors,
                   "alive": w.alive, "skipped": self.replay_skipped}
         with self._lock:
-            pending = self._request.value if self._request else None
+            pending = "damping" if self._damp_seq else self._request.value if self._request else None
         return {
             "mode": self.mode.value, "tick": self._tick, "time": self._now,
-            "command": self.command.tolist(), "policy_id": self.policy_id,
+            "command": self.command.tolist(), "command_applied": self.applied_command.tolist(),
+            "command_note": self.command_note, "latched": self.latched, "policy_id": self.policy_id,
             "pending_swap": getattr(self._pending_bundle, "id", None),
             "pending_request": pending, "last_request": dict(self.last_request),
             "state_age_ms": None if math.isnan(self._state_age) else round(self._state_age * 1e3, 3),

@@ -9,7 +9,7 @@ RobotSpec, so gains, limits and rates are never typed twice:
       damping_kd: null          # N m s/rad in PASSIVE and DAMPING; default: the spec's stand kd
     safety:
       max_state_age_s: null     # default 3 policy periods
-      max_tilt: null            # rad; default the spec's termination.max_tilt (training's fall)
+      max_tilt: null            # rad in (0, pi/2]; default the spec's termination.max_tilt
       hard_limit_tolerance: 0.03   # rad a measured joint may sit beyond its hard limit
       joint_velocity_factor: 1.5   # x the spec's joint velocity limit
       rate_limit_factor: 1.0       # per-tick target change <= factor x velocity limit x policy_dt
@@ -17,16 +17,30 @@ RobotSpec, so gains, limits and rates are never typed twice:
       max_quat_norm_error: 0.1
       swap_require_verdict: false  # refuse a swapped-in bundle without a passing sim2sim verdict
       rollback_window_s: 2.0       # a fault this soon after a swap restores the previous bundle
+      max_repeated_ticks: 0        # later ticks that may read a state already read (0: every
+                                   # tick needs a new one: DAMPING by the 2nd tick after the last)
+    commands:
+      range_time_s: 1.0         # shortest time the policy's command crosses a range end to end
+      max_accel_vx: null        # m/s^2; default: the spec's lin_vel_x range / range_time_s
+      max_accel_vy: null        # m/s^2; default: lin_vel_y range / range_time_s
+      max_accel_wz: null        # rad/s^2; default: ang_vel_z range / range_time_s
+    trust:                      # which signed bundles this robot drives (deploy/signing.py)
+      require_signature: null   # null: required on hardware backends (unitree, ros2), not on mujoco
+      keys: []                  # public keys: names in configs/keys/<name>.pub, or PEM paths
+                                # (relative to this file); `sac2real keys new NAME` makes one
 
-Errors name the file and key (deploy.config.Section)."""
+Errors name the file and key (deploy.config.Section); every number must be finite and inside
+the range its loader states (NaN or inf would switch the check it configures off)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from deploy.config import Section, load_yaml
+from deploy.signing import SigningError, TrustConfig, trusted_keys
 from deploy.spec import REPO_ROOT, RobotSpec
 
 DEPLOY_DIR = REPO_ROOT / "configs" / "deploy"
@@ -52,6 +66,7 @@ class SafetyConfig:
     max_quat_norm_error: float = 0.1
     swap_require_verdict: bool = False
     rollback_window_s: float = 2.0
+    max_repeated_ticks: int = 0     # 0: DAMPING by the 2nd tick after the last valid state
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, **over) -> "SafetyConfig":
@@ -61,11 +76,39 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class CommandConfig:
+    """How fast the velocity command the policy sees may change (Controller.set_command).
+
+    Training (training/envs/velocity.py) draws a command uniformly in the spec's ranges and holds
+    it for the spec's resampling_time (seconds) before the next step: the policy learned to
+    recover from one step, anywhere in the ranges, and then to track a held command; it never met
+    a command that changes every tick, and a joystick flicked between corners or a planner's
+    bang-bang output at 1 kHz made the Go2 fall. So the Controller ramps: each axis moves at most
+    its acceleration x policy_dt per tick. Default: every range crossed end to end in
+    `range_time_s` (1 s), so a full reversal completes well within one training command period
+    while a command flipped every tick moves the applied one by only policy_dt / range_time_s of
+    its range per tick (1/50 at 50 Hz)."""
+
+    range_time_s: float = 1.0
+    max_accel_vx: float | None = None
+    max_accel_vy: float | None = None
+    max_accel_wz: float | None = None
+
+    def max_accel(self, spec: RobotSpec) -> np.ndarray:
+        """(3,) per-axis limits (vx, vy: m/s^2, wz: rad/s^2), derived where not given."""
+        derived = (spec.commands.high - spec.commands.low) / self.range_time_s
+        given = (self.max_accel_vx, self.max_accel_vy, self.max_accel_wz)
+        return np.array([d if g is None else g for d, g in zip(derived.tolist(), given)])
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     controller: ControllerConfig
     safety: SafetyConfig
+    commands: CommandConfig = CommandConfig()
     source: str = "<defaults from the spec>"
     extra: dict = field(default_factory=dict)
+    trust: TrustConfig = TrustConfig()
 
     @classmethod
     def defaults(cls, spec: RobotSpec) -> "DeployConfig":
@@ -80,10 +123,10 @@ class DeployConfig:
                 return cls.defaults(spec)
         path = Path(path)
         root = Section(load_yaml(path), path)
-        root.allow([], ["controller", "safety"])
+        root.allow([], ["controller", "safety", "commands", "trust"])
         c = root.sub("controller", {})
         c.allow([], ["stand_duration_s", "blend_in_s", "damping_kd"])
-        kd = c.number("damping_kd", None, low=0.0)
+        kd = c.number("damping_kd", None, low=0.0, high=100.0)
         controller = ControllerConfig(
             stand_duration_s=c.number("stand_duration_s", 2.0, low=0.1, high=60.0),
             blend_in_s=c.number("blend_in_s", 0.5, low=0.0, high=10.0),
@@ -91,22 +134,54 @@ class DeployConfig:
         s = root.sub("safety", {})
         s.allow([], ["max_state_age_s", "max_tilt", "hard_limit_tolerance", "joint_velocity_factor",
                      "rate_limit_factor", "torque_limit_factor", "max_quat_norm_error",
-                     "swap_require_verdict", "rollback_window_s"])
+                     "swap_require_verdict", "rollback_window_s", "max_repeated_ticks"])
         safety = SafetyConfig.from_spec(
             spec,
             max_state_age_s=s.number("max_state_age_s", None, low=spec.policy_dt, high=5.0),
-            max_tilt=s.number("max_tilt", None, low=0.05, high=3.1416),
+            max_tilt=s.number("max_tilt", None, low=0.0, high=math.pi / 2, open_low=True),
             hard_limit_tolerance=s.number("hard_limit_tolerance", None, low=0.0, high=0.5),
             joint_velocity_factor=s.number("joint_velocity_factor", None, low=0.1, high=10.0),
             rate_limit_factor=s.number("rate_limit_factor", None, low=0.01, high=10.0),
             torque_limit_factor=s.number("torque_limit_factor", None, low=0.05, high=2.0),
             max_quat_norm_error=s.number("max_quat_norm_error", None, low=1e-3, high=0.5),
             swap_require_verdict=s.get("swap_require_verdict", bool, None),
-            rollback_window_s=s.number("rollback_window_s", None, low=0.0, high=600.0))
-        return cls(controller, safety, str(path))
+            rollback_window_s=s.number("rollback_window_s", None, low=0.0, high=600.0),
+            max_repeated_ticks=s.integer("max_repeated_ticks", None, low=0, high=250))
+        m = root.sub("commands", {})
+        m.allow([], ["range_time_s", "max_accel_vx", "max_accel_vy", "max_accel_wz"])
+        commands = CommandConfig(
+            range_time_s=m.number("range_time_s", 1.0, low=0.0, high=60.0, open_low=True),
+            **{k: m.number(k, None, low=0.0, high=100.0, open_low=True)
+               for k in ("max_accel_vx", "max_accel_vy", "max_accel_wz")})
+        trust = load_trust(root.sub("trust", {}), path)
+        return cls(controller, safety, commands, str(path), trust=trust)
 
     def with_safety(self, **over) -> "DeployConfig":
         return replace(self, safety=replace(self.safety, **over))
 
     def with_controller(self, **over) -> "DeployConfig":
         return replace(self, controller=replace(self.controller, **over))
+
+    def with_commands(self, **over) -> "DeployConfig":
+        return replace(self, commands=replace(self.commands, **over))
+
+    def repeats_within_age(self, spec: RobotSpec) -> "DeployConfig":
+        """A state may be read again on the ticks within the age limit (the age check alone then
+        decides): for a robot simulated on this host in real time, whose physics thread delivers
+        a state whenever the host schedules it, or a machine too loaded to keep the 2-tick bound."""
+        ticks = math.ceil(self.safety.max_state_age_s / spec.policy_dt - 1e-9) - 1
+        return self.with_safety(max_repeated_ticks=max(self.safety.max_repeated_ticks, ticks))
+
+
+def load_trust(t: Section, path: Path) -> TrustConfig:
+    """The `trust:` section: public keys read now, so a missing or bad key file stops the start."""
+    t.allow([], ["require_signature", "keys"])
+    entries = t.get("keys", list, [])
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str) or not entry:
+            raise t.error(f"keys[{i}]", f"expected a key name or a .pub path, got {entry!r}")
+    try:
+        keys = trusted_keys(entries, path.parent)
+    except SigningError as exc:
+        raise t.error("keys", str(exc)) from exc
+    return TrustConfig(t.get("require_signature", (bool, type(None)), None), keys, str(path))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from deploy import bundle as B
+from deploy.signing import TrustCheck
 from deploy.spec import REPO_ROOT, RobotSpec
 
 ENV_VAR = "SAC2REAL_MODELS"
@@ -86,10 +87,26 @@ class PolicyRegistry:
                     out.append(BundleEntry(r, p.name, p, None, str(exc)))
         return out
 
-    def resolve(self, ref: str, robot: str | None = None) -> Path:
+    def resolve(self, ref: str, robot: str | None = None, external: bool = True) -> Path:
         """A bundle folder from `current` (the robot's current bundle; needs `robot`), `ID`,
         `ROBOT/ID`, a unique ID prefix, or a path to a bundle. The one resolver behind the CLI,
-        the ROS 2 node, the launch files and preflight, so a name that works in one works in all."""
+        the ROS 2 node, the launch files and preflight, so a name that works in one works in all.
+        `external=False` refuses a folder that is not a bundle of this registry (`<root>/<robot>/
+        <id>`, symbolic links resolved): what a robot's operator interface accepts by default."""
+        path = self._resolve(ref, robot)
+        if not external and not self.holds(path):
+            raise RegistryError(f"'{ref}' resolves to {path}, which is not a bundle in the registry "
+                                f"{self.root} (external bundles are refused here: copy it into the "
+                                f"registry, or allow external bundles)")
+        return path
+
+    def holds(self, path: str | Path) -> bool:
+        """`path` is a bundle folder of this registry: <root>/<robot>/<id>, links resolved."""
+        real, root = Path(path).resolve(), self.root.resolve()
+        return real.parent.parent == root and not real.name.startswith(".") \
+            and not real.parent.name.startswith(".")
+
+    def _resolve(self, ref: str, robot: str | None) -> Path:
         if ref == CURRENT:
             if robot is None:
                 raise RegistryError(f"'{CURRENT}' names a robot's current bundle: say which robot")
@@ -113,14 +130,14 @@ class PolicyRegistry:
                             f"{', '.join(f'{e.robot}/{e.id}' for e in matches)}")
 
     # ---- checks ----------------------------------------------------------------------------
-    def verify(self, ref: str, spec: RobotSpec | None = None,
-               providers: Sequence | str = "auto") -> B.PolicyBundle:
-        """Full load: manifest, spec, layout, golden pairs. The spec defaults to the robot's
-        current spec in configs/robots."""
+    def verify(self, ref: str, spec: RobotSpec | None = None, providers: Sequence | str = "auto",
+               trust: TrustCheck | None = None) -> B.PolicyBundle:
+        """Full load: manifest, spec, layout, golden pairs (and the signature, with `trust`). The
+        spec defaults to the robot's current spec in configs/robots."""
         path = self.resolve(ref)
         if spec is None:
             spec = RobotSpec.load(B.read_meta(path)["robot"]["name"])
-        return B.PolicyBundle.load(path, spec, providers=providers)
+        return B.PolicyBundle.load(path, spec, providers=providers, trust=trust)
 
     # ---- the current pointer ---------------------------------------------------------------
     def pointer(self, robot: str) -> dict | None:
@@ -129,8 +146,8 @@ class PolicyRegistry:
             return None
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{path}: not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:     # JSONDecodeError, UnicodeDecodeError
+            raise RegistryError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise RegistryError(f"{path}: expected {{\"id\": ...}}, found {data!r}")
         return data
@@ -149,13 +166,26 @@ class PolicyRegistry:
     def promote(self, ref: str, spec: RobotSpec | None = None) -> B.PolicyBundle:
         """Make a verified bundle with a passing sim2sim verdict for its own content current."""
         bundle = self.verify(ref, spec, providers="cpu")
+        self.check_verdict(bundle)
+        self._write_pointer(bundle)
+        return bundle
+
+    def sign(self, ref: str, key: str | Path, spec: RobotSpec | None = None) -> dict:
+        """Sign a verified bundle that has a passing sim2sim verdict for its own content (what the
+        gate does with --sign-key, for a bundle gated without a key). Returns the signature."""
+        bundle = self.verify(ref, spec, providers="cpu")
+        self.check_verdict(bundle)
+        return B.sign_bundle(bundle.path, key)
+
+    @staticmethod
+    def check_verdict(bundle: B.PolicyBundle) -> None:
+        """Refuse a bundle without a passing sim2sim verdict recorded for this very content."""
         verdict = bundle.sim2sim
         where = f"{bundle.robot}/{bundle.id}"
         if verdict is None:
             raise RegistryError(
-                f"{where}: promotion needs a passing sim2sim verdict recorded in the bundle "
-                f"and this bundle has none (sim2sim: null). The sim2sim gate comes with the "
-                f"Deployment issue; until then no bundle can be promoted.")
+                f"{where}: promotion and signing need a passing sim2sim verdict recorded in the "
+                f"bundle and this bundle has none (sim2sim: null); run `sac2real sim2sim` first")
         verdict = B.validate_verdict(verdict, bundle.path)
         if verdict["passed"] is not True:
             raise RegistryError(f"{where}: its sim2sim verdict failed (report "
@@ -167,8 +197,6 @@ class PolicyRegistry:
         if verdict["spec_hash"] != bundle.spec_hash:
             raise RegistryError(f"{where}: the sim2sim verdict was recorded for spec "
                                 f"{verdict['spec_hash'][:12]}, the bundle is for {bundle.spec_hash[:12]}")
-        self._write_pointer(bundle)
-        return bundle
 
     def _write_pointer(self, bundle: B.PolicyBundle) -> None:
         robot = bundle.robot

@@ -5,7 +5,8 @@ unexpected way is itself a fault ("supervisor_error").
 State checks (fatal: the Controller goes to DAMPING in the same tick)
     no_state        no sample from the backend (outside PASSIVE)
     nan_state       NaN/Inf anywhere in the state
-    stale_state     now - sample.stamp > max_state_age_s
+    stale_state     now - sample.stamp > max_state_age_s, or the same sample read again on more
+                    than max_repeated_ticks consecutive ticks (no new valid state arrived)
     bad_quaternion  | |q| - 1 | > max_quat_norm_error
     tilt            angle between the base z axis and the world z axis > max_tilt
     joint_limit     a measured joint beyond its hard limit by more than hard_limit_tolerance
@@ -99,16 +100,17 @@ class SafetySupervisor:
 
     # ---- state ----------------------------------------------------------------------------
     def check_state(self, sample: StateSample | None, now: float, allow_missing: bool = False,
-                    policy_active: bool = True) -> str | None:
+                    policy_active: bool = True, repeats: int = 0) -> str | None:
         """The first fatal reason, or None when the state is usable. Joint limits and joint
         velocities are checked while the policy drives (`policy_active`): a robot lying on the
-        floor or being stood up from a folded pose rests against its joint stops."""
+        floor or being stood up from a folded pose rests against its joint stops. `repeats`: how
+        many ticks in a row before this one have already read this same sample."""
         try:
-            return self._check_state(sample, now, allow_missing, policy_active)
+            return self._check_state(sample, now, allow_missing, policy_active, repeats)
         except Exception as exc:  # never raise in the loop
             return self.record("supervisor_error", f"state check failed: {exc!r}", True)
 
-    def _check_state(self, sample, now, allow_missing, policy_active):
+    def _check_state(self, sample, now, allow_missing, policy_active, repeats):
         if sample is None:
             if allow_missing:
                 return None
@@ -121,6 +123,10 @@ class SafetySupervisor:
             total += sum(st.base_lin_vel[0].tolist())
         if not math.isfinite(total):
             return self.record("nan_state", self._nonfinite_detail(sample), True)
+        if repeats > self.config.max_repeated_ticks:
+            return self.record("stale_state", f"no new state for {repeats} ticks (sample "
+                               f"{sample.sequence} read again; limit "
+                               f"{self.config.max_repeated_ticks})", True)
         age = now - sample.stamp
         if age > self.config.max_state_age_s:
             return self.record("stale_state", f"state is {age * 1e3:.1f} ms old "

@@ -18,6 +18,7 @@ from deploy.observations import RobotState, quat_rotate_inverse
 from deploy.spec import RobotSpec
 
 ROBOT_CONTYPE, ROBOT_CONAFFINITY = 2, 1  # collide with the floor (contype 1), never with each other
+GANTRY_K, GANTRY_K_ROT = 2000.0, 400.0    # N/m on the base's horizontal position, N m/rad on attitude
 
 
 def build_world_model(spec: RobotSpec, num_robots: int, spacing: float = 2.0) -> mujoco.MjModel:
@@ -100,6 +101,33 @@ def _subtree(model: mujoco.MjModel, root: int) -> np.ndarray:
     return np.flatnonzero(inside)
 
 
+@dataclass(frozen=True)
+class Gantry:
+    """What a humanoid hangs from while it stands up on PD (RobotSpec.stand_gantry): springs on its
+    base that hold the horizontal position and the orientation it was hung at, with no vertical
+    force, so its legs carry its whole weight. Applied at every physics step."""
+
+    anchor_xy: np.ndarray    # (2,) world frame
+    attitude: np.ndarray     # (3, 3) base orientation to hold
+    mass: float              # kg, the whole robot (sets the critical damping)
+
+    @classmethod
+    def hang(cls, data: mujoco.MjData, body: int, mass: float) -> "Gantry":
+        return cls(data.xpos[body][:2].copy(), data.xmat[body].reshape(3, 3).copy(), float(mass))
+
+    def apply(self, data: mujoco.MjData, body: int, free_dof: int) -> np.ndarray:
+        """Write this step's force and torque on `body` into data.xfrc_applied; returns the force."""
+        rot = data.xmat[body].reshape(3, 3)
+        lin = data.qvel[free_dof:free_dof + 2]
+        ang = rot @ data.qvel[free_dof + 3:free_dof + 6]          # body-frame rate -> world frame
+        damping = 2.0 * np.sqrt(GANTRY_K * self.mass)
+        force = GANTRY_K * (self.anchor_xy - data.xpos[body][:2]) - damping * lin
+        tilt = 0.5 * sum(np.cross(rot[:, i], self.attitude[:, i]) for i in range(3))   # small angles
+        data.xfrc_applied[body, :2] = force
+        data.xfrc_applied[body, 3:] = GANTRY_K_ROT * tilt - 2.0 * np.sqrt(GANTRY_K_ROT) * ang
+        return force
+
+
 class _Shard:
     """One compiled model with a contiguous block of robots [start, start + n)."""
 
@@ -111,13 +139,23 @@ class _Shard:
         self.nominal_body_mass = self.model.body_mass.copy()
         self.nominal_body_inertia = self.model.body_inertia.copy()
         self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
+        self.gantries: dict[int, Gantry] = {}    # local robot index -> the gantry it hangs from
 
     def holds(self, robots: np.ndarray) -> np.ndarray:
         """Which of the global robot ids live in this shard (a mask over `robots`)."""
         return (robots >= self.start) & (robots < self.start + self.n)
 
     def step(self, substeps: int) -> None:
-        mujoco.mj_step(self.model, self.data, nstep=substeps)
+        if not self.gantries:
+            mujoco.mj_step(self.model, self.data, nstep=substeps)
+            return
+        for _ in range(substeps):
+            for r, g in self.gantries.items():
+                g.apply(self.data, self.idx.base_body[r], self.idx.free_dof[r])
+            mujoco.mj_step(self.model, self.data)
+
+    def robot_mass(self, local: int) -> float:
+        return float(self.model.body_mass[self.idx.body_robot == local].sum())
 
 
 class SimWorld:
@@ -230,6 +268,18 @@ class SimWorld:
             d.qvel[idx.dof[loc]] = 0.0
             d.ctrl[idx.actuator[loc]] = q[sel]
             mujoco.mj_forward(sh.model, d)
+
+    def set_gantry(self, robots: np.ndarray, on: bool) -> None:
+        """Hang `robots` from a gantry where they are now (Gantry), or take it away."""
+        robots = np.asarray(robots, dtype=np.int64)
+        for sh in self.shards:
+            for r in robots[sh.holds(robots)] - sh.start:
+                body = sh.idx.base_body[r]
+                sh.data.xfrc_applied[body] = 0.0
+                if on:
+                    sh.gantries[int(r)] = Gantry.hang(sh.data, body, sh.robot_mass(int(r)))
+                else:
+                    sh.gantries.pop(int(r), None)
 
     def set_targets(self, joint_targets: np.ndarray) -> None:
         """(N, J) joint position targets in policy order."""

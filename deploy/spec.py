@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,15 @@ HARDWARE_INTERFACES = {
     "unitree_go": 20,   # unitree_go LowCmd_.motor_cmd[20] (Go2)
     "anymal_ros2": 12,  # this project's ANYmal topic contract (one slot per actuated joint)
 }
+# Ranges a spec's numbers are checked against on load: wide enough for any legged robot's actuators
+# (the largest here: G1 kp 200 N m/rad, effort 139 N m, velocity 37 rad/s; ANYmal's multi-turn
+# joints +-3 pi), narrow enough that a unit or exponent typo (kp: 1.0e9) is refused.
+JOINT_RANGE = 4 * math.pi      # rad, limits and default positions
+MAX_KP = 5000.0                # N m / rad
+MAX_KD = 500.0                 # N m s / rad
+MAX_EFFORT = 2000.0            # N m
+MAX_VELOCITY = 100.0           # rad / s
+MAX_COMMAND = 10.0             # m/s and rad/s, command ranges
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,8 @@ class RobotSpec:
     termination: TerminationSpec
     stand_kp_scale: float = 1.0
     stand_kd_scale: float = 1.0
+    stand_gantry: bool = False   # cannot balance on PD at the STAND gains: simulators hang it until
+                                 # the policy has taken over (deploy.sim_world.SimWorld.set_gantry)
     hash: str = field(default="", compare=False)
 
     # ---- loading -------------------------------------------------------------------------
@@ -245,7 +257,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
     root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
                 "height_scan", "commands", "termination"], ["stand"])
     stand = root.sub("stand", {})
-    stand.allow([], ["kp_scale", "kd_scale"])
+    stand.allow([], ["kp_scale", "kd_scale", "gantry"])
     hw = root.sub("hardware")
     hw.allow(["interface"])
     timing = root.sub("timing")
@@ -258,7 +270,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
 
     policy_dt = timing.number("policy_dt", low=1e-4, high=1.0)
     sim_dt = timing.number("sim_dt", low=1e-5, high=1.0)
-    decimation = timing.get("decimation", int)
+    decimation = timing.integer("decimation", low=1, high=1000)
     if decimation < 1 or abs(sim_dt * decimation - policy_dt) > 1e-9:
         raise timing.error("decimation", f"sim_dt * decimation = {sim_dt * decimation:g} must "
                            f"equal policy_dt = {policy_dt:g}")
@@ -272,21 +284,22 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         mjcf=str(mjcf_path),
         interface=interface,
         joints=joints,
-        action_scale=action.number("scale", low=1e-6),
-        soft_limit_factor=action.number("soft_limit_factor", low=0.0, high=1.0),
+        action_scale=action.number("scale", low=0.0, high=10.0, open_low=True),
+        soft_limit_factor=action.number("soft_limit_factor", low=0.0, high=1.0, open_low=True),
         policy_dt=policy_dt,
         sim_dt=sim_dt,
         decimation=decimation,
         base_body=bodies.get("base", str),
         foot_bodies=tuple(_names(bodies, "feet")),
         penalized_contacts=tuple(_names(bodies, "penalized_contacts", [])),
-        base_height=bodies.number("base_height", low=0.0),
+        base_height=bodies.number("base_height", low=0.0, high=5.0, open_low=True),
         observations=_parse_observations(root),
         height_scan=_parse_height_scan(root.sub("height_scan")),
         commands=_parse_commands(root.sub("commands")),
         termination=_parse_termination(root.sub("termination")),
         stand_kp_scale=stand.number("kp_scale", 1.0, low=0.1, high=20.0),
         stand_kd_scale=stand.number("kd_scale", 1.0, low=0.1, high=20.0),
+        stand_gantry=stand.get("gantry", bool, False),
     )
     _check_defaults_inside_soft_limits(spec, root)
     digest = hashlib.sha256(json.dumps(_hashed_content(spec), sort_keys=True).encode()).hexdigest()
@@ -298,6 +311,7 @@ def _hashed_content(spec: RobotSpec) -> dict:
     d = spec.to_dict()
     d.pop("source")
     d.pop("mjcf")
+    d.pop("stand_gantry")   # how a simulator holds the robot while it stands, not a policy contract
     return d
 
 
@@ -333,19 +347,21 @@ def _parse_joints(root: Section, motor_slots: int) -> tuple[JointSpec, ...]:
         if motor in seen_motors:
             raise row.error("motor", f"motor index {motor} of joint '{name}' is already used by "
                             f"'{seen_motors[motor]}'")
-        lower, upper = row.pair("limits")
+        lower, upper = row.pair("limits", low=-JOINT_RANGE, high=JOINT_RANGE)
         if lower == upper:
             raise row.error("limits", f"joint '{name}' has an empty range [{lower}, {upper}]")
-        default = row.number("default")
+        default = row.number("default", low=-JOINT_RANGE, high=JOINT_RANGE)
         if not lower <= default <= upper:
             raise row.error("default", f"default position {default} of joint '{name}' is outside "
                             f"its limits [{lower}, {upper}]")
         joints.append(JointSpec(name=name, motor=motor, default=default, lower=lower, upper=upper,
-                                kp=row.number("kp", low=0.0), kd=row.number("kd", low=0.0),
-                                effort=row.number("effort", low=1e-6),
-                                velocity=row.number("velocity", low=1e-6),
-                                armature=row.number("armature", 0.0, low=0.0),
-                                damping=row.number("damping", 0.0, low=0.0)))
+                                kp=row.number("kp", low=0.0, high=MAX_KP),
+                                kd=row.number("kd", low=0.0, high=MAX_KD),
+                                effort=row.number("effort", low=0.0, high=MAX_EFFORT, open_low=True),
+                                velocity=row.number("velocity", low=0.0, high=MAX_VELOCITY,
+                                                    open_low=True),
+                                armature=row.number("armature", 0.0, low=0.0, high=10.0),
+                                damping=row.number("damping", 0.0, low=0.0, high=100.0)))
         seen_names[name] = len(joints) - 1
         seen_motors[motor] = name
     return tuple(joints)
@@ -373,35 +389,37 @@ def _parse_observations(root: Section) -> tuple[ObsTermSpec, ...]:
         if name == "height_scan":
             raise row.error("term", "height_scan is configured under 'height_scan' and added by "
                             "the rough-terrain task, not listed here")
-        terms.append(ObsTermSpec(term=name, scale=row.number("scale", 1.0),
-                                 clip=row.number("clip", None, low=0.0),
-                                 noise=row.number("noise", 0.0, low=0.0)))
+        terms.append(ObsTermSpec(term=name,
+                                 scale=row.number("scale", 1.0, low=0.0, high=1e3, open_low=True),
+                                 clip=row.number("clip", None, low=0.0, high=1e3, open_low=True),
+                                 noise=row.number("noise", 0.0, low=0.0, high=10.0)))
     return tuple(terms)
 
 
 def _parse_height_scan(sec: Section) -> HeightScanSpec:
     sec.allow(["size", "resolution", "offset", "noise", "clip"])
-    size = sec.get("size", list)
-    if len(size) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in size):
-        raise sec.error("size", f"expected [length_x, width_y] in metres, got {size}")
-    return HeightScanSpec(size=(float(size[0]), float(size[1])),
-                          resolution=sec.number("resolution", low=1e-3),
-                          offset=sec.number("offset"), noise=sec.number("noise", low=0.0),
-                          clip=sec.number("clip", low=0.0))
+    return HeightScanSpec(size=sec.vector("size", 2, low=0.0, high=10.0, open_low=True,
+                                                     what="[length_x, width_y] in metres"),
+                          resolution=sec.number("resolution", low=1e-3, high=1.0),
+                          offset=sec.number("offset", low=-10.0, high=10.0),
+                          noise=sec.number("noise", low=0.0, high=1.0),
+                          clip=sec.number("clip", low=0.0, high=100.0, open_low=True))
 
 
 def _parse_commands(sec: Section) -> CommandSpec:
     sec.allow(["lin_vel_x", "lin_vel_y", "ang_vel_z", "resampling_time", "standing_fraction"])
-    return CommandSpec(lin_vel_x=sec.pair("lin_vel_x"), lin_vel_y=sec.pair("lin_vel_y"),
-                       ang_vel_z=sec.pair("ang_vel_z"),
-                       resampling_time=sec.number("resampling_time", low=0.02),
+    return CommandSpec(lin_vel_x=sec.pair("lin_vel_x", low=-MAX_COMMAND, high=MAX_COMMAND),
+                       lin_vel_y=sec.pair("lin_vel_y", low=-MAX_COMMAND, high=MAX_COMMAND),
+                       ang_vel_z=sec.pair("ang_vel_z", low=-MAX_COMMAND, high=MAX_COMMAND),
+                       resampling_time=sec.number("resampling_time", low=0.02, high=3600.0),
                        standing_fraction=sec.number("standing_fraction", low=0.0, high=1.0))
 
 
 def _parse_termination(sec: Section) -> TerminationSpec:
     sec.allow(["max_tilt", "min_base_height", "contacts"])
-    return TerminationSpec(max_tilt=sec.number("max_tilt", low=0.0, high=3.1416),
-                           min_base_height=sec.number("min_base_height", low=0.0),
+    return TerminationSpec(max_tilt=sec.number("max_tilt", low=0.0, high=math.pi / 2,
+                                               open_low=True),
+                           min_base_height=sec.number("min_base_height", low=0.0, high=5.0),
                            contacts=tuple(_names(sec, "contacts")))
 
 

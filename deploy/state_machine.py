@@ -5,11 +5,16 @@ match wins. Each row can be tested on its own (tests/test_controller.py does).
     STAND    interpolate from the last target (the measured pose, coming from PASSIVE/DAMPING) to
              the default pose with the spec's stand gains, then hold it
     POLICY   the policy drives, blended in from the stand pose and gains
-    DAMPING  damping only, latched after a fault or an operator damping/e-stop request
+    DAMPING  damping only, latched after a fault or an operator damping/e-stop request: like a
+             hardware e-stop, nothing leaves it until an explicit reset (`Controller.reset()`,
+             the node's ~/reset), and a reset only unlatches: the robot stays in DAMPING until
+             the operator then asks it to stand
 
-Operator requests are one pending slot (a new request replaces the old one). A request that a
-transition uses is consumed. A request that cannot be served is dropped with a reason, except a
-policy request during STAND, which waits until the default pose is reached."""
+Damping (the e-stop) is not a request in the operator slot: it is a flag of its own that no later
+request can replace, so an e-stop followed by a start within the same tick still damps (the start
+is dropped). Stand and policy requests share one pending slot (a new one replaces the old one). A
+request that a transition uses is consumed. A request that cannot be served is dropped with a
+reason, except a policy request during STAND, which waits until the default pose is reached."""
 from __future__ import annotations
 
 import enum
@@ -39,6 +44,7 @@ class Facts:
     state_ok: bool              # the state passed every check this tick
     stand_done: bool            # the STAND interpolation has reached the default pose
     policy_loaded: bool         # a verified bundle is installed
+    latched: str | None = None  # why DAMPING is latched (fault or e-stop), None after a reset
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,8 @@ P, S, POL, D = Mode.PASSIVE, Mode.STAND, Mode.POLICY, Mode.DAMPING
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALL - {D}, lambda f: f.fault is not None, D, "safety fault"),
     Transition(ALL - {D}, lambda f: f.request is Request.DAMPING, D, "operator: damping"),
-    Transition(frozenset({P, D}), lambda f: f.request is Request.STAND and f.state_ok, S,
-               "operator: stand"),
+    Transition(frozenset({P, D}), lambda f: f.request is Request.STAND and f.state_ok
+               and f.latched is None, S, "operator: stand"),
     Transition(frozenset({S}), lambda f: f.request is Request.POLICY and f.stand_done
                and f.policy_loaded, POL, "operator: policy"),
     Transition(frozenset({POL}), lambda f: f.request is Request.STAND, S, "operator: stand"),
@@ -97,6 +103,8 @@ def _why_dropped(mode: Mode, req: Request, f: Facts) -> str | None:
         return None
     if req is Request.POLICY and mode is POL:
         return None
+    if mode is D and f.latched is not None:
+        return f"{req.value} refused in DAMPING: damping is latched ({f.latched}); reset first"
     if req is Request.STAND and not f.state_ok:
         return f"stand refused in {mode.value}: the state fails a safety check ({f.fault or 'no state'})"
     if req is Request.POLICY and not f.policy_loaded:

@@ -6,7 +6,15 @@ This estimator gives the hardware backends that term from what they do receive: 
 (a foot on the ground does not move, so the base moves opposite to the foot's velocity relative to
 the base) blended with the accelerometer's short-term integration, which bridges foot impacts and
 swing phases. Kinematics come from the spec's own MJCF, so the estimate uses the same link lengths
-the policy was trained on."""
+the policy was trained on.
+
+The accelerometer is integrated, so one bad reading would otherwise stay in the estimate (a NaN
+for good; a 3e38 m/s^2 spike as a ~6e35 m/s velocity decaying for seconds). The backends drop such
+samples at decode; the estimator also protects itself: an accelerometer reading that is not
+finite or beyond `max_accel` is not integrated (the estimate holds for that reading), and an
+estimate that is not finite or faster than `max_speed_mps` is never passed on (NaN, which the
+Controller's state check turns into DAMPING) and is thrown away, so the next reading starts again
+from the legs. One bad sample never outlives itself."""
 from __future__ import annotations
 
 import mujoco
@@ -30,10 +38,15 @@ class LegOdometry:
     blend_time_s: time constant of the complementary filter; longer trusts the accelerometer more.
     agreement_mps: how far a foot's answer may stray from the accelerometer's prediction and still
     count (a Gaussian weight of this width).
+    max_accel: m/s^2 beyond which an accelerometer reading is not a measurement (default: the
+    widest full-scale range of the IMUs these robots use, deploy.backends.hardware_link).
+    max_speed_mps: a base velocity estimate beyond this is a diverged filter, not motion (several
+    times faster than any of these robots runs).
     """
 
     def __init__(self, spec: RobotSpec, contact_band_m: float = 0.03, blend_time_s: float = 0.05,
-                 agreement_mps: float = 0.15):
+                 agreement_mps: float = 0.15, max_accel: float | None = None,
+                 max_speed_mps: float = 10.0):
         self.spec = spec
         self.model = load_model(spec)
         self.map = check_model(spec, self.model)
@@ -41,6 +54,11 @@ class LegOdometry:
         self.contact_band_m = float(contact_band_m)
         self.blend_time_s = float(blend_time_s)
         self.agreement_mps = float(agreement_mps)
+        if max_accel is None:
+            from deploy.backends.hardware_link import IMU_ACCEL_MAX
+            max_accel = IMU_ACCEL_MAX
+        self.max_accel = float(max_accel)
+        self.max_speed_mps = float(max_speed_mps)
         m = self.model
         collides = (m.geom_contype != 0) | (m.geom_conaffinity != 0)
         self._foot_geoms = [np.flatnonzero((m.geom_bodyid == b) & collides) for b in self.map.foot_bodies]
@@ -100,16 +118,26 @@ class LegOdometry:
         return points[points[:, 2] <= points[:, 2].min() + 0.005].mean(0)
 
     def update(self, state: RobotState, imu_accel: np.ndarray, stamp: float) -> np.ndarray:
-        """(1, 3) body-frame base velocity after this reading (stamp in seconds, monotonic)."""
+        """(1, 3) body-frame base velocity after this reading (stamp in seconds, monotonic). NaN
+        when even the legs' answer is not finite or plausible (a bad joint reading): the
+        Controller's state check faults on it, and the next reading starts afresh."""
         dt = 0.0 if self._stamp is None else stamp - self._stamp
         self._stamp = stamp
-        if self._v is None or not 0.0 < dt < 0.1:      # first reading, or after a gap: legs only
-            self._v = self.legs(state)
+        accel = np.asarray(imu_accel, dtype=np.float64).reshape(1, 3)
+        measured = bool(np.isfinite(accel).all() and np.abs(accel).max() <= self.max_accel)
+        if self._v is None or not 0.0 < dt < 0.1:
+            v = self.legs(state)                        # first reading, or after a gap: legs only
         else:
-            v = self._v[None]
-            accel = np.asarray(imu_accel, dtype=np.float64).reshape(1, 3) \
-                + quat_rotate_inverse(state.base_quat, self.model.opt.gravity[None])
-            predicted = (v + dt * (accel - _cross(state.base_ang_vel, v)))[0]
+            prior = self._v[None]
+            if measured:
+                accel = accel + quat_rotate_inverse(state.base_quat, self.model.opt.gravity[None])
+                predicted = (prior + dt * (accel - _cross(state.base_ang_vel, prior)))[0]
+            else:                                       # a bad reading: hold, do not integrate
+                predicted = prior[0]
             keep = self.blend_time_s / (self.blend_time_s + dt)
-            self._v = keep * predicted + (1.0 - keep) * self.legs(state, predicted)
-        return self._v[None].copy()
+            v = keep * predicted + (1.0 - keep) * self.legs(state, predicted)
+        if not (np.isfinite(v).all() and np.abs(v).max() <= self.max_speed_mps):
+            self._v = None                              # the next reading starts from the legs
+            return np.full((1, 3), np.nan)              # not passed on: the state check faults
+        self._v = v
+        return v[None].copy()

@@ -18,9 +18,10 @@ def wait_for(pred, timeout_s, what):
 
 
 def loaded_machine_controller(spec, backend) -> Controller:
-    """The state-age limit widened for a machine that also trains (an argument, not a code path),
-    and a 1 s stand so the tests stand up quickly."""
-    cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5)
+    """The state-age limit widened for a machine that also trains, and a state allowed to be read
+    again on the ticks within that age (arguments, not code paths), and a 1 s stand so the tests
+    stand up quickly."""
+    cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5).repeats_within_age(spec)
     return Controller(spec, backend, config=cfg.with_controller(stand_duration_s=1.0))
 
 

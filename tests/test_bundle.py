@@ -3,6 +3,8 @@ a changed byte, another joint order, other observation dims, another dt, another
 a golden pair that no longer matches."""
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from deploy import bundle as B
+from deploy import signing
 from deploy.bundle import BundleError, PolicyBundle, record_verdict
 from deploy.spec import ROBOTS_DIR, RobotSpec
 
@@ -250,3 +253,175 @@ def test_an_interrupted_verdict_update_is_refused_then_completed(bundle_dir, spe
 def test_policy_json_agrees_with_its_manifest_digest(bundle_dir):
     text = (bundle_dir / "policy.json").read_bytes()
     assert B.read_manifest(bundle_dir)["policy.json"] == hashlib.sha256(text).hexdigest()
+
+
+# ---- signatures (deploy/signing.py) -------------------------------------------------------------
+@pytest.fixture
+def keys(tmp_path):
+    """A key the robot trusts and an attacker's key, made the way `sac2real keys new` makes them."""
+    made = {name: signing.new_key(name, tmp_path / "private", tmp_path / "public")
+            for name in ("lab", "attacker")}
+    trusted = signing.TrustConfig(None, signing.trusted_keys([str(made["lab"][1])], tmp_path), "test")
+    return made, trusted
+
+
+def _signed_copy(bundle_dir, key, passed=True):
+    record_verdict(bundle_dir, _verdict(bundle_dir, passed=passed))
+    B.sign_bundle(bundle_dir, key)
+    return bundle_dir
+
+
+def _refused_signature(path, spec, trust, *fragments):
+    from deploy.signing import TrustCheck
+
+    with pytest.raises(BundleError) as info:
+        PolicyBundle.load(path, spec, providers="cpu", trust=TrustCheck(trust, hardware=True))
+    assert info.value.field == "signature" and str(path) in str(info.value)
+    for f in fragments:
+        assert f in str(info.value), str(info.value)
+
+
+def test_a_forged_self_consistent_bundle_is_refused_on_hardware_naming_the_signature(
+        copy_bundle, spec, keys, tmp_path):
+    """The review's forgery: ONNX changed, golden pairs, verdict and manifest recomputed. Every
+    other check passes it (it loads on the MuJoCo backend's default rule); on a hardware backend
+    the signature refuses it, whether the original signature is kept, removed or replaced by one
+    from an untrusted key."""
+    import shutil
+
+    from bench.fuzzing.bundles import forge
+    from deploy.signing import SIGNATURE_FILE, TrustCheck
+
+    (lab, _), (attacker, _) = keys[0]["lab"], keys[0]["attacker"]
+    trust = keys[1]
+    genuine = _signed_copy(copy_bundle(tmp_path / "a"), lab)
+    loaded = PolicyBundle.load(genuine, spec, providers="cpu", trust=TrustCheck(trust, hardware=True))
+    assert loaded.signature["key"]["name"] == "lab"
+
+    forged = tmp_path / "forged"
+    shutil.copytree(genuine, forged)
+    forge(forged)
+    assert B.read_manifest(forged)["policy.onnx"] != B.read_manifest(genuine)["policy.onnx"]
+    PolicyBundle.load(forged, spec, providers="cpu", trust=TrustCheck(trust, hardware=False))
+    _refused_signature(forged, spec, trust, "does not match the content", "changed after it was signed")
+    (forged / SIGNATURE_FILE).unlink()
+    _refused_signature(forged, spec, trust, "missing", "unsigned", "trusts 'lab'")
+    B.sign_bundle(forged, attacker)
+    _refused_signature(forged, spec, trust, "not from a trusted key", "signed by 'attacker'")
+    with pytest.raises(BundleError, match="not from a trusted key"):   # required on MuJoCo too
+        PolicyBundle.load(forged, spec, providers="cpu", trust=TrustCheck(
+            signing.TrustConfig(True, trust.keys), hardware=False))
+
+
+def test_a_signed_failing_verdict_is_not_trusted(bundle_dir, spec, keys):
+    _signed_copy(bundle_dir, keys[0]["lab"][0], passed=False)
+    _refused_signature(bundle_dir, spec, keys[1], "not a pass")
+
+
+def test_tampered_signature_files_are_refused_by_name(bundle_dir, spec, keys):
+    from deploy.signing import SIGNATURE_FILE
+
+    _signed_copy(bundle_dir, keys[0]["lab"][0])
+    path = bundle_dir / SIGNATURE_FILE
+    good = json.loads(path.read_text())
+    raw = bytearray(base64.b64decode(good["signature"]))
+    raw[0] ^= 1
+    path.write_text(json.dumps({**good, "signature": base64.b64encode(bytes(raw)).decode()}))
+    _refused_signature(bundle_dir, spec, keys[1], "does not match the content",
+                       "signature bytes themselves were altered")
+    forged_claim = {**good["signed"], "verdict": {"passed": True, "created": "now", "report": "x"}}
+    path.write_text(json.dumps({**good, "signed": forged_claim}))      # found by the fuzzer
+    _refused_signature(bundle_dir, spec, keys[1], "does not match the content", "verdict signed")
+    path.write_text("{not json")
+    _refused_signature(bundle_dir, spec, keys[1], "malformed signature.json")
+    path.write_text(json.dumps({**good, "algorithm": "none"}))
+    _refused_signature(bundle_dir, spec, keys[1], "malformed", "ed25519")
+
+
+def test_recording_a_verdict_removes_the_signature_it_invalidates(bundle_dir, spec, keys):
+    from deploy.signing import SIGNATURE_FILE
+
+    _signed_copy(bundle_dir, keys[0]["lab"][0])
+    record_verdict(bundle_dir, _verdict(bundle_dir))
+    assert not (bundle_dir / SIGNATURE_FILE).exists()
+    _refused_signature(bundle_dir, spec, keys[1], "missing")
+
+
+@pytest.mark.parametrize("report", ["/tmp/elsewhere/report.json", "../report.json", ""])
+def test_a_verdict_must_refer_to_a_file_inside_the_bundle(bundle_dir, report):
+    with pytest.raises(BundleError, match="sim2sim.report.*not a path inside the bundle"):
+        record_verdict(bundle_dir, _verdict(bundle_dir, report=report))
+
+
+def test_the_controller_refuses_an_unsigned_bundle_at_start_and_at_swap(copy_bundle, spec, keys,
+                                                                        tmp_path):
+    """Trust required (as on hardware): an unsigned bundle is refused by the constructor and by
+    a swap, by path and as a loaded object; a bundle signed by the trusted key is installed."""
+    from deploy.backends.mujoco_backend import MujocoBackend
+    from deploy.controller import Controller, PolicyRefused
+    from deploy.deploy_config import DeployConfig
+
+    config = DeployConfig.load(spec)
+    config = dataclasses.replace(config, trust=signing.TrustConfig(True, keys[1].keys))
+    unsigned = copy_bundle(tmp_path / "u")
+    signed = _signed_copy(copy_bundle(tmp_path / "s"), keys[0]["lab"][0])
+    with pytest.raises(PolicyRefused, match="signature: missing"):
+        Controller(spec, MujocoBackend(spec), PolicyBundle.load(unsigned, spec, providers="cpu"),
+                   config=config)
+    ctrl = Controller(spec, MujocoBackend(spec), None, config=config)
+    result = ctrl.swap_policy(unsigned)
+    assert not result.accepted and "signature: missing" in result.reason
+    result = ctrl.swap_policy(PolicyBundle.load(unsigned, spec, providers="cpu"))
+    assert not result.accepted and "signature: missing" in result.reason and ctrl.bundle is None
+    assert ctrl.swap_policy(signed).accepted and ctrl.policy_id == B.read_meta(signed)["id"]
+
+
+def test_hardware_backends_require_a_signature_by_default_and_mujoco_does_not(bundle, spec):
+    """The default rule (trust.require_signature null): a UnitreeBackend (DDS on loopback, no
+    robot needed to construct it) refuses the unsigned bundle and says this robot trusts no key;
+    the MuJoCo backend runs it."""
+    pytest.importorskip("unitree_sdk2py", reason="unitree_sdk2py not installed (pip install -e '.[unitree]')")
+    from deploy.backends.mujoco_backend import MujocoBackend
+    from deploy.backends.unitree import UnitreeBackend
+    from deploy.bridges.process import dds_test_domain
+    from deploy.controller import Controller, PolicyRefused
+
+    assert bundle.signature is None
+    assert Controller(spec, MujocoBackend(spec), bundle).policy_id == bundle.id
+    # the domain of the Unitree backend tests: the SDK joins one domain per process
+    backend = UnitreeBackend(spec, "lo", dds_test_domain(), release_motion_mode=False)
+    try:
+        with pytest.raises(PolicyRefused, match="signature: missing: .* trusts no key"):
+            Controller(spec, backend, bundle)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("trust, key, words", [
+    ({"keys": ["no-such-key"]}, "trust.keys", "no-such-key.pub"),
+    ({"keys": ["other.pub"]}, "trust.keys", "not a readable PEM public key"),
+    ({"keys": [3]}, "trust.keys[0]", "expected a key name"),
+    ({"require_signature": "yes"}, "trust.require_signature", "expected bool"),
+    ({"requires_signature": True}, "trust.requires_signature", "did you mean 'require_signature'"),
+])
+def test_trust_section_errors_name_the_key(spec, tmp_path, trust, key, words):
+    from deploy.config import ConfigError
+    from deploy.deploy_config import DeployConfig
+
+    (tmp_path / "other.pub").write_text("not a key")
+    path = tmp_path / "go2.yaml"
+    path.write_text(yaml.safe_dump({"trust": trust}))
+    with pytest.raises(ConfigError) as info:
+        DeployConfig.load(spec, path)
+    assert info.value.key == key and words in str(info.value) and str(path) in str(info.value)
+
+
+def test_trust_section_reads_keys_by_name_or_path_relative_to_the_config(spec, tmp_path, keys):
+    from deploy.deploy_config import DeployConfig
+
+    (tmp_path / "go2.yaml").write_text("trust:\n  require_signature: true\n  keys: [public/lab.pub]\n")
+    trust = DeployConfig.load(spec, tmp_path / "go2.yaml").trust
+    assert trust.require_signature is True and [k.name for k in trust.keys] == ["lab"]
+    assert trust.keys[0].id == keys[1].keys[0].id
+    assert trust.required(hardware=False) and signing.TrustConfig().required(hardware=True)
+    assert not signing.TrustConfig().required(hardware=False)

@@ -1,6 +1,8 @@
 """The Controller: state machine rows one by one, STAND from a sitting pose within the rate limit,
-the blend-in, absolute-deadline pacing, policy swaps that verify before they install, and the
-hand-over of every completed transition to the onboard replay log.
+the blend-in, absolute-deadline pacing, policy swaps that verify before they install, the
+hand-over of every completed transition to the onboard replay log, the latched e-stop (an e-stop
+wins over every later request until a reset), and the velocity command's rate limits (the
+shipped Go2 policy driven with random corners at 50 Hz and bang-bang at 1 kHz for 30 s each).
 
 The policy is the Go2 bundle exported from a real, few-second SAC run (tests/conftest.py);
 ConstantPolicy, lockstep and stand_then_policy are shared with test_safety.py."""
@@ -14,7 +16,7 @@ import pytest
 
 from deploy.backend import StateSample
 from deploy.backends.mujoco_backend import MujocoBackend
-from deploy.controller import Controller, PolicyRefused
+from deploy.controller import CommandRefused, Controller, PolicyRefused
 from deploy.deploy_config import DeployConfig
 from deploy.observations import RobotState
 from deploy.state_machine import TRANSITIONS, Facts, Mode, Request, step
@@ -90,6 +92,14 @@ def test_operator_damping_and_stand_from_policy():
     assert step(Mode.PASSIVE, facts(request=Request.DAMPING)).mode is Mode.DAMPING
 
 
+def test_latched_damping_refuses_stand_until_a_reset():
+    refused = step(Mode.DAMPING, facts(request=Request.STAND, latched="operator: damping"))
+    assert refused.mode is Mode.DAMPING and "latched (operator: damping); reset first" in refused.dropped
+    policy = step(Mode.DAMPING, facts(request=Request.POLICY, latched="safety fault: tilt"))
+    assert policy.mode is Mode.DAMPING and "reset first" in policy.dropped
+    assert step(Mode.PASSIVE, facts(request=Request.STAND)).mode is Mode.STAND
+
+
 def test_every_row_names_its_reason():
     assert all(t.why for t in TRANSITIONS)
 
@@ -157,11 +167,15 @@ class ActionBounds:
 
 
 # ---- commands, requests, diagnostics ------------------------------------------------------------
-def test_set_command_is_clamped_to_the_spec_ranges(spec, bundle):
+def test_set_command_is_clamped_to_the_spec_ranges_and_refuses_non_finite_values(spec, bundle):
     backend = MujocoBackend(spec)
     ctrl = Controller(spec, backend, bundle, clock=backend.clock)
     assert ctrl.set_command(9.0, -9.0, 0.3) == (spec.commands.lin_vel_x[1], spec.commands.lin_vel_y[0], 0.3)
-    assert ctrl.set_command(float("nan"), 0, 0) == (0.0, 0.0, 0.0)
+    assert "vx 9 -> " in ctrl.diagnostics()["command_note"]
+    for bad in (float("nan"), float("inf"), "1", None):
+        with pytest.raises(CommandRefused, match="vy .* not a finite number"):
+            ctrl.set_command(0.1, bad, 0.0)
+        assert ctrl.command.tolist() == [spec.commands.lin_vel_x[1], spec.commands.lin_vel_y[0], 0.3]
     backend.close()
 
 
@@ -305,3 +319,207 @@ def test_every_completed_transition_goes_to_the_replay_writer(spec, bundle, tmp_
     assert all(p.rstrip(b"\0").decode() == bundle.id for p in data.fields["policy_id"])
     assert np.isnan(data.rewards).all()
     backend.close()
+
+
+# ---- the e-stop is latched -----------------------------------------------------------------------
+def test_an_estop_followed_by_a_start_in_the_same_tick_damps_and_stays_latched_until_reset(spec, bundle):
+    """The review's finding: requests shared one slot, so ~/start 2.1 ms after ~/estop (the same
+    20 ms tick) replaced the e-stop and the robot never damped."""
+    backend = MujocoBackend(spec)
+    ctrl = Controller(spec, backend, bundle, clock=backend.clock)
+    stand_then_policy(ctrl, backend)
+    backend.command_log = []
+    ctrl.estop()
+    ctrl.request_stand()                  # the node's ~/start in POLICY/STAND/DAMPING asks these
+    ctrl.request_policy()
+    lockstep(ctrl, backend, 1)
+    assert ctrl.mode is Mode.DAMPING, ctrl.diagnostics()["transitions"]
+    assert ctrl.latched == "operator: damping"
+    # every later request is refused while latched, the state being healthy
+    for ask in (ctrl.request_stand, ctrl.request_policy):
+        ask()
+        lockstep(ctrl, backend, 3)
+        assert ctrl.mode is Mode.DAMPING
+        assert "latched (operator: damping); reset first" in ctrl.last_request["result"]
+        assert not backend.command_log[-1][2].any()             # kp 0: damping went out
+    # a reset unlatches but does not move the robot; a stand then is served
+    ctrl.request_reset()
+    lockstep(ctrl, backend, 2)
+    assert ctrl.mode is Mode.DAMPING and ctrl.latched is None
+    assert ctrl.last_request["request"] == "reset" and ctrl.last_request["result"].startswith("served")
+    ctrl.request_stand()
+    lockstep(ctrl, backend, 1)
+    assert ctrl.mode is Mode.STAND
+    backend.close()
+
+
+def test_damping_caused_by_a_fault_is_latched_and_an_estop_after_a_reset_wins(spec, bundle):
+    backend = MujocoBackend(spec)
+    ctrl = Controller(spec, backend, bundle, clock=backend.clock)
+    stand_then_policy(ctrl, backend)
+    backend.sample_hooks.append(lambda s: None)        # the robot goes silent: no_state
+    lockstep(ctrl, backend, 1)
+    backend.sample_hooks.clear()                       # and comes back healthy
+    assert ctrl.mode is Mode.DAMPING and ctrl.latched.endswith("no_state")
+    ctrl.request_stand()
+    lockstep(ctrl, backend, 2)
+    assert ctrl.mode is Mode.DAMPING and "reset first" in ctrl.last_request["result"]
+    # reset, then e-stop, then stand within one tick: the later e-stop cancels the reset
+    ctrl.request_reset()
+    ctrl.estop()
+    ctrl.request_stand()
+    lockstep(ctrl, backend, 2)
+    assert ctrl.mode is Mode.DAMPING and ctrl.latched is not None
+    # e-stop, then reset within one tick: damped that tick, unlatched after it (the reset came last)
+    ctrl.estop()
+    ctrl.request_reset()
+    lockstep(ctrl, backend, 1)
+    assert ctrl.mode is Mode.DAMPING and ctrl.latched is None
+    backend.close()
+
+
+# ---- command rate limits, with the shipped Go2 policy ------------------------------------------
+@pytest.fixture(scope="module")
+def shipped(spec):
+    """The registry's current Go2 bundle (models/policies/go2/current.json): a policy that walks."""
+    from deploy.bundle import PolicyBundle
+    from deploy.registry import PolicyRegistry
+
+    path = PolicyRegistry().current(spec.name)
+    if path is None:
+        pytest.fail("models/policies/go2 has no current bundle")
+    return PolicyBundle.load(path, spec, providers="cpu")
+
+
+def walk_pattern(spec, shipped, seconds, set_commands, config=None):
+    """Run the shipped policy in lockstep for `seconds` of simulation time; `set_commands(ctrl,
+    lo, hi)` drives set_command (once per tick, or from its own thread). Returns the controller,
+    the lowest base height seen and the applied commands."""
+    backend = MujocoBackend(spec, seed=0)
+    ctrl = Controller(spec, backend, shipped, clock=backend.clock, config=config)
+    stand_then_policy(ctrl, backend)
+    lo, hi = spec.commands.low, spec.commands.high
+    lowest, applied = np.inf, []
+    per_tick = set_commands(ctrl, lo, hi)
+    try:
+        for _ in range(int(round(seconds / spec.policy_dt))):
+            if per_tick is not None:
+                per_tick()
+            ctrl.tick()
+            backend.advance()
+            lowest = min(lowest, float(backend.fleet.world.base_pos[0, 2]))
+            applied.append(ctrl.applied_command)
+            if ctrl.mode is not Mode.POLICY:
+                break
+    finally:
+        if isinstance(set_commands, BangBang):
+            set_commands.stop()
+        backend.close()
+    return ctrl, lowest, np.array(applied)
+
+
+def random_corners(seed):
+    rng = np.random.default_rng(seed)
+    def drive(ctrl, lo, hi):
+        return lambda: ctrl.set_command(*np.where(rng.random(3) < 0.5, lo, hi))
+    return drive
+
+
+class BangBang:
+    """set_command toggled between the ends of every range each millisecond from another thread
+    (wall clock), while the lockstep controller ticks as fast as the CPU lets it."""
+
+    def __init__(self):
+        import threading
+        self._stop = threading.Event()
+        self._thread = None
+        self.calls = 0
+
+    def __call__(self, ctrl, lo, hi):
+        import threading
+        def run():
+            while not self._stop.is_set():
+                ctrl.set_command(*(hi if self.calls % 2 else lo))
+                self.calls += 1
+                time.sleep(0.001)
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return None
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def assert_walked_through(spec, ctrl, lowest, applied, seconds):
+    d = ctrl.diagnostics()
+    assert ctrl.mode is Mode.POLICY and d["safety"]["last_fatal"] is None, d["transitions"]
+    assert len(applied) == int(round(seconds / spec.policy_dt))
+    assert lowest > spec.termination.min_base_height, lowest          # no fall
+    step = np.abs(np.diff(applied, axis=0)).max(0)
+    limit = ctrl.config.commands.max_accel(spec) * spec.policy_dt
+    assert (step <= limit + 1e-12).all(), (step, limit)
+    assert (applied >= spec.commands.low).all() and (applied <= spec.commands.high).all()
+
+
+def test_random_corners_of_the_command_range_at_50_hz_for_30_s_neither_fall_nor_fault(spec, shipped):
+    ctrl, lowest, applied = walk_pattern(spec, shipped, 30.0, random_corners(1))
+    assert_walked_through(spec, ctrl, lowest, applied, 30.0)
+
+
+def test_bang_bang_commands_at_1_khz_for_30_s_neither_fall_nor_fault(spec, shipped):
+    bang = BangBang()
+    ctrl, lowest, applied = walk_pattern(spec, shipped, 30.0, bang)
+    assert bang.calls > 100                          # the other thread really was switching
+    assert_walked_through(spec, ctrl, lowest, applied, 30.0)
+
+
+def test_without_the_rate_limit_random_corners_make_the_go2_fault(spec, shipped):
+    """The finding reproduced: the same pattern with the limit effectively off (the range crossed
+    in a microsecond) ends in a fault, so the two tests above measure the limit, not luck."""
+    off = DeployConfig.load(spec).with_commands(range_time_s=1e-6)
+    ctrl, _, applied = walk_pattern(spec, shipped, 30.0, random_corners(1), config=off)
+    assert ctrl.mode is Mode.DAMPING and ctrl.diagnostics()["safety"]["last_fatal"] is not None
+    assert len(applied) < int(round(30.0 / spec.policy_dt))
+
+
+def test_the_policy_sees_the_command_ramp_from_zero_at_the_configured_acceleration(spec, bundle):
+    backend = MujocoBackend(spec)
+    cfg = DeployConfig.defaults(spec).with_commands(max_accel_vx=0.5)   # vy, wz: derived
+    ctrl = Controller(spec, backend, ConstantPolicy(bundle), clock=backend.clock, config=cfg)
+    ctrl.set_command(1.0, -0.5, 0.0)
+    stand_then_policy(ctrl, backend)
+    entry = next(e for e in ctrl.pipeline.layout.entries if e.name == "velocity_commands")
+    cols = ctrl.pipeline.layout.slice("velocity_commands")
+    seen = []
+    ctrl.on_tick = lambda c: seen.append(c._last_obs[cols] / entry.scale)
+    lockstep(ctrl, backend, 60)
+    dt, k = spec.policy_dt, np.arange(2, 62)     # the tick that entered POLICY took step 1
+    vy_accel = (spec.commands.high[1] - spec.commands.low[1]) / cfg.commands.range_time_s
+    want = np.stack([np.minimum(1.0, 0.5 * dt * k), np.maximum(-0.5, -vy_accel * dt * k),
+                     np.zeros(60)], 1)
+    np.testing.assert_allclose(np.array(seen), want, atol=1e-6)
+    d = ctrl.diagnostics()
+    assert d["command"] == [1.0, -0.5, 0.0] and d["command_applied"] == pytest.approx(want[-1].tolist())
+    backend.close()
+
+
+def test_command_limits_load_from_the_deploy_config_with_errors_naming_file_and_key(spec, tmp_path):
+    from deploy.config import ConfigError
+
+    cfg = DeployConfig.load(spec)
+    widths = spec.commands.high - spec.commands.low
+    np.testing.assert_allclose(cfg.commands.max_accel(spec), widths / cfg.commands.range_time_s)
+    good = tmp_path / "good.yaml"
+    good.write_text("commands:\n  range_time_s: 2.0\n  max_accel_wz: 0.5\n")
+    got = DeployConfig.load(spec, good).commands.max_accel(spec)
+    np.testing.assert_allclose(got, [widths[0] / 2.0, widths[1] / 2.0, 0.5])
+    for text, key in (("range_time_s: 0", "commands.range_time_s"),
+                      ("max_accel_vx: .nan", "commands.max_accel_vx"),
+                      ("max_accel_vy: -1.0", "commands.max_accel_vy"),
+                      ("max_accel: 1.0", "commands.max_accel")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"commands:\n  {text}\n")
+        with pytest.raises(ConfigError, match=key) as err:
+            DeployConfig.load(spec, bad)
+        assert "bad.yaml" in str(err.value)

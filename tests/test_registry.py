@@ -1,6 +1,6 @@
-"""The registry over models/policies/: `sac2real models list | show | verify | promote | current`.
-Promotion needs a passing sim2sim verdict recorded for the bundle's own content, and the current
-pointer changes atomically."""
+"""The registry over models/policies/: `sac2real models list | show | verify | promote | sign |
+current` and `sac2real keys`. Promotion and signing need a passing sim2sim verdict recorded for the
+bundle's own content, and the current pointer changes atomically."""
 from __future__ import annotations
 
 import json
@@ -95,7 +95,7 @@ def test_verify_passes_a_good_bundle_and_refuses_a_changed_one(root, exported_bu
 def test_promote_is_refused_without_a_sim2sim_verdict(root, exported_bundle, capsys):
     assert main(["models", "promote", exported_bundle.name, "--root", str(root)]) == 2
     err = capsys.readouterr().err
-    assert "needs a passing sim2sim verdict" in err and "Deployment issue" in err
+    assert "need a passing sim2sim verdict" in err and "run `sac2real sim2sim` first" in err
     assert PolicyRegistry(root).current("go2") is None
 
 
@@ -198,3 +198,89 @@ def test_current_resolves_the_same_way_for_the_cli_the_node_and_preflight(root, 
     assert main(["run", "--robot", "go2", "--policy", "current", "--duration", "0.2", "--fast"]) in (0, 1)
     run = json.loads(capsys.readouterr().out)
     assert run["policy_id"] == exported_bundle.name
+
+
+# ---- keys and signing ---------------------------------------------------------------------------
+def test_keys_new_makes_a_private_key_only_its_owner_reads_and_list_names_who_trusts_it(
+        tmp_path, monkeypatch, capsys):
+    from deploy import signing
+
+    monkeypatch.setenv(signing.KEYS_ENV, str(tmp_path / "private"))
+    public = tmp_path / "public"
+    assert main(["keys", "new", "lab", "--public-dir", str(public)]) == 0
+    private = tmp_path / "private" / "lab.key"
+    assert private.stat().st_mode & 0o777 == 0o600 and (private.parent.stat().st_mode & 0o777) == 0o700
+    assert (public / "lab.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert "-----BEGIN PRIVATE KEY-----" in private.read_text()
+    capsys.readouterr()
+    assert main(["keys", "new", "lab", "--public-dir", str(public)]) == 2          # never overwrites
+    assert "exists; a key is never overwritten" in capsys.readouterr().err
+    assert main(["keys", "new", "in-repo", "--dir", str(REPO_ROOT / "keys"),
+                 "--public-dir", str(public)]) == 2
+    assert "inside the repository" in capsys.readouterr().err and not (REPO_ROOT / "keys").exists()
+    assert main(["keys", "new", "../x", "--public-dir", str(public)]) == 2
+
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "go2.yaml").write_text(f"trust:\n  keys: [{public / 'lab.pub'}]\n")
+    (deploy / "g1.yaml").write_text("safety: {}\n")
+    assert main(["keys", "list", "--public-dir", str(public), "--deploy-dir", str(deploy)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lab ")][0]
+    kid = signing.key_id(signing.load_public(public / "lab.pub"))
+    assert kid in row and "go2" in row and "g1" not in row and str(private) in row
+
+
+def test_sign_needs_a_passing_verdict_and_a_robot_trusting_the_key_then_loads_it(
+        root, exported_bundle, tmp_path, monkeypatch, capsys):
+    from deploy import signing
+    from deploy.spec import RobotSpec
+
+    monkeypatch.setenv(signing.KEYS_ENV, str(tmp_path / "private"))
+    _, pub = signing.new_key("lab", public_dir=tmp_path / "public")
+    ref = ["--root", str(root)]
+    config = tmp_path / "go2.yaml"
+    config.write_text(f"trust:\n  keys: [{pub}]\n")
+    signed = ["models", "verify", exported_bundle.name, "--signed", "--deploy-config", str(config), *ref]
+    assert main(signed) == 2
+    assert "signature: missing" in capsys.readouterr().err
+    assert main(["models", "sign", exported_bundle.name, "--key", "lab", *ref]) == 2
+    assert "need a passing sim2sim verdict" in capsys.readouterr().err
+    _pass(root / "go2" / exported_bundle.name)
+    assert main(["models", "sign", exported_bundle.name, "--key", "nokey", *ref]) == 2
+    assert "no private key 'nokey'" in capsys.readouterr().err
+    assert main(["models", "sign", exported_bundle.name, "--key", "lab", *ref]) == 0
+    assert "with key 'lab'" in capsys.readouterr().out
+    assert main(["models", "show", exported_bundle.name, *ref]) == 0
+    assert "signature: key 'lab'" in capsys.readouterr().out
+    assert main(signed) == 0
+    assert "signed by trusted key 'lab'" in capsys.readouterr().out
+    trust = signing.TrustCheck(signing.TrustConfig(None, signing.trusted_keys([str(pub)], tmp_path)),
+                               hardware=True)
+    bundle = B.PolicyBundle.load(root / "go2" / exported_bundle.name, RobotSpec.load("go2"),
+                                 providers="cpu", trust=trust)
+    assert bundle.signature["key"]["name"] == "lab"
+
+
+def test_a_private_key_others_can_read_is_refused(tmp_path):
+    from deploy import signing
+
+    private, _ = signing.new_key("lab", tmp_path / "private", tmp_path / "public")
+    private.chmod(0o644)
+    with pytest.raises(signing.SigningError, match="readable by others"):
+        signing.load_private(private)
+
+
+def test_without_external_bundles_only_registry_folders_resolve(root, exported_bundle, tmp_path):
+    """What the node's `policy` parameter accepts by default: ids and folders of the registry;
+    a folder elsewhere, a link out of the registry or a path climbing out of it are refused."""
+    reg = PolicyRegistry(root)
+    inside = root / "go2" / exported_bundle.name
+    assert reg.resolve(str(inside), external=False) == inside
+    assert reg.resolve(exported_bundle.name, external=False) == inside
+    outside = tmp_path / "elsewhere" / "go2" / "x"
+    shutil.copytree(exported_bundle, outside)
+    (root / "go2" / "link").symlink_to(outside, target_is_directory=True)
+    for ref in (str(outside), "go2/link", str(root / "go2" / "link"), "go2/../../elsewhere/go2/x"):
+        assert reg.resolve(ref) is not None
+        with pytest.raises(RegistryError, match="not a bundle in the registry"):
+            reg.resolve(ref, external=False)

@@ -23,7 +23,7 @@ from deploy.replay import Cursor, ReplayError, ReplayReader, ReplayWriter, Trans
 from deploy.replay.crashtest import disk_full_loop, synthetic_transition
 from deploy.replay.record import POLICY_ID_BYTES
 from deploy.replay.segment import (FRAME_OVERHEAD, RETIRED_JOURNAL, encode_header, list_segments,
-                                   read_header_file, session_seed)
+                                   read_header_file, read_manifest, session_seed, write_manifest)
 from deploy.spec import RobotSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -368,8 +368,11 @@ def test_a_malformed_segment_is_refused_by_name_and_nothing_else_is_lost(tmp_pat
     reader = ReplayReader(tmp_path)
     data = reader.load()
     assert list(data.seq) == list(range(10)) and list(data.session) == [1] * 10
-    (problem,) = reader.problems
-    assert problem.kind == "bad_header" and problem.path == str(victim)
+    (problem,) = [p for p in reader.problems if p.kind == "bad_header"]
+    assert problem.path == str(victim)
+    # a renamed segment is also missing from its session's manifest; nothing else is corrupt
+    others = {p.kind for p in reader.problems if p.kind != "bad_header" and p.corrupt}
+    assert others == ({"missing_segment", "missing_manifest"} if damage == "wrong_name" else set())
     assert cli_main(["replay", "verify", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert f"CORRUPT: {victim}" in out and "verify: FAILED" in out
@@ -382,6 +385,8 @@ def test_a_crashed_writers_torn_tail_is_not_corruption_and_gets_sealed(tmp_path,
     seg.rename(crashed)
     with open(crashed, "r+b") as f:
         f.truncate(frame_offset(crashed, layout, 15) + 33)
+    manifest = read_manifest(tmp_path, 0)    # as its writer left it: open, nothing sealed yet
+    write_manifest(tmp_path, {**manifest, "state": "open", "segments": []})
     reader = ReplayReader(tmp_path)
     assert len(reader.load()) == 15          # nothing more was ever complete
     assert cli_main(["replay", "verify", str(tmp_path)]) == 0
@@ -391,6 +396,9 @@ def test_a_crashed_writers_torn_tail_is_not_corruption_and_gets_sealed(tmp_path,
     data = reader.load()
     assert list(zip(data.session, data.seq))[14:16] == [(0, 14), (1, 0)]
     assert not reader.problems
+    recovered = read_manifest(tmp_path, 0)   # the recovery listed what it sealed
+    assert recovered["state"] == "recovered"
+    assert recovered["segments"] == [{"index": 0, "first_seq": 0, "last_seq": 14, "records": 15}]
 
 
 # ---- a full disk degrades logging, not the loop ------------------------------------------

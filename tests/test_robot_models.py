@@ -1,5 +1,6 @@
-"""Every robot spec's MJCF loads, passes the spec check, matches published figures and stands on the
-actuators the spec gives it (real MuJoCo, no mocks).
+"""Every robot spec's MJCF loads, passes the spec check, matches published figures, stands and stands
+up on the actuators the spec gives it and is lowered without violence by its damping gains (real MuJoCo,
+no mocks).
 
 Robots come from `configs/robots/`; each needs an entry in PUBLISHED below, where every number names
 its source. A robot without one fails, so a new model cannot slip in unchecked."""
@@ -11,8 +12,11 @@ import mujoco
 import numpy as np
 import pytest
 
+from deploy.deploy_config import DeployConfig
 from deploy.mjcf import MjcfMap, apply_spec_actuators, load_robot
-from deploy.spec import RobotSpec, available_robots
+from deploy.sim2sim.scenarios import ScenarioFile, start_pose
+from deploy.sim_world import Gantry
+from deploy.spec import REPO_ROOT, RobotSpec, available_robots
 
 RELATIVE_TOLERANCE = 0.05   # model vs published mass and segment lengths
 STAND_SECONDS = 10.0
@@ -146,23 +150,117 @@ def test_actuators_are_the_spec_pd_law(robot):
 
 STAND_DROP = 0.05        # m, the most the base may sink while standing
 STAND_TILT_DEG = 10.0
+GANTRY_SHARE = 0.10      # the most a gantry may push sideways on a standing robot, x its weight
+FALLEN_TILT_DEG = 30.0
+POSE_TOLERANCE = 0.1     # rad, joints vs the default pose once stood up
+DAMPED_DESCENT = 0.5     # peak sinking speed under damping, x the free-fall speed from standing height
 
 
 def test_stands_on_its_actuators_at_the_default_pose(robot):
-    """PD at the spec's STAND gains towards the default pose holds the robot up for 10 s."""
+    """PD at the spec's STAND gains towards the default pose holds the robot up for 10 s (a humanoid
+    on a gantry that keeps it upright but carries none of its weight: its legs carry all of it)."""
     spec = RobotSpec.load(robot)
     model, mapping = load_robot(spec)
     apply_spec_actuators(model, spec, mapping, spec.stand_kp, spec.stand_kd)
     data = _placed_at_default_pose(model, mapping, spec)
+    gantry = _hung(spec, model, data, mapping)
     start = data.qpos[mapping.free_qpos + 2]
     data.ctrl[mapping.actuator] = spec.default_pos
     lowest, tilt = start, 0.0
     for _ in range(int(round(STAND_SECONDS / model.opt.timestep))):
-        mujoco.mj_step(model, data)
+        _step(model, data, gantry)
         lowest = min(lowest, data.qpos[mapping.free_qpos + 2])
         tilt = max(tilt, _tilt_deg(data, mapping))
     assert start - lowest <= STAND_DROP, \
         f"{robot}: base sank {100 * (start - lowest):.1f} cm (limit {100 * STAND_DROP:.0f} cm)"
+    _assert_standing_still(robot, model, data, mapping, tilt, gantry)
+
+
+@pytest.mark.parametrize("robot", [r for r in available_robots() if RobotSpec.load(r).stand_gantry])
+def test_gantry_is_needed(robot):
+    """A spec with `stand: gantry: true` really cannot stand on PD alone at its STAND gains (else drop
+    the gantry): without it the robot falls within the 10 s it stands with one."""
+    spec = RobotSpec.load(robot)
+    model, mapping = load_robot(spec)
+    apply_spec_actuators(model, spec, mapping, spec.stand_kp, spec.stand_kd)
+    data = _placed_at_default_pose(model, mapping, spec)
+    data.ctrl[mapping.actuator] = spec.default_pos
+    tilt = 0.0
+    for _ in range(int(round(STAND_SECONDS / model.opt.timestep))):
+        mujoco.mj_step(model, data)
+        tilt = max(tilt, _tilt_deg(data, mapping))
+    assert tilt > FALLEN_TILT_DEG, f"{robot} stands {STAND_SECONDS} s on PD alone (tilt {tilt:.1f} deg): " \
+                                   f"it needs no gantry; drop stand.gantry from its spec"
+
+
+def _crouched_robots() -> list[str]:
+    return [r for r in available_robots() if _crouched_start(r) is not None]
+
+
+def _crouched_start(robot: str):
+    """The sim2sim gate's crouched start of this robot (configs/sim2sim/<robot>.yaml), if it has one."""
+    path = REPO_ROOT / "configs" / "sim2sim" / f"{robot}.yaml"
+    if not path.is_file():
+        return None
+    episodes = ScenarioFile.load(path, RobotSpec.load(robot)).episodes
+    return next((e for e in episodes if e.scenario == "crouched_start"), None)
+
+
+@pytest.mark.parametrize("robot", _crouched_robots())
+def test_stands_up_from_the_crouch(robot):
+    """From the sim2sim gate's crouched start, STAND's interpolation to the default pose at the STAND
+    gains (over the deploy config's stand duration) raises the robot to its standing height and pose."""
+    spec = RobotSpec.load(robot)
+    model, mapping = load_robot(spec)
+    apply_spec_actuators(model, spec, mapping, spec.stand_kp, spec.stand_kd)
+    standing = _placed_at_default_pose(model, mapping, spec).qpos[mapping.free_qpos + 2]
+    crouch, _, _ = start_pose(spec, _crouched_start(robot).start, 0.0, np.random.default_rng(0))
+    data = _placed_at_pose(model, mapping, crouch)
+    gantry = _hung(spec, model, data, mapping)
+    duration = DeployConfig.load(spec).controller.stand_duration_s
+    tilt = 0.0
+    for k in range(int(round(STAND_SECONDS / model.opt.timestep))):
+        a = min(k * model.opt.timestep / duration, 1.0)
+        data.ctrl[mapping.actuator] = (1.0 - a) * crouch + a * spec.default_pos
+        _step(model, data, gantry)
+        tilt = max(tilt, _tilt_deg(data, mapping))
+    height = data.qpos[mapping.free_qpos + 2]
+    assert height >= standing - STAND_DROP, \
+        f"{robot}: stood up to {height:.3f} m, {100 * (standing - height):.1f} cm below standing height"
+    worst = np.abs(data.qpos[mapping.qpos_adr] - spec.default_pos)
+    assert worst.max() <= POSE_TOLERANCE, \
+        f"{robot}: {spec.joint_names[int(worst.argmax())]} {worst.max():.3f} rad from the default pose"
+    _assert_standing_still(robot, model, data, mapping, tilt, gantry)
+
+
+def test_damping_lowers_it_without_violent_motion(robot):
+    """PASSIVE/DAMPING (kp 0, the deploy config's damping kd) lets a standing robot down: it sinks,
+    slower than half free fall from its standing height, and no joint outruns its velocity limit."""
+    spec = RobotSpec.load(robot)
+    model, mapping = load_robot(spec)
+    damping_kd = DeployConfig.load(spec).controller.damping_kd
+    apply_spec_actuators(model, spec, mapping, np.zeros(spec.num_joints), damping_kd)
+    data = _placed_at_default_pose(model, mapping, spec)
+    gantry = _hung(spec, model, data, mapping)
+    start = data.qpos[mapping.free_qpos + 2]
+    sinking, joint_speed = 0.0, np.zeros(spec.num_joints)
+    for _ in range(int(round(4.0 / model.opt.timestep))):
+        _step(model, data, gantry)
+        sinking = max(sinking, -data.qvel[mapping.free_dof + 2])
+        joint_speed = np.maximum(joint_speed, np.abs(data.qvel[mapping.dof_adr]))
+    end = data.qpos[mapping.free_qpos + 2]
+    assert end < start - STAND_DROP, f"{robot}: damping held it up ({start:.3f} -> {end:.3f} m)"
+    free_fall = np.sqrt(2.0 * 9.81 * start)
+    assert sinking <= DAMPED_DESCENT * free_fall, \
+        f"{robot}: sank at up to {sinking:.2f} m/s under kd {damping_kd.max():g} " \
+        f"(limit {DAMPED_DESCENT} x free fall {free_fall:.2f} m/s)"
+    over = joint_speed / spec.velocity_limit
+    assert over.max() <= 1.0, f"{robot}: {spec.joint_names[int(over.argmax())]} reached " \
+                              f"{joint_speed[int(over.argmax())]:.1f} rad/s under damping"
+
+
+def _assert_standing_still(robot: str, model: mujoco.MjModel, data: mujoco.MjData, mapping: MjcfMap,
+                           tilt: float, gantry: "_Hung | None") -> None:
     assert tilt <= STAND_TILT_DEG, f"{robot}: base tilted {tilt:.1f} deg (limit {STAND_TILT_DEG:.0f} deg)"
     speed = np.linalg.norm(data.qvel[mapping.free_dof:mapping.free_dof + 3])
     assert speed < 0.01, f"{robot}: base still moving at {speed:.3f} m/s after {STAND_SECONDS} s"
@@ -170,6 +268,33 @@ def test_stands_on_its_actuators_at_the_default_pose(robot):
     assert touching <= set(mapping.foot_bodies.tolist()), \
         f"{robot}: non-foot bodies touch the floor: " \
         f"{sorted(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in touching)}"
+    if gantry is not None:
+        weight = mujoco.mj_getTotalmass(model) * 9.81
+        assert gantry.push <= GANTRY_SHARE * weight, \
+            f"{robot}: the gantry pushed {gantry.push:.1f} N sideways at the end ({GANTRY_SHARE:.0%} " \
+            f"of its weight {weight:.0f} N allowed): the legs do not hold the pose"
+
+
+class _Hung:
+    """A robot hanging from deploy.sim_world's Gantry (spec stand.gantry), the force of its last step."""
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, mapping: MjcfMap):
+        self.gantry = Gantry.hang(data, mapping.base_body, mujoco.mj_getTotalmass(model))
+        self.body, self.dof = mapping.base_body, mapping.free_dof
+        self.push = 0.0
+
+    def apply(self, data: mujoco.MjData) -> None:
+        self.push = float(np.linalg.norm(self.gantry.apply(data, self.body, self.dof)))
+
+
+def _hung(spec: RobotSpec, model: mujoco.MjModel, data: mujoco.MjData, mapping: MjcfMap) -> _Hung | None:
+    return _Hung(model, data, mapping) if spec.stand_gantry else None
+
+
+def _step(model: mujoco.MjModel, data: mujoco.MjData, hung: _Hung | None) -> None:
+    if hung is not None:
+        hung.apply(data)
+    mujoco.mj_step(model, data)
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -187,9 +312,13 @@ def _body(model: mujoco.MjModel, name: str) -> int:
 
 
 def _placed_at_default_pose(model: mujoco.MjModel, mapping: MjcfMap, spec: RobotSpec) -> mujoco.MjData:
-    """Joints at the default pose, base level, lowered until its lowest foot point touches z = 0."""
+    return _placed_at_pose(model, mapping, spec.default_pos)
+
+
+def _placed_at_pose(model: mujoco.MjModel, mapping: MjcfMap, joint_pos: np.ndarray) -> mujoco.MjData:
+    """Joints at `joint_pos`, base level, lowered until its lowest foot point touches z = 0."""
     data = mujoco.MjData(model)
-    data.qpos[mapping.qpos_adr] = spec.default_pos
+    data.qpos[mapping.qpos_adr] = joint_pos
     data.qpos[mapping.free_qpos:mapping.free_qpos + 7] = (0, 0, 0, 1, 0, 0, 0)
     mujoco.mj_forward(model, data)
     data.qpos[mapping.free_qpos + 2] = -_lowest_point(model, data, mapping.foot_bodies)

@@ -26,17 +26,28 @@ DOMAIN = dds_test_domain(base=140, span=60)
 sys.path.insert(0, str(PKG))
 
 
-def _node_process(*params: str, ready: str = "~/start to stand and run", timeout_s: float = 60.0):
+def _node_process(*params: str, ready: str = "~/start to stand and run", timeout_s: float = 60.0,
+                  models: Path | None = None):
+    """The node as a child process; `models` is its registry root ($SAC2REAL_MODELS)."""
     args = [sys.executable, "-m", "policy_runner.node", "--ros-args"]
     for p in params:
         args += ["-p", p]
-    return ChildProcess(args, ready, timeout_s=timeout_s,
-                        env={"PYTHONPATH": f"{PKG}{os.pathsep}{REPO}", "ROS_DOMAIN_ID": str(DOMAIN)})
+    env = {"PYTHONPATH": f"{PKG}{os.pathsep}{REPO}", "ROS_DOMAIN_ID": str(DOMAIN)}
+    if models is not None:
+        env["SAC2REAL_MODELS"] = str(models)
+    return ChildProcess(args, ready, timeout_s=timeout_s, env=env)
 
 
-def _go2_on_mujoco(policy, *params: str):
+def _go2_on_mujoco(policy, *params: str, models: Path | None = None):
     return _node_process("robot:=go2", "backend:=mujoco", f"policy:={policy}",
-                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", *params)
+                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", *params,
+                         models=models)
+
+
+def _registry_of(bundle: Path) -> Path:
+    """The registry root an exported bundle sits in (<root>/go2/<id>)."""
+    assert bundle.parent.name == "go2", bundle
+    return bundle.parent.parent
 
 
 class Client:
@@ -69,7 +80,7 @@ class Client:
                                       lambda m: self.policy_ids.append(m.data), latched)
         self.cmd_pub = self.node.create_publisher(Twist, "/cmd_vel", 10)
         self.clients = {n: self.node.create_client(Trigger, f"/policy_runner/{n}")
-                        for n in ("start", "stop", "estop")}
+                        for n in ("start", "stop", "estop", "reset")}
 
     def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -123,10 +134,24 @@ class Client:
                 last = self.controller() if self.diags else "no diagnostics"
                 raise AssertionError(f"{what} not seen within {timeout_s:g} s; last {last}")
 
-    def send_cmd(self, vx: float, vy: float = 0.0, wz: float = 0.0) -> None:
+    def send_cmd(self, vx: float, vy: float = 0.0, wz: float = 0.0, **other: float) -> None:
+        """A Twist; `other` sets the axes the robot does not follow (linear_z=..., angular_x=...)."""
         msg = self.Twist()
         msg.linear.x, msg.linear.y, msg.angular.z = vx, vy, wz
+        for name, value in other.items():
+            group, axis = name.split("_")
+            setattr(getattr(msg, group), axis, value)
         self.cmd_pub.publish(msg)
+
+    def refused(self, name: str, *fragments: str) -> None:
+        """~/name answers success false naming why, and the mode stays what it was."""
+        before = self.controller()["mode"]
+        reply = self.call(name)
+        assert not reply.success and "refused" in reply.message and "Nothing changed" in reply.message
+        for f in fragments:
+            assert f in reply.message, reply.message
+        self.spin(0.3)
+        assert self.controller()["mode"] == before, (name, before, self.controller()["mode"])
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -139,44 +164,58 @@ def _transitions(c: dict) -> list[dict]:
 
 
 def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_path):
+    """Services, /cmd_vel and diagnostics over DDS. Bad /cmd_vel is refused whole and counted,
+    the previous command kept: NaN, out of range, and what a publisher's Python int in a float
+    field becomes on the wire with the PyPI wheels (1 -> 5e-324, a subnormal; -1 -> NaN). A
+    service the mode forbids answers false and changes nothing; ~/estop latches until ~/reset."""
     from deploy.bundle import read_meta
 
     bundle_id = read_meta(exported_bundle)["id"]
-    node = _go2_on_mujoco(exported_bundle, "limits.cmd_vel_timeout_s:=0.0",
-                          f"replay_dir:={tmp_path / 'replay'}")
+    node = _go2_on_mujoco(bundle_id, "limits.cmd_vel_timeout_s:=0.0",
+                          f"replay_dir:={tmp_path / 'replay'}", models=_registry_of(exported_bundle))
     client = Client()
     try:
         c = client.wait(lambda c: c["mode"] == "PASSIVE", 20, "first diagnostics")
         client.spin(0.3)
         assert client.policy_ids and client.policy_ids[-1] == bundle_id
         for key in ("loop_period_ms_mean", "loop_jitter_ms_p99", "overruns", "state_age_ms",
-                    "policy_id", "replay_dropped", "safety_events", "cmd_vel_rejected"):
+                    "policy_id", "replay_dropped", "safety_events", "cmd_vel_rejected", "latched"):
             assert key in c, f"diagnostics lack {key}"
         assert c["policy_id"] == bundle_id
         assert c["replay_enabled"] == "true" and c["replay_dropped"] == "0"
         assert client.joint_states and len(client.joint_states[-1].name) == 12
+        client.refused("stop", "nothing to stop")
+        client.refused("reset", "nothing is latched")
 
-        # bad /cmd_vel: NaN ignored with a diagnostic, a huge value clamped to the spec's range
-        client.send_cmd(float("nan"))
-        client.wait(lambda c: c["cmd_vel_rejected"] == "1", 5, "NaN /cmd_vel counted")
-        assert client.controller()["command"] == "0.000,0.000,0.000"
-        client.send_cmd(1e9, -1e9, 5.0)
-        c = client.wait(lambda c: c["cmd_vel_clamped"] == "1", 5, "huge /cmd_vel clamped")
-        assert c["command"] == "1.000,-0.500,1.000", c["command"]     # go2.yaml command ranges
         client.send_cmd(0.3)
         client.wait(lambda c: c["command"] == "0.300,0.000,0.000", 5, "forward command")
+        bad = [((float("nan"),), {}, "not finite"), ((1e9, -1e9, 5.0), {}, "outside"),
+               ((1,), {}, "subnormal"), ((0.2, -1), {}, "not finite"),
+               ((0.2,), {"linear_z": float("inf")}, "linear.z"),
+               ((0.2,), {"angular_x": 5e-324}, "subnormal")]
+        for n, (args, other, why) in enumerate(bad, 1):
+            client.send_cmd(*args, **other)
+            c = client.wait(lambda c: c["cmd_vel_rejected"] == str(n), 5, f"bad /cmd_vel {args} counted")
+            assert why in c["last_cmd_vel_problem"], c["last_cmd_vel_problem"]
+            assert c["command"] == "0.300,0.000,0.000", c["command"]      # the previous one kept
+        assert client.controller()["cmd_vel_received"] == str(len(bad) + 1)
 
-        # ~/start: PASSIVE -> STAND -> POLICY
+        # ~/start: PASSIVE -> STAND -> POLICY; ~/start again is refused
         assert client.call("start").success
         c = client.wait(lambda c: any(t["to"] == "POLICY" for t in _transitions(c)), 20,
                         "STAND -> POLICY")
         modes = [(t["from"], t["to"]) for t in _transitions(c)]
         assert modes[:2] == [("PASSIVE", "STAND"), ("STAND", "POLICY")], modes
+        if c["mode"] == "POLICY":
+            client.refused("start", "already in POLICY")
 
         # ~/estop: DAMPING within one tick. A barely trained policy may fall first (a fault is
-        # DAMPING too); then stand again and e-stop while standing.
+        # DAMPING too, latched); then reset, stand again and e-stop while standing.
         reply = client.call("estop")
         if "mode was DAMPING" in reply.message:
+            client.refused("start", "latched")
+            assert client.call("reset").success
+            client.wait(lambda c: c["latched"] == "", 5, "the latch released")
             assert client.call("start").success
             client.wait(lambda c: c["mode"] == "STAND", 10, "STAND again")
             reply = client.call("estop")
@@ -186,6 +225,13 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
         assert estop["tick"] - asked <= 1, (asked, estop)
         status = client.diags[-1].status[0]
         assert status.level == b"\x01" and "operator: damping" in status.message
+        client.wait(lambda c: c["latched"] != "", 5, "the e-stop latched")
+        client.refused("start", "latched", "~/reset first")
+        client.refused("stop", "nothing to stop")
+        assert client.call("reset").success
+        client.wait(lambda c: c["latched"] == "", 5, "the latch released")
+        assert client.controller()["mode"] == "DAMPING"
+        assert int(client.controller()["services_refused"]) >= 5
     finally:
         client.close()
         node.terminate()
@@ -209,7 +255,7 @@ def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy():
                   "(sac2real models promote ID); the forward-motion check waits for it")
         print(reason)
         pytest.skip(reason)
-    node = _go2_on_mujoco(ref)
+    node = _go2_on_mujoco(ref, "allow_external_bundles:=true")     # $SAC2REAL_GATE_BUNDLE: any folder
     client = Client()
     try:
         client.start_robot()
@@ -252,39 +298,62 @@ def test_a_missing_network_interface_stops_the_node_before_any_dds():
     assert s.max_tilt == 1.0 and s.dds_domain == 0
 
 
-def test_policy_parameter_hot_swaps_a_verified_bundle_and_refuses_a_tampered_one(
+def test_policy_parameter_swaps_only_signed_registry_bundles_when_signatures_are_required(
         exported_bundle, second_bundle, tmp_path):
-    """`ros2 param set /policy_runner policy <bundle>` while the robot stands: a valid bundle is
-    installed (the new id is published), a tampered one is refused with the reason and the
-    running policy stays; parameters other than `policy` are read at start only."""
+    """`ros2 param set /policy_runner policy <bundle>` with a deploy config that requires
+    signatures (as the unitree and ros2 backends do by default): a bundle outside the registry,
+    a tampered one, an unsigned one and the review's forged self-consistent one are refused with
+    the reason and the running policy stays; the same bundle signed by the trusted key is
+    installed (its id published). Parameters other than `policy` are read at start only."""
     import shutil
 
-    from deploy.bundle import read_meta
+    import yaml
 
-    first, second = read_meta(exported_bundle)["id"], read_meta(second_bundle)["id"]
-    assert first != second
-    tampered = tmp_path / "tampered"
-    shutil.copytree(second_bundle, tampered)
-    onnx = next(tampered.glob("*.onnx"))
+    from bench.fuzzing.bundles import forge
+    from deploy import bundle as B
+    from deploy import signing
+
+    root = tmp_path / "registry"
+    first = shutil.copytree(exported_bundle, root / "go2" / exported_bundle.name)
+    second = shutil.copytree(second_bundle, root / "go2" / second_bundle.name)
+    key, pub = signing.new_key("lab", tmp_path / "private", tmp_path / "public")
+    for path in (first, second):
+        meta = B.read_meta(path)
+        B.record_verdict(path, {"passed": True, "report": "sim2sim/r.json",
+                                "spec_hash": meta["robot"]["spec_hash"],
+                                "onnx_sha256": B.read_manifest(path)["policy.onnx"]})
+    B.sign_bundle(first, key)
+    tampered = shutil.copytree(second, root / "go2" / "20000101-000000-tampered")
+    onnx = tampered / "policy.onnx"
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))
+    forged = shutil.copytree(first, root / "go2" / "20000101-000000-forged")
+    forge(forged)                                   # the signature of `first` left in it
+    config = yaml.safe_load((REPO / "configs" / "deploy" / "go2.yaml").read_text())
+    config["trust"] = {"require_signature": True, "keys": [str(pub)]}
+    (tmp_path / "go2.yaml").write_text(yaml.safe_dump(config))
 
-    node = _go2_on_mujoco(exported_bundle)
+    node = _go2_on_mujoco(first.name, f"deploy_config:={tmp_path / 'go2.yaml'}", models=root)
     client = Client()
     try:
         client.start_robot()
         client.wait(lambda c: c["mode"] in ("STAND", "POLICY"), 10, "STAND")
+        for ref, why in ((str(second_bundle), "not a bundle in the registry"),
+                         (tampered.name, "differs from the manifest"),
+                         (second.name, "signature: missing"),
+                         (forged.name, "signature: does not match the content")):
+            refused = client.set_parameter("policy", ref)
+            assert not refused.successful and "refused" in refused.reason, refused.reason
+            assert why in refused.reason, refused.reason
+            assert client.controller()["policy_id"] == first.name
 
-        refused = client.set_parameter("policy", str(tampered))
-        assert not refused.successful and "refused" in refused.reason, refused.reason
-        assert client.controller()["policy_id"] == first
-
-        accepted = client.set_parameter("policy", str(second_bundle))
+        B.sign_bundle(second, key)
+        accepted = client.set_parameter("policy", second.name)
         assert accepted.successful, accepted.reason
-        client.wait(lambda c: c["policy_id"] == second, 5, "the swapped policy in diagnostics")
+        client.wait(lambda c: c["policy_id"] == second.name, 5, "the swapped policy in diagnostics")
         client.spin(0.3)
-        assert client.policy_ids[-1] == second
+        assert client.policy_ids[-1] == second.name
 
         other = client.set_parameter("robot", "g1")
         assert not other.successful and "read at start only" in other.reason
@@ -292,3 +361,56 @@ def test_policy_parameter_hot_swaps_a_verified_bundle_and_refuses_a_tampered_one
         client.close()
         node.terminate()
     assert node.proc.returncode == 0, node.output()
+
+
+def test_a_node_on_a_hardware_backend_refuses_an_unsigned_bundle_at_start(exported_bundle):
+    """The default rule: the unitree backend drives hardware, and configs/deploy/go2.yaml trusts
+    no key yet, so the unsigned bundle stops the node at start, before any DDS, naming the
+    signature."""
+    node = _node_process("robot:=go2", "backend:=unitree", "network_interface:=lo",
+                         f"policy:={exported_bundle.name}", ready="policy_runner: error",
+                         models=_registry_of(exported_bundle))
+    node.proc.wait(60)
+    node.kill()
+    assert node.proc.returncode == 2, node.output()
+    assert "signature: missing" in node.output() and "trusts no key" in node.output()
+
+
+def test_cmd_vel_checks_every_field_of_what_arrives_over_the_wire():
+    """policy_runner.inputs on messages that went through rclpy's serializer (the bytes DDS
+    carries): ints in float fields arrive as garbage and are refused; a TwistStamped is checked
+    the same way, with its stamp; valid messages give the command."""
+    from geometry_msgs.msg import Twist, TwistStamped
+    from policy_runner.inputs import InputRefused, twist_command
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    low, high = (-1.0, -0.5, -1.0), (1.0, 0.5, 1.0)
+
+    def wire(msg):
+        return deserialize_message(serialize_message(msg), type(msg))
+
+    ok = Twist()
+    ok.linear.x, ok.linear.y, ok.angular.z, ok.linear.z = 0.5, -0.25, 1.0, 0.0
+    assert twist_command(wire(ok), low, high) == (0.5, -0.25, 1.0)
+    stamped = TwistStamped()
+    stamped.twist = ok
+    assert twist_command(wire(stamped), low, high) == (0.5, -0.25, 1.0)
+    for field, value, why in (("linear.x", 1, "subnormal"), ("linear.y", -1, "not finite"),
+                              ("angular.z", 2, "subnormal"), ("angular.y", float("inf"), "not finite"),
+                              ("linear.z", 2.0, "outside"), ("angular.z", 1.0000001, "outside"),
+                              ("linear.x", -0.0 - 1e-310, "subnormal")):
+        msg = wire(ok)
+        group, axis = field.split(".")
+        setattr(getattr(msg, group), axis, value)
+        for m in (wire(msg), _stamped(TwistStamped, wire(msg))):
+            with pytest.raises(InputRefused, match=f"{field}.*{why}"):
+                twist_command(wire(m), low, high)
+    stamped.header.stamp.nanosec = 1_000_000_000
+    with pytest.raises(InputRefused, match="header.stamp"):
+        twist_command(wire(stamped), low, high)
+
+
+def _stamped(kind, twist):
+    msg = kind()
+    msg.twist = twist
+    return msg

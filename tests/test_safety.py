@@ -98,8 +98,24 @@ def test_state_older_than_the_limit_damps_within_one_tick(walking):
     assert_damping_next_tick(ctrl, backend, "stale_state")
 
 
-def test_a_frozen_sensor_damps_once_its_reading_is_too_old(walking, spec):
+def test_a_sample_read_again_on_the_next_tick_is_stale(walking, spec):
+    """No new state for a whole tick (the robot went silent, or every message since was invalid
+    and dropped): the tick after the one that first read the last sample is in DAMPING."""
     ctrl, backend, _ = walking
+    frozen = backend.read_state()
+    replace_sample(backend, lambda s: frozen)
+    ctrl.tick()                                  # the last valid state, read for the first time
+    assert ctrl.mode is Mode.POLICY
+    backend.advance()
+    ctrl.tick()
+    assert ctrl.mode is Mode.DAMPING and ctrl.safety.last_fatal().reason == "stale_state"
+    assert "no new state for 1 ticks" in ctrl.safety.last_fatal().detail
+
+
+def test_a_frozen_sensor_damps_once_its_reading_is_too_old(walking, spec):
+    """With repeated samples allowed (a backend slower than the policy), the age limit still holds."""
+    ctrl, backend, _ = walking
+    ctrl.safety.config = dataclasses.replace(ctrl.config.safety, max_repeated_ticks=1000)
     frozen = backend.read_state()
     replace_sample(backend, lambda s: frozen)
     limit_ticks = int(round(ctrl.config.safety.max_state_age_s / spec.policy_dt))
@@ -133,7 +149,8 @@ def test_joint_beyond_its_hard_limit_damps_while_the_policy_drives(walking, spec
 
 def test_nothing_outside_the_soft_limits_is_ever_commanded_in_60_s_of_random_actions(spec, bundle):
     """Random actions well beyond the action bounds (and an occasional NaN) for 60 s of
-    simulated time; the operator stands the robot up again after every fault."""
+    simulated time; the operator resets the latched damping and stands the robot up again after
+    every fault."""
     rng = np.random.default_rng(7)
     backend = MujocoBackend(spec, seed=7)
     policy = ConstantPolicy(bundle)
@@ -147,6 +164,7 @@ def test_nothing_outside_the_soft_limits_is_ever_commanded_in_60_s_of_random_act
             a[rng.integers(spec.num_joints)] = np.nan
         policy.action = a.astype(np.float32)
         if ctrl.mode in (Mode.PASSIVE, Mode.DAMPING):
+            ctrl.request_reset()
             ctrl.request_stand()
         elif ctrl.mode is Mode.STAND:
             ctrl.request_policy()

@@ -240,6 +240,7 @@ def _stand_from(spec, start, seed: int, passive_s: float):
     backend = MujocoBackend(spec, seed=seed)
     if start is not None:
         backend.fleet.reset(0, joint_pos=start[0], base_pos=start[1], base_quat=start[2])
+    backend.fleet.world.set_gantry(np.array([0]), spec.stand_gantry)   # as the gate hangs it
     ctrl = Controller(spec, backend, None, clock=backend.clock)
     for _ in range(1 + int(passive_s / spec.policy_dt)):
         ctrl.tick()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from train_profiles import cpu_profile_with
 
+from deploy.config import ConfigError
 from deploy.observations import projected_gravity
 from deploy.spec import RobotSpec
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -249,10 +250,13 @@ def test_unknown_choice_names_the_choices(tmp_path, key, value, choices):
         load_train_config(path)
 
 
-@pytest.mark.parametrize("bad", [[3.0, 0.5], [0.0, 1.0], [1.0]])
-def test_exploration_scale_must_be_an_ordered_positive_pair(tmp_path, bad):
+@pytest.mark.parametrize("bad, words", [
+    ([3.0, 0.5], r"exploration_scale: low 3.0 is above high 0.5"),
+    ([0.0, 1.0], r"exploration_scale\[0\]: 0.0 is outside the allowed range \[0.001, 1000\]"),
+    ([1.0], r"exploration_scale: expected \[low, high\] numbers, got \[1.0\]")])
+def test_exploration_scale_must_be_an_ordered_positive_pair(tmp_path, bad, words):
     path = cpu_profile_with(tmp_path / "bad.yaml", exploration_scale=bad)
-    with pytest.raises(Exception, match=r"exploration_scale: expected \[low, high\] with 0 < low <= high"):
+    with pytest.raises(ConfigError, match=words):
         load_train_config(path)
 
 

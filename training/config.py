@@ -50,7 +50,7 @@ def default_profile(algo: str, cuda: bool) -> Path:
 
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     path = Path(path)
-    root = Section(load_yaml(path), path)
+    root = Section(read_profile(path), path)
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
     root.allow(loop, ["exploration_noise", "exploration_scale", "symmetry", "command_relabel",
@@ -74,18 +74,53 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        start_at_command=root.get("start_at_command", bool, False))
 
 
+def read_profile(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A profile's settings. `base: NAME` starts from that profile of configs/train (wherever this
+    file is, so a copy of it still builds on the committed base), so a per-robot profile states only
+    what differs: its keys replace the base's, its `sac:` keys the base's `sac:` keys one by one."""
+    data = load_yaml(path)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    known = sorted(p.name for p in TRAIN_DIR.glob("*.yaml"))
+    if not isinstance(base, str) or base not in known:
+        raise ConfigError(path, "base", f"{base!r} is not a profile in {TRAIN_DIR} "
+                          f"(known: {', '.join(known)})")
+    base_path = (TRAIN_DIR / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(path, "base", f"{base} leads back to this profile (a cycle)")
+    merged = read_profile(base_path, seen + (path.resolve(),))
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if key == "sac" and isinstance(value, dict) \
+            and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def _scale_range(sec: Section) -> tuple[float, float]:
-    value = sec.get("exploration_scale", list, [1.0, 1.0])
-    if len(value) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in value) or value[0] > value[1]:
-        raise sec.error("exploration_scale", f"expected [low, high] with 0 < low <= high, got {value!r}")
-    return float(value[0]), float(value[1])
+    low, high = sec.pair("exploration_scale", [1.0, 1.0], low=1e-3, high=1e3)
+    return low, high
+
+
+# The largest each loop size may be: far above the GPU profile's (8192 envs, 5M transitions,
+# 8192 batch), low enough that an exponent typo is refused instead of allocating the machine away.
+INT_LIMITS = {"num_envs": 1 << 17, "steps_per_env": 10_000, "max_iterations": 100_000_000,
+              "learning_starts": 10_000_000, "buffer_size": 1 << 30, "updates_per_iteration": 100_000,
+              "batch_size": 1 << 20, "sim_threads": 1024, "interval": 100_000_000,
+              "episodes": 100_000, "keep": 10_000}
 
 
 def _positive_int(sec: Section, key: str) -> int:
-    value = sec.get(key, int)
-    if value < 0 or (value == 0 and key != "sim_threads"):
-        raise sec.error(key, f"expected a positive integer, got {value}")
-    return value
+    return sec.integer(key, low=0 if key == "sim_threads" else 1, high=INT_LIMITS[key])
+
+
+# (low, high, open_low) of each float of SACConfig; target_entropy_scale < 0 asks for a target
+# entropy above zero, i.e. more exploration.
+SAC_FLOATS = {"init_std": (0.0, 10.0, True), "mean_init_std": (0.0, 10.0, False),
+              "actor_lr": (0.0, 1.0, True), "critic_lr": (0.0, 1.0, True),
+              "alpha_lr": (0.0, 1.0, True), "gamma": (0.0, 1.0, True), "tau": (0.0, 1.0, True),
+              "init_alpha": (0.0, 100.0, True), "target_entropy_scale": (-10.0, 10.0, False),
+              "max_grad_norm": (0.0, 1e4, True)}
+SAC_INTS = {"policy_frequency": (1, 1000), "n_step": (1, 1000), "num_q": (1, 100)}
 
 
 def _sac_config(sec: Section) -> SACConfig:
@@ -95,17 +130,17 @@ def _sac_config(sec: Section) -> SACConfig:
     for name, value in sec.data.items():
         default = fields[name].default
         if isinstance(default, tuple):
-            if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
                 raise sec.error(name, f"expected a list of positive layer widths, got {value!r}")
-            values[name] = tuple(value)
+            values[name] = tuple(int(v) for v in sec.vector(name, low=1, high=1 << 16))
         elif isinstance(default, bool):
             values[name] = sec.get(name, bool)
         elif isinstance(default, int):
-            values[name] = sec.get(name, int)
-        elif name == "target_entropy_scale":   # < 0: a target above zero, i.e. more exploration
-            values[name] = sec.number(name)
+            values[name] = sec.integer(name, low=SAC_INTS[name][0], high=SAC_INTS[name][1])
         elif isinstance(default, float):
-            values[name] = sec.number(name, low=0.0)
+            low, high, open_low = SAC_FLOATS[name]
+            values[name] = sec.number(name, low=low, high=high, open_low=open_low)
         else:
             values[name] = sec.get(name, str)
     from training.networks import ACTIVATIONS

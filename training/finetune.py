@@ -124,15 +124,14 @@ class RobotData:
             self.buffer.cut_last()
         cut = ~np.r_[data.contiguous[1:], True]          # row i's successor is not row i + 1
         cut[-1] = False                                  # not known yet: judged by the next poll
-        dev = self.buffer.device
+        # a copy: a one-record field view keeps the packed record's stride, which torch refuses
+        tensor = lambda x: torch.as_tensor(np.array(x), device=self.buffer.device)  # noqa: E731
+        obs, act, rew, nxt = (tensor(x) for x in (data.obs, actions, data.rewards, data.next_obs))
+        truncated = (data.truncated | cut) & ~data.terminated
+        done, timeout = tensor(data.terminated | truncated), tensor(truncated)
         for i in range(len(data)):
-            terminated, truncated = bool(data.terminated[i]), bool(data.truncated[i] or cut[i])
-            self.buffer.add(torch.as_tensor(data.obs[i:i + 1], device=dev),
-                            torch.as_tensor(actions[i:i + 1], device=dev),
-                            torch.as_tensor(data.rewards[i:i + 1], device=dev),
-                            torch.as_tensor(data.next_obs[i:i + 1], device=dev),
-                            torch.tensor([terminated or truncated], device=dev),
-                            torch.tensor([truncated and not terminated], device=dev))
+            self.buffer.add(obs[i:i + 1], act[i:i + 1], rew[i:i + 1], nxt[i:i + 1], done[i:i + 1],
+                            timeout[i:i + 1])
         self._tail = (int(data.session[-1]), int(data.seq[-1]), int(dropped[-1]))
         self.cursor = Cursor(*self._tail[:2])
         return data.session, data.seq

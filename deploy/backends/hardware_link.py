@@ -6,6 +6,10 @@ share, so that the rules a robot's safety rests on are written once:
   sent); otherwise the link sends damping (kp 0, the deploy config's damping kd, q the last
   measured pose) and says why;
 - malformed input is dropped and counted by reason, and logged at the 1st, 10th, 100th, 1000th;
+  so is a reading that is not plausible (StateBounds: every field the observation or the velocity
+  estimator reads, checked finite and inside physical bounds), so nothing implausible reaches the
+  Controller or the estimator: a dropped reading is a missing one, and the Controller's freshness
+  check damps when no new reading comes for a tick;
 - on close, a short burst of damping, so the motors are not left holding a stiff target.
 
 The state and target are handed between the Controller's thread and the link's own I/O thread by
@@ -14,12 +18,66 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 
 import numpy as np
 
 from deploy.backend import StateSample
 from deploy.spec import RobotSpec
+
+
+# IMU bounds. Unitree and ANYbotics do not name the IMU part of the Go2, G1 or ANYmal D in their
+# public documentation, so these are the widest full-scale ranges of the MEMS IMUs such robots
+# carry (datasheets: Bosch Sensortec BMI088, BST-BMI088-DS001: accelerometer +-3/6/12/24 g,
+# gyroscope +-125 to +-2000 deg/s; TDK InvenSense ICM-42688-P, DS-000347: +-2 to +-16 g, up to
+# +-2000 deg/s; InvenSense MPU-9250: +-16 g, +-2000 deg/s). A sensor saturates at its full scale,
+# so a reading beyond the widest one (plus 10 % for calibration scale factors) is not a measurement.
+IMU_ACCEL_MAX = 1.1 * 24.0 * 9.80665        # m/s^2
+IMU_GYRO_MAX = 1.1 * math.radians(2000.0)   # rad/s
+QUAT_NORM_TOLERANCE = 0.1                   # | |q| - 1 |, as the supervisor's default
+# Joints: a reading a radian beyond the mechanical stop, at 10x the rated speed or 10x the peak
+# torque of the spec is an encoder or transport error, not the joint (a leg hitting its stop
+# does spike the measured velocity well past the rated speed for a sample; the safety
+# supervisor's own, tighter limits decide whether a real reading is a fault).
+JOINT_POS_MARGIN = 1.0                      # rad beyond the spec's hard limits
+JOINT_RATE_FACTOR = 10.0                    # x the spec's velocity and effort limits
+
+
+class StateBounds:
+    """Plausibility of one robot reading, in policy order: one vectorized comparison (NaN fails
+    it too) on the I/O thread, a field-by-field search only to name what failed."""
+
+    def __init__(self, spec: RobotSpec):
+        j = spec.num_joints
+        self.names = spec.joint_names
+        vel, eff = spec.velocity_limit * JOINT_RATE_FACTOR, spec.effort_limit * JOINT_RATE_FACTOR
+        self.fields = (("joint_pos", spec.hard_lower - JOINT_POS_MARGIN, spec.hard_upper + JOINT_POS_MARGIN),
+                       ("joint_vel", -vel, vel), ("joint_torque", -eff, eff),
+                       ("gyro", np.full(3, -IMU_GYRO_MAX), np.full(3, IMU_GYRO_MAX)),
+                       ("accel", np.full(3, -IMU_ACCEL_MAX), np.full(3, IMU_ACCEL_MAX)))
+        self.lo = np.concatenate([f[1] for f in self.fields])
+        self.hi = np.concatenate([f[2] for f in self.fields])
+        self.sizes = (j, j, j, 3, 3)
+
+    def problem(self, q, dq, tau, quat, gyro, accel) -> tuple[str, str] | None:
+        """None, or (reason, detail) for the drop counter: 'implausible' or 'quaternion'."""
+        v = np.concatenate((q, dq, tau, gyro, accel))
+        if not ((v >= self.lo) & (v <= self.hi)).all():
+            start = 0
+            for (name, lo, hi), n in zip(self.fields, self.sizes):
+                part = v[start:start + n]
+                bad = np.flatnonzero(~((part >= lo) & (part <= hi)))
+                if len(bad):
+                    i = int(bad[0])
+                    which = self.names[i] if name.startswith("joint") else "xyz"[i]
+                    return "implausible", (f"{name} {which} = {part[i]!r} outside "
+                                           f"[{lo[i]:.4g}, {hi[i]:.4g}]")
+                start += n
+        norm = math.sqrt(sum(x * x for x in np.asarray(quat, dtype=np.float64).tolist()))
+        if not abs(norm - 1.0) <= QUAT_NORM_TOLERANCE:
+            return "quaternion", f"|quaternion| = {norm!r} (1 +- {QUAT_NORM_TOLERANCE:g})"
+        return None
 
 
 class HardwareLink:
@@ -53,6 +111,7 @@ class HardwareLink:
         self._stale_since: float | None = None
         self._recovered_at = -np.inf
         self._rate_window = collections.deque(maxlen=2000)
+        self.bounds = StateBounds(spec)
         self._velocity = None
         if "base_lin_vel" in {t.term for t in spec.observations}:
             from deploy.velocity_estimator import LegOdometry

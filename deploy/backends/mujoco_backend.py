@@ -56,11 +56,16 @@ class Randomization:
     def from_task(cls, task: str = "velocity_flat") -> "Randomization":
         """The `domain_randomization` section of configs/tasks/<task>.yaml (the one source)."""
         path = TASKS_DIR / f"{task}.yaml"
-        dr = Section(load_yaml(path), path).sub("domain_randomization")
-        return cls(friction=dr.pair("friction"), added_base_mass=dr.pair("added_base_mass"),
-                   motor_strength=dr.pair("motor_strength"),
-                   push_interval_s=dr.pair("push_interval_s"),
-                   push_velocity=dr.number("push_velocity", low=0.0))
+        return cls.from_section(Section(load_yaml(path), path).sub("domain_randomization"))
+
+    @classmethod
+    def from_section(cls, dr: Section) -> "Randomization":
+        """Read and range-check one `domain_randomization` section."""
+        return cls(friction=dr.pair("friction", low=0.0, high=5.0),
+                   added_base_mass=dr.pair("added_base_mass", low=-50.0, high=200.0),
+                   motor_strength=dr.pair("motor_strength", low=0.0, high=5.0),
+                   push_interval_s=dr.pair("push_interval_s", low=0.02, high=3600.0),
+                   push_velocity=dr.number("push_velocity", low=0.0, high=10.0))
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ converted to w, x, y, z here, once); each joint_states is answered at once by a 
 from the latest targets the Controller wrote. Stale or missing input (`stale_timeout_s`) makes it
 send damping (kp 0, the deploy config's damping kd) from a timer at the state rate, and it keeps
 damping after input returns until the Controller writes a newer command. Malformed input (unknown
-or missing joint names, wrong lengths, non-finite values, a quaternion far from unit) is dropped
-and counted.
+or missing joint names, wrong lengths, non-finite values, a quaternion far from unit, a reading
+outside HardwareLink's physical bounds, joint_states whose header stamp did not move) is dropped,
+counted and counts as missing.
 
 rclpy is imported here only; the backend has its own rclpy context, so it can live in the same
 process as the policy_runner node or without one."""
@@ -40,7 +41,7 @@ import time
 import numpy as np
 
 from deploy.backend import StateSample
-from deploy.backends.hardware_link import HardwareLink
+from deploy.backends.hardware_link import QUAT_NORM_TOLERANCE, HardwareLink
 from deploy.observations import RobotState
 from deploy.spec import RobotSpec
 
@@ -117,6 +118,7 @@ class Ros2TopicsBackend(HardwareLink):
         self._name_index = {n: i for i, n in enumerate(self._names)}
         self._map_cache: tuple[tuple[str, ...], np.ndarray] | None = None
         self._imu = None                 # (quat_wxyz, gyro, accel, stamp)
+        self._last_stamp_ns: int | None = None
         self._closing = False
 
         self._rclpy = rclpy
@@ -175,7 +177,7 @@ class Ros2TopicsBackend(HardwareLink):
         accel = np.array([a.x, a.y, a.z])
         if not (np.isfinite(quat).all() and np.isfinite(gyro).all() and np.isfinite(accel).all()):
             return self._drop("imu_nonfinite", "non-finite imu")
-        if abs(np.linalg.norm(quat) - 1.0) > 0.1:
+        if abs(np.linalg.norm(quat) - 1.0) > QUAT_NORM_TOLERANCE:
             return self._drop("imu_quaternion", f"|q| = {np.linalg.norm(quat):.3f}")
         self._imu = (quat, gyro, accel, time.monotonic())
 
@@ -211,9 +213,15 @@ class Ros2TopicsBackend(HardwareLink):
             self._counts["states_without_imu"] += 1
             return
         quat, gyro, accel, _ = imu
+        problem = self.bounds.problem(q, dq, tau, quat, gyro, accel)
+        if problem is not None:
+            return self._drop(*problem)
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if stamp_ns == self._last_stamp_ns:
+            return self._drop("frozen_stamp", f"joint_states stamp {stamp_ns} ns again")
+        self._last_stamp_ns = stamp_ns
         state = RobotState(base_quat=quat.reshape(1, 4), base_ang_vel=gyro.reshape(1, 3),
                            joint_pos=q.reshape(1, -1), joint_vel=dq.reshape(1, -1), base_lin_vel=None)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self._state_received(StateSample(state=state, joint_torque=tau, imu_accel=accel,
                                          stamp=now, sequence=int(stamp_ns)), now)
         self._send(now)

@@ -12,15 +12,21 @@ What happens, in order:
  2. the robot's built-in motion mode is released through the SDK's MotionSwitcherClient
     (CheckMode / ReleaseMode until no mode is active); no answer is a refusal;
  3. if any other participant publishes rt/lowcmd, the backend refuses to start;
- 4. one I/O thread waits on rt/lowstate. Each valid lowstate (size, CRC, finite values; malformed
-    ones are dropped and counted by reason) becomes the latest StateSample and is answered at once
-    by one rt/lowcmd built from the latest targets the Controller wrote (mode_machine copied from
-    the lowstate, motors mapped by the spec's hardware index, CRC filled in). So commands go out at
-    the robot's own state rate, with the least delay after each state;
+ 4. one I/O thread waits on rt/lowstate. Each valid lowstate (LowStateLink.receive: size, header,
+    CRC; every field the observation or the velocity estimator reads finite and plausible; the
+    robot's tick counter moving; the sensor data not byte-identical to the previous
+    `max_identical_states` messages; anything else is dropped and counted by reason, and counts as
+    missing) becomes the latest StateSample and is answered at once by one rt/lowcmd built from
+    the latest targets the Controller wrote (mode_machine copied from the lowstate, motors mapped
+    by the spec's hardware index, CRC filled in). So commands go out at the robot's own state
+    rate, with the least delay after each state; while no valid lowstate comes, the thread keeps
+    sending at the nominal rate;
  5. if no valid lowstate arrives for `stale_timeout_s`, the thread sends damping (kp 0, the
-    deploy config's damping kd) at the nominal rate instead, and keeps damping after lowstate
-    returns until the Controller writes a command newer than the recovery: a target computed from
-    a stale state is never sent. Before the first command it sends damping too.
+    deploy config's damping kd) instead, and keeps damping after lowstate returns until the
+    Controller writes a command newer than the recovery: a target computed from a stale state is
+    never sent. Before the first command it sends damping too. The Controller itself damps sooner:
+    a sample it reads again on a later tick is stale (safety.max_repeated_ticks), so DAMPING
+    follows by the 2nd policy tick after the last valid lowstate.
 
 Messages travel as bytes (deploy.backends.unitree_msgs) on topics typed with the SDK's own IDL
 classes, read and written through cyclonedds' raw sample calls (`cyclonedds._clayer`, pinned by
@@ -248,27 +254,86 @@ def _close_sdk_client(client) -> None:
         send.CloseWriter()
 
 
-# ---- the backend ------------------------------------------------------------------------------
-class UnitreeBackend(HardwareLink):
+# ---- lowstate in: bytes -> checked StateSample ------------------------------------------------
+# Sensor data byte-identical for this many lowstates in a row (10 = 20 ms at 500 Hz, one policy
+# period) is a frozen sensor or a replayed message, not a robot: real IMUs and encoders never
+# repeat their noise for that long.
+MAX_IDENTICAL_STATES = 10
+
+
+class LowStateLink(HardwareLink):
+    """The lowstate half of the Unitree backend, without DDS: `receive(bytes, now)` is everything
+    a lowstate goes through before the Controller or the velocity estimator sees it (the fuzzer
+    bench/fuzzing/lowstate.py drives it directly)."""
+
     state_name = "lowstate"
     state_topic = input_name = LOWSTATE_TOPIC
     log = log
 
-    def __init__(self, spec: RobotSpec, network_interface: str, domain: int = UNITREE_DOMAIN, *,
-                 state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
-                 damping_kd: np.ndarray | None = None, release_motion_mode: bool = True,
-                 motion_switcher_timeout_s: float = 2.0, lowcmd_check_s: float = 1.0,
-                 close_damping_s: float = 0.05):
+    def __init__(self, spec: RobotSpec, *, state_rate_hz: float = STATE_RATE_HZ,
+                 stale_timeout_s: float = 0.1, damping_kd: np.ndarray | None = None,
+                 close_damping_s: float = 0.05, max_identical_states: int = MAX_IDENTICAL_STATES):
         if spec.interface not in M.FAMILIES:
             raise UnitreeBackendError(f"robot '{spec.name}' uses hardware interface "
                                       f"'{spec.interface}', not a Unitree one "
                                       f"({', '.join(M.FAMILIES)})")
         self.fam = M.family(spec.interface)
-        self.network_interface = network_interface
-        self.domain = int(domain)
         super().__init__(spec, state_rate_hz=state_rate_hz, stale_timeout_s=stale_timeout_s,
                          damping_kd=damping_kd, close_damping_s=close_damping_s)
         self._p2h = spec.policy_to_hardware
+        self.max_identical_states = int(max_identical_states)
+        self._mode_machine = 0
+        self._last_tick: int | None = None
+        self._last_data = b""
+        self._identical = 0
+
+    def receive(self, data: bytes | bytearray | memoryview, now: float) -> bool:
+        """Decode and check one lowstate; deliver it (True) or drop and count it (False)."""
+        try:
+            r = M.decode_state(self.fam, data)
+        except M.MalformedMessage as exc:
+            self._drop(exc.reason, exc.detail)
+            return False
+        p2h = self._p2h
+        q, dq, tau = r.q[p2h], r.dq[p2h], r.tau_est[p2h]
+        problem = self.bounds.problem(q, dq, tau, r.quat_wxyz, r.gyro, r.accel)
+        if problem is not None:
+            self._drop(*problem)
+            return False
+        if r.tick == self._last_tick:
+            self._drop("frozen_tick", f"tick {r.tick} again")
+            return False
+        self._last_tick = r.tick
+        sensors = b"".join(a.tobytes() for a in (q, dq, tau, r.quat_wxyz, r.gyro, r.accel))
+        self._identical = self._identical + 1 if sensors == self._last_data else 0
+        self._last_data = sensors
+        if self._identical >= self.max_identical_states:
+            self._drop("repeated", f"sensor data unchanged for {self._identical + 1} lowstates")
+            return False
+        state = RobotState(base_quat=r.quat_wxyz.reshape(1, 4), base_ang_vel=r.gyro.reshape(1, 3),
+                           joint_pos=q.reshape(1, -1), joint_vel=dq.reshape(1, -1),
+                           base_lin_vel=None)
+        self._mode_machine = r.mode_machine
+        self._state_received(StateSample(state=state, joint_torque=tau, imu_accel=r.accel,
+                                         stamp=now, sequence=r.tick), now)
+        return True
+
+    def _send(self, now: float) -> None:
+        """Nothing to send without a transport (UnitreeBackend sends over DDS)."""
+
+
+# ---- the backend ------------------------------------------------------------------------------
+class UnitreeBackend(LowStateLink):
+    def __init__(self, spec: RobotSpec, network_interface: str, domain: int = UNITREE_DOMAIN, *,
+                 state_rate_hz: float = STATE_RATE_HZ, stale_timeout_s: float = 0.1,
+                 damping_kd: np.ndarray | None = None, release_motion_mode: bool = True,
+                 motion_switcher_timeout_s: float = 2.0, lowcmd_check_s: float = 1.0,
+                 close_damping_s: float = 0.05, max_identical_states: int = MAX_IDENTICAL_STATES):
+        self.network_interface = network_interface
+        self.domain = int(domain)
+        super().__init__(spec, state_rate_hz=state_rate_hz, stale_timeout_s=stale_timeout_s,
+                         damping_kd=damping_kd, close_damping_s=close_damping_s,
+                         max_identical_states=max_identical_states)
         self._encoder = M.LowCmdEncoder(self.fam)
         slots = self.fam.motor_slots
         self._mode = np.zeros(slots)
@@ -281,7 +346,6 @@ class UnitreeBackend(HardwareLink):
             self._idle_dq[unused] = M.GO_VEL_STOP
 
         # shared with the I/O thread (single assignments of immutable tuples / objects)
-        self._mode_machine = 0
         self._foreign: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -337,32 +401,20 @@ class UnitreeBackend(HardwareLink):
         while not self._stop.is_set():
             self._state_in.wait(self.period)
             now = mono()
-            reading = None
+            fresh = False
             for data in self._state_in.take(8):
-                try:
-                    reading = M.decode_state(self.fam, data)
-                except M.MalformedMessage as exc:
-                    self._drop(exc.reason, exc.detail)
-            if reading is not None:
-                self._on_state(reading, now)
+                fresh = self.receive(data, now) or fresh
+            if fresh:
                 self._send(now)
                 next_idle_send = now + self.period
-            elif self._is_stale(now) and now >= next_idle_send:   # keep the command stream alive
+            elif now >= next_idle_send:       # nothing valid came: keep the stream at the rate
+                self._is_stale(now)           # (counts and logs the start of a silence)
                 self._send(now)
                 next_idle_send = max(next_idle_send + self.period, now)
             if now >= next_check:
                 next_check = now + 0.5
                 self._foreign = self._cmd_seen.foreign_publishers()
         self._damp_before_leaving()
-
-    def _on_state(self, r: M.LowStateReading, now: float) -> None:
-        p2h = self._p2h
-        state = RobotState(base_quat=r.quat_wxyz.reshape(1, 4), base_ang_vel=r.gyro.reshape(1, 3),
-                           joint_pos=r.q[p2h].reshape(1, -1), joint_vel=r.dq[p2h].reshape(1, -1),
-                           base_lin_vel=None)
-        self._mode_machine = r.mode_machine
-        self._state_received(StateSample(state=state, joint_torque=r.tau_est[p2h],
-                                         imu_accel=r.accel, stamp=now, sequence=r.tick), now)
 
     def _send(self, now: float) -> None:
         slots, p2h, foreign = self.fam.motor_slots, self._p2h, self._foreign

@@ -311,7 +311,9 @@ def _checked_payload(fam: MessageFamily, lay: MessageLayout,
 
 
 def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> LowStateReading:
-    """Check size, header, CRC and finiteness; raise MalformedMessage(reason) on any failure."""
+    """Check size, header, CRC and finiteness of the joint and IMU fields; raise
+    MalformedMessage(reason) on any failure. The backend then checks plausibility of the motors
+    it uses (deploy.backends.unitree.LowStateLink)."""
     lay = fam.state
     payload = _checked_payload(fam, lay, data)
     reading = LowStateReading(
@@ -323,7 +325,7 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
         accel=lay.get(payload, "imu_state.accelerometer").astype(np.float64),
         tick=int(lay.get(payload, "tick")),
         mode_machine=int(lay.get(payload, "mode_machine")) if fam.has_mode_machine else 0)
-    for name in ("q", "dq", "quat_wxyz", "gyro"):
+    for name in ("q", "dq", "quat_wxyz", "gyro", "accel"):
         if not np.all(np.isfinite(getattr(reading, name))):
             raise MalformedMessage("nonfinite", f"non-finite {name}")
     return reading

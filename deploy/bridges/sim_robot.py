@@ -19,6 +19,11 @@ from deploy.sim_world import SimWorld
 from deploy.spec import RobotSpec
 
 GRAVITY = np.array([0.0, 0.0, -9.81])
+# White noise of a MEMS IMU sampled at 500 Hz (Bosch BMI088 datasheet: gyroscope 0.014 deg/s/sqrt(Hz),
+# accelerometer 175 ug/sqrt(Hz), x sqrt(500 Hz)). Besides realism, it keeps a simulated robot lying
+# perfectly still from sending byte-identical lowstates, which a backend rightly drops as frozen.
+GYRO_NOISE = 0.005      # rad/s, standard deviation per sample
+ACCEL_NOISE = 0.04      # m/s^2
 
 
 @dataclass
@@ -55,6 +60,7 @@ class SimRobot:
         self._prev_v = np.zeros(3)
         self._base = sh.idx.base_body[0]
         self.gantry: np.ndarray | None = None      # anchor of the support spring, world frame
+        self._noise = np.random.default_rng(0)
         self.set_command(spec.default_pos, np.zeros(j), np.zeros(j))
 
     def set_command(self, q_target, kp, kd, dq_target=None, tau_ff=None) -> None:
@@ -98,9 +104,11 @@ class SimRobot:
         a_world = (v_w - self._prev_v) / self.dt
         self._prev_v = v_w
         accel = quat_rotate_inverse(quat[None], (a_world - GRAVITY)[None])[0]
+        noise = self._noise.normal(0.0, 1.0, 6)
         return Sensors(q=st.joint_pos[0].copy(), dq=st.joint_vel[0].copy(),
                        tau=self.world.joint_torque[0].copy(), quat_wxyz=quat.copy(),
-                       gyro=st.base_ang_vel[0].copy(), accel=accel)
+                       gyro=st.base_ang_vel[0] + GYRO_NOISE * noise[:3],
+                       accel=accel + ACCEL_NOISE * noise[3:])
 
     def _world_lin_vel(self) -> np.ndarray:
         fd = self.world.shards[0].idx.free_dof[0]

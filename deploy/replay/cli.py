@@ -2,8 +2,10 @@
 
 Both `info` and `verify` read every record and check every checksum; `info` prints a summary per
 session, `verify` also lists every problem and exits 1 when any of them is corruption (damaged or
-missing records, a truncated sealed segment, an unreadable header). A crashed writer's unflushed
-tail and segments retired by the disk budget are reported but are not corruption."""
+missing records, a truncated sealed segment, an unreadable header, and against the session
+manifests: a segment missing, cut short or not listed, a session or manifest missing). A crashed
+writer's unflushed tail, segments retired by the disk budget and sessions recorded before
+manifests were kept are reported but are not corruption."""
 from __future__ import annotations
 
 import argparse

@@ -22,8 +22,10 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from deploy.replay.record import TransitionLayout
-from deploy.replay.segment import (FRAME_OVERHEAD, TMP, Header, Problem, ReplayError, SegmentFile,
-                                   frame_dtype, list_segments, read_header_file, read_retired,
+from deploy.replay.segment import (FRAME_OVERHEAD, HIGH_WATER, TMP, Header, Problem, ReplayError,
+                                   SegmentFile,
+                                   frame_dtype, list_manifests, list_segments, manifest_path,
+                                   read_header_file, read_high_water, read_manifest, read_retired,
                                    scan_frames)
 
 log = logging.getLogger("deploy.replay")
@@ -118,6 +120,7 @@ class _Walk:
     previous: tuple[int, int] | None = None               # the segment handled last
     jumps: set[tuple[int, int]] = field(default_factory=set)   # index jumps already relisted
     vanished: bool = False                                # a file was renamed or retired under us
+    read: dict[tuple[int, int], list[int]] = field(default_factory=dict)   # [first, last, count]
 
 
 @dataclass
@@ -173,6 +176,7 @@ class ReplayReader:
                 continue
             if not follow or (idle_timeout_s is not None
                               and time.monotonic() - idle_since > idle_timeout_s):
+                self._check_manifests(walk, max(after[0], 0))
                 return
             if not got:
                 time.sleep(poll_s)
@@ -287,6 +291,10 @@ class ReplayReader:
         base = state.offset
         state.offset, state.last_seq = scan.end, scan.last_seq
         walk.last[seg.session] = scan.last_seq
+        seen = walk.read.setdefault(seg.key, [-1, -1, 0])
+        if scan.runs:
+            seen[0] = scan.runs[0][2] if seen[2] == 0 else seen[0]
+            seen[1], seen[2] = scan.last_seq, seen[2] + sum(count for _, count, _ in scan.runs)
         for offset, count, first in scan.runs:
             lo = 0
             if head.session == cursor.session and first <= cursor.seq:
@@ -339,6 +347,126 @@ class ReplayReader:
             self._report(Problem(str(seg.path), None, "gap",
                                  f"session {seg.session} seq {missing[0]}..{missing[1]} are missing "
                                  f"(no segment holds them)", seq=head.first_seq))
+
+    def _check_manifests(self, walk: _Walk, first_session: int) -> None:
+        """What no checksum can see: records, segments or whole sessions that are gone. Each
+        session's manifest lists its sealed segments, the high-water mark the sessions started; a
+        session recorded before manifests were kept gets a note instead.
+
+        A live writer writes a session's manifest before the mark and before any segment, and
+        lists a segment before sealing it. So the mark is read first, the manifests once before
+        the files are listed (what they list existed when the files were listed: a loss) and once
+        after (every sealed file listed must appear in them: else unlisted)."""
+        d = self.directory
+        try:
+            mark = read_high_water(d)
+        except ReplayError as exc:
+            mark = None
+            self._report(Problem(exc.path, None, "bad_manifest", exc.problem))
+        before = self._manifests(report=True)
+        files: dict[int, dict[int, SegmentFile]] = {}
+        for seg in list_segments(d):
+            if seg.state != TMP:
+                files.setdefault(seg.session, {})[seg.index] = seg
+        after = self._manifests(report=False)
+        retired = {(e.get("session"), e.get("segment")) for e in read_retired(d)}
+        started = range(mark["manifests_from"], mark["next_session"]) if mark else range(0)
+        for session in sorted(set(files) | set(before) | set(started)):
+            if session < first_session:
+                continue
+            if session in before:
+                if mark and not mark["manifests_from"] <= session < mark["next_session"]:
+                    self._report(Problem(str(d / HIGH_WATER), None, "bad_manifest",
+                                         f"the high-water mark (sessions {mark['manifests_from']}.."
+                                         f"{mark['next_session'] - 1}) does not cover session "
+                                         f"{session}, which has a manifest", corrupt=False))
+                if before[session] is not None:
+                    self._check_listed(session, before[session], files.get(session, {}), retired,
+                                       walk)
+                    self._check_unlisted(session, after.get(session), files.get(session, {}))
+            elif session not in after:
+                self._no_manifest(session, mark, session in files,
+                                  any(r[0] == session for r in retired))
+
+    def _manifests(self, report: bool) -> dict[int, dict | None]:
+        """Every session's manifest by number (None: unreadable, reported when `report`)."""
+        out: dict[int, dict | None] = {}
+        for session in list_manifests(self.directory):
+            try:
+                out[session] = read_manifest(self.directory, session)
+            except ReplayError as exc:
+                out[session] = None
+                if report:
+                    self._report(Problem(exc.path, None, "bad_manifest", exc.problem))
+        return out
+
+    def _no_manifest(self, session: int, mark: dict | None, has_files: bool,
+                     retired: bool) -> None:
+        path = str(manifest_path(self.directory, session))
+        if has_files and mark and session >= mark["manifests_from"]:
+            self._report(Problem(path, None, "missing_manifest",
+                                 f"session {session} has segments but no manifest, though every "
+                                 f"session from {mark['manifests_from']} on was written with one: "
+                                 f"deleted?"))
+        elif mark and mark["manifests_from"] <= session < mark["next_session"] and not retired:
+            self._report(Problem(path, None, "missing_session",
+                                 f"session {session} is missing: the high-water mark says it was "
+                                 f"started, but neither its manifest nor any segment of it is "
+                                 f"here (deleted?)"))
+        elif has_files:
+            self._report(Problem(str(self.directory), None, "no_manifest",
+                                 f"session {session} has no manifest (recorded before manifests "
+                                 f"were kept): a segment missing at its end, or a truncated last "
+                                 f"segment, cannot be detected", corrupt=False))
+
+    def _check_listed(self, session: int, manifest: dict, files: dict[int, SegmentFile],
+                      retired: set, walk: _Walk) -> None:
+        """Every segment the manifest lists is here (or retired) and holds what it lists."""
+        name = manifest_path(self.directory, session).name
+        for entry in manifest["segments"]:
+            seg = files.get(entry["index"])
+            span = f"seq {entry['first_seq']}..{entry['last_seq']}, {entry['records']} records"
+            if seg is None:
+                if (session, entry["index"]) not in retired:
+                    self._report(Problem(str(self.directory), None, "missing_segment",
+                                         f"session {session} segment {entry['index']} ({span}) is "
+                                         f"listed in {name} but is not here: deleted?",
+                                         seq=entry["first_seq"]))
+                continue
+            seen = walk.read.get(seg.key)
+            if seen is None or seg.key not in walk.done:
+                continue        # not read in this pass (before the cursor, or still growing)
+            first, last, count = seen
+            header = walk.headers.get(seg.key)
+            if header is not None and header.data["session_uuid"] != manifest["session_uuid"]:
+                self._report(Problem(str(seg.path), None, "bad_manifest",
+                                     f"its session uuid is not the one {name} names"))
+            if last < entry["last_seq"]:
+                self._report(Problem(str(seg.path), None, "truncated",
+                                     f"ends at seq {last}, but {name} lists {span}: "
+                                     f"{entry['last_seq'] - last} record(s) cut off its end",
+                                     seq=last + 1))
+            elif last > entry["last_seq"]:
+                self._report(Problem(str(seg.path), None, "unlisted_records",
+                                     f"holds records up to seq {last}, beyond the {span} that "
+                                     f"{name} lists", seq=entry["last_seq"] + 1))
+            elif (first, count) != (entry["first_seq"], entry["records"]):
+                self._report(Problem(str(seg.path), None, "bad_manifest",
+                                     f"holds {count} records from seq {first}, but {name} lists "
+                                     f"{span}"))
+
+    def _check_unlisted(self, session: int, manifest: dict | None,
+                        files: dict[int, SegmentFile]) -> None:
+        """A sealed segment the manifest does not list was not sealed by its writer."""
+        if manifest is None:
+            return
+        listed = {e["index"] for e in manifest["segments"]}
+        for index, seg in files.items():
+            if index not in listed and seg.sealed:
+                self._report(Problem(str(seg.path), None, "unlisted_segment",
+                                     f"sealed, but {manifest_path(self.directory, session).name} "
+                                     f"does not list it (a writer lists every segment before "
+                                     f"sealing it)"))
 
     def _report(self, problem: Problem) -> None:
         self.problems.append(problem)

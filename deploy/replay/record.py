@@ -88,6 +88,7 @@ class TransitionLayout:
             if f.fill is not None and f.fill != "now":
                 self._template[f.name] = f.fill
         self._local = threading.local()   # each encoding thread reuses its own record
+        self._float_runs = _float_runs(self.dtype, fields)
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, obs: ObservationLayout) -> "TransitionLayout":
@@ -152,6 +153,23 @@ class TransitionLayout:
         if missing:
             raise ValueError(f"transition is missing required fields: {', '.join(sorted(missing))}")
 
+    def check_finite(self, payload: bytes) -> None:
+        """ValueError naming the float field of an encoded record that holds an infinity, or a NaN
+        where NaN does not mean "unknown" (only fields whose missing value is NaN may hold one:
+        reward, base pose). Checked on the encoded float32, so a float64 that overflowed it is
+        caught too; a learner must never be handed a poisoned transition."""
+        for names, dtype, offset, count, may_be_nan in self._float_runs:
+            x = np.frombuffer(payload, dtype, count, offset)
+            bad = np.isinf(x) if may_be_nan else ~np.isfinite(x)
+            if bad.any():
+                rec = np.frombuffer(payload, self.dtype, 1)[0]
+                for name in names:
+                    values = np.asarray(rec[name]).ravel()
+                    wrong = np.isinf(values) if may_be_nan else ~np.isfinite(values)
+                    if wrong.any():
+                        raise ValueError(f"transition field '{name}' holds {values[wrong][0]} "
+                                         f"(non-finite values never enter the replay log)")
+
     def encode_checked(self, values: Mapping[str, Any]) -> bytes:
         """The payload of values that passed `check` (the replay writer's thread calls this)."""
         rec, views = self._scratch()
@@ -179,3 +197,24 @@ class TransitionLayout:
             raise ValueError(f"policy_id {raw!r} is longer than {POLICY_ID_BYTES} bytes")
         self._local.policy_id = (value, raw)
         return raw
+
+
+def _float_runs(dtype: np.dtype, fields: tuple[FieldDef, ...]
+                ) -> list[tuple[list[str], np.dtype, int, int, bool]]:
+    """Adjacent float fields of one kind (NaN allowed or not) merged into (names, dtype, byte
+    offset, element count, NaN allowed) runs, so a record is checked in a few numpy calls."""
+    runs: list[tuple[list[str], np.dtype, int, int, bool]] = []
+    for f in fields:
+        sub, offset = dtype.fields[f.name][:2]
+        base = sub.base
+        if base.kind != "f":
+            continue
+        count = int(np.prod(sub.shape, dtype=np.int64))
+        may_be_nan = isinstance(f.fill, float) and f.fill != f.fill
+        last = runs[-1] if runs else None
+        if last and last[1] == base and last[4] == may_be_nan \
+                and last[2] + last[3] * base.itemsize == offset:
+            runs[-1] = (last[0] + [f.name], base, last[2], last[3] + count, may_be_nan)
+        else:
+            runs.append(([f.name], base, offset, count, may_be_nan))
+    return runs

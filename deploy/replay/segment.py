@@ -18,7 +18,10 @@ Why each part is there:
 - the sequence number must rise within a session, which catches a duplicated or reordered frame
   that a checksum alone would accept, and makes every lost record visible as a gap;
 - names encode the state: `.open.tmp` (header being written), `.open` (being appended), `.seg`
-  (sealed: complete, fsynced and renamed atomically, so "sealed" is never a lie after a crash).
+  (sealed: complete, fsynced and renamed atomically, so "sealed" is never a lie after a crash);
+- beside the segments, `<session>.manifest.json` lists a session's sealed segments (index, first
+  and last seq, record count) and `sessions.json` is the high-water mark of session numbers: what
+  finds whole records, segments or sessions that are gone, which no per-record check can.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.durable import atomic_write_text
 from deploy.replay.record import SCHEMA_VERSION, TransitionLayout
 
 FORMAT_VERSION = 1
@@ -368,3 +372,85 @@ def append_retired(directory: Path, entry: dict[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---- session manifests and the session high-water mark -------------------------------------
+# A checksum finds a damaged record; it cannot find a record, segment or session that is simply
+# gone. Each session therefore keeps a manifest listing every segment it sealed (index, first and
+# last seq, record count), rewritten atomically at start, at every seal and at close, and the
+# directory keeps a high-water mark of session numbers. `replay verify` compares the files with both.
+HIGH_WATER = "sessions.json"
+MANIFEST_SUFFIX = ".manifest.json"
+_MANIFEST_NAME = re.compile(r"^(\d{8})\.manifest\.json$")
+MANIFEST_STATES = ("open", "closed", "recovered")    # recovered: its writer died, the next sealed it
+
+
+def manifest_path(directory: str | Path, session: int) -> Path:
+    return Path(directory) / f"{session:08d}{MANIFEST_SUFFIX}"
+
+
+def list_manifests(directory: str | Path) -> list[int]:
+    """Session numbers that have a manifest file, ascending."""
+    return sorted(int(m[1]) for e in os.scandir(directory) if (m := _MANIFEST_NAME.match(e.name)))
+
+
+def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:
+    """Replace a session's manifest atomically (a crash leaves the old one or the new one)."""
+    atomic_write_text(manifest_path(directory, int(manifest["session"])),
+                      json.dumps(manifest, sort_keys=True))
+
+
+def read_manifest(directory: str | Path, session: int) -> dict[str, Any] | None:
+    """A session's manifest, None when it has none; ReplayError when it does not parse."""
+    path = manifest_path(directory, session)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ReplayError(path, None, f"unreadable session manifest ({exc})") from None
+    try:
+        if (data["format"], data["session"]) != (FORMAT_VERSION, session) \
+                or data["state"] not in MANIFEST_STATES or not isinstance(data["session_uuid"], str):
+            raise ValueError(f"format {data['format']!r}, session {data['session']!r}, state "
+                             f"{data['state']!r}, uuid {data['session_uuid']!r}")
+        for s in data["segments"]:
+            if not all(isinstance(s[k], int) for k in ("index", "first_seq", "last_seq", "records")):
+                raise ValueError(f"segment entry {s!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReplayError(path, None, f"bad session manifest: {exc}") from None
+    return data
+
+
+def new_manifest(session: int, session_uuid: str) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "session": session, "session_uuid": session_uuid,
+            "state": "open", "segments": []}
+
+
+def add_sealed(manifest: dict[str, Any], index: int, first_seq: int, last_seq: int,
+               records: int) -> None:
+    """List a sealed segment (once: a seal retried after an I/O error does not list it twice)."""
+    if any(s["index"] == index for s in manifest["segments"]):
+        return
+    manifest["segments"].append({"index": index, "first_seq": first_seq, "last_seq": last_seq,
+                                 "records": records})
+
+
+def read_high_water(directory: str | Path) -> dict[str, int] | None:
+    """{"next_session": n, "manifests_from": k} or None (a directory older than manifests, or one
+    whose mark was deleted); ReplayError when it does not parse."""
+    path = Path(directory) / HIGH_WATER
+    try:
+        data = json.loads(path.read_text())
+        mark = {"next_session": int(data["next_session"]),
+                "manifests_from": int(data["manifests_from"])}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReplayError(path, None, f"unreadable session high-water mark ({exc!r})") from None
+    return mark
+
+
+def write_high_water(directory: str | Path, next_session: int, manifests_from: int) -> None:
+    atomic_write_text(Path(directory) / HIGH_WATER,
+                      json.dumps({"next_session": next_session, "manifests_from": manifests_from}))

@@ -22,7 +22,9 @@ the loop's worst append and tick lateness with and without the writer while the 
 
 One writer per directory, enforced with an advisory lock that the kernel drops when the process
 dies. On start the writer seals whatever a crashed predecessor left open: the torn tail (bytes
-after the last valid frame) is cut off and the segment renamed to sealed."""
+after the last valid frame) is cut off and the segment renamed to sealed. Each session keeps a
+manifest of its sealed segments and the directory a high-water mark of session numbers
+(segment.py), both replaced atomically by this thread or at start, never by the loop."""
 from __future__ import annotations
 
 import collections
@@ -40,10 +42,11 @@ from typing import Any
 from deploy.replay.record import TransitionLayout
 from deploy.durable import fsync_dir
 from deploy.replay.segment import (LOCK_FILE, OPEN, SEALED, TMP, ReplayError, SegmentFile,
-                                   append_retired, encode_frames, encode_header, frame_size,
-                                   list_segments, make_header, read_header,
-                                   read_header_file, read_retired, scan_frames, segment_path,
-                                   session_seed)
+                                   add_sealed, append_retired, encode_frames, encode_header,
+                                   frame_size, list_manifests, list_segments, make_header,
+                                   new_manifest, read_header, read_header_file, read_high_water,
+                                   read_manifest, read_retired, scan_frames, segment_path,
+                                   session_seed, write_high_water, write_manifest)
 
 log = logging.getLogger("deploy.replay")
 
@@ -110,6 +113,9 @@ class ReplayWriter:
         self._seg: SegmentFile | None = None
         self._seg_size = 0
         self._seg_records = 0
+        self._seg_first = 0     # seq of the open segment's first record
+        self._manifest: dict[str, Any] = {}
+        self._published = False     # the manifest and high-water mark name this session
         self._index = 0
         self._seq = 0
         self._pending: list[tuple[int, bytes]] = []
@@ -166,6 +172,12 @@ class ReplayWriter:
         try:
             recover_directory(self.directory)
             self.session = next_session(self.directory)
+            self._manifest = new_manifest(self.session, self.session_uuid)
+            try:
+                self._publish_session()
+            except OSError as exc:      # a full disk: the thread retries before the first segment
+                log.error("replay session %d: cannot write its manifest yet (%s)", self.session,
+                          exc)
             self._wall0, self._mono0 = time.time_ns(), time.monotonic_ns()
             if self.disk_budget_bytes is not None:
                 self._enforce_budget()
@@ -253,14 +265,16 @@ class ReplayWriter:
             t, fields = q.popleft()
             try:
                 layout.check(fields)
+                fields["dropped"] += self._malformed
+                payload = layout.encode_checked(fields)
+                layout.check_finite(payload)
             except ValueError as exc:
                 self._malformed += 1
                 self._last_error = f"malformed transition dropped: {exc}"
                 if self._malformed == 1:
                     log.error("replay session %d: %s", self.session, self._last_error)
                 continue
-            fields["dropped"] += self._malformed
-            out.append((t, layout.encode_checked(fields)))
+            out.append((t, payload))
         return out
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
@@ -331,9 +345,20 @@ class ReplayWriter:
             self._synced = self._written
             self._last_sync = time.monotonic()
 
+    def _publish_session(self) -> None:
+        """Write this session's manifest, then raise the high-water mark past it (in that order:
+        see next_session). Done once, before the session's first segment."""
+        write_manifest(self.directory, self._manifest)
+        mark = _high_water(self.directory)
+        write_high_water(self.directory, self.session + 1, mark["manifests_from"] if mark
+                         else min(list_manifests(self.directory)))
+        self._published = True
+
     def _open_segment(self) -> None:
         """Create the next segment: header into a temporary name, fsync, rename, fsync the
         directory, so a `.open` file always starts with a complete header."""
+        if not self._published:
+            self._publish_session()
         seg = SegmentFile(segment_path(self.directory, self.session, self._index, OPEN),
                           self.session, self._index, OPEN)
         tmp = segment_path(self.directory, self.session, self._index, TMP)
@@ -354,12 +379,18 @@ class ReplayWriter:
             _unlink_quietly(tmp)
             raise
         self._fd, self._seg, self._seg_size, self._seg_records = fd, seg, len(header), 0
+        self._seg_first = self._seq
 
     def _seal(self) -> None:
-        """fdatasync, rename to sealed, fsync the directory, close; then apply the disk budget.
-        Safe to call again after any step failed."""
+        """fdatasync, list the segment in the session manifest, rename to sealed, fsync the
+        directory, close; then apply the disk budget. Safe to call again after any step failed.
+        The manifest is written before the rename, so a sealed segment is always listed (one that a
+        crash left `.open` and listed is sealed with the same records by the next writer)."""
         if self._seg.state == OPEN:
             self._maybe_sync(force=True)
+            add_sealed(self._manifest, self._index, self._seg_first,
+                       self._seg_first + self._seg_records - 1, self._seg_records)
+            write_manifest(self.directory, self._manifest)
             sealed = segment_path(self.directory, self.session, self._index, SEALED)
             os.rename(self._seg.path, sealed)
             self._seg = SegmentFile(sealed, self.session, self._index, SEALED)
@@ -372,16 +403,20 @@ class ReplayWriter:
             self._enforce_budget()
 
     def _finish(self) -> None:
-        """At close: seal a segment that has records, delete one that has none."""
-        if self._fd is None:
-            return
+        """At close: seal a segment that has records, delete one that has none, mark the manifest
+        closed."""
         try:
-            if self._seg_records:
+            if self._fd is not None and self._seg_records:
                 self._seal()
-            else:
+            elif self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
                 _unlink_quietly(self._seg.path)
+            self._manifest["state"] = "closed"
+            if self._published:
+                write_manifest(self.directory, self._manifest)
+            else:
+                self._publish_session()
         except OSError as exc:
             self._io_failed(exc)
             log.error("replay session %d: could not seal %s (%s); the next session will",
@@ -454,10 +489,24 @@ def _lock(directory: Path) -> int:
 
 
 def next_session(directory: Path) -> int:
-    """One above every session seen in the directory, retired ones included."""
-    seen = [s.session for s in list_segments(directory)]
+    """One above every session the directory has seen: its segments, retired ones, manifests and
+    the high-water mark. Numbers are never reused, even after the newest session's files were
+    deleted: a learner stores its cursor as (session, seq) and skips everything at or below it, so
+    a reused number would hide the new session's first records from it. The writer writes a
+    session's manifest before the mark, so a crash between the two cannot lose the number either."""
+    seen = [s.session for s in list_segments(directory)] + list_manifests(directory)
     seen += [int(e["session"]) for e in read_retired(directory) if isinstance(e.get("session"), int)]
-    return max(seen, default=-1) + 1
+    mark = _high_water(directory)
+    return max(max(seen, default=-1) + 1, mark["next_session"] if mark else 0)
+
+
+def _high_water(directory: Path) -> dict[str, int] | None:
+    """The high-water mark; a damaged one is logged and rebuilt from what the directory holds."""
+    try:
+        return read_high_water(directory)
+    except ReplayError as exc:
+        log.error("replay: %s; continuing from the session numbers on disk", exc)
+        return None
 
 
 def recover_directory(directory: Path) -> None:
@@ -465,15 +514,30 @@ def recover_directory(directory: Path) -> None:
 
     `.open.tmp` files never received a record and are removed. An `.open` segment has its torn
     tail cut off (only bytes after the last valid frame: what a crash interrupted) and is renamed
-    sealed; one with no valid frame is removed. Damage in the middle is left for the reader to
-    skip and `replay verify` to report."""
+    sealed, and listed in its session's manifest, which is marked "recovered"; one with no valid
+    frame is removed. Damage in the middle is left for the reader to skip and `replay verify` to
+    report."""
     for seg in list_segments(directory):
         if seg.state == TMP:
             _unlink_quietly(seg.path)
             log.info("replay recovery: removed %s (a crash interrupted its creation)", seg.path.name)
         elif seg.state == OPEN:
             _recover_segment(directory, seg)
+    for session in list_manifests(directory):
+        manifest = _manifest(directory, session)
+        if manifest is not None and manifest["state"] == "open":
+            manifest["state"] = "recovered"
+            write_manifest(directory, manifest)
     fsync_dir(directory)
+
+
+def _manifest(directory: Path, session: int) -> dict[str, Any] | None:
+    """A session's manifest for recovery to update; a damaged one is left for verify to report."""
+    try:
+        return read_manifest(directory, session)
+    except ReplayError as exc:
+        log.error("replay recovery: %s; left as it is", exc)
+        return None
 
 
 def _recover_segment(directory: Path, seg: SegmentFile) -> None:
@@ -501,6 +565,11 @@ def _recover_segment(directory: Path, seg: SegmentFile) -> None:
             os.fdatasync(f.fileno())
         log.warning("replay recovery: %s: cut %d bytes of a torn write after the last valid record "
                     "(seq %d)", seg.path.name, scan.tail, scan.last_seq)
+    manifest = _manifest(directory, seg.session)
+    if manifest is not None:
+        add_sealed(manifest, seg.index, scan.runs[0][2], scan.last_seq,
+                   sum(count for _, count, _ in scan.runs))
+        write_manifest(directory, manifest)
     sealed = segment_path(directory, seg.session, seg.index, SEALED)
     os.rename(seg.path, sealed)
     log.info("replay recovery: sealed %s after a crash (last seq %d)", sealed.name, scan.last_seq)

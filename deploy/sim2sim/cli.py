@@ -1,4 +1,4 @@
-"""`sac2real sim2sim BUNDLE [--scenarios FILE] [--report DIR] [--fault NAME[:ARGS]]...`
+"""`sac2real sim2sim BUNDLE [--scenarios FILE] [--report DIR] [--sign-key KEY] [--fault NAME[:ARGS]]...`
 
 Exit status: 0 the bundle passed (verdict recorded), 1 it failed or was refused, 2 a bad
 scenario file or argument (the message names the file and the key)."""
@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+from deploy.signing import KEYS_ENV, SIGN_KEY_ENV
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="NAME[:ARGS]",
                    help="plant a fault (repeatable); the verdict is not recorded")
     p.add_argument("--no-record", action="store_true", help="do not write the verdict")
+    p.add_argument("--sign-key", default=os.environ.get(SIGN_KEY_ENV) or None, metavar="KEY",
+                   help=f"sign the recorded verdict with this private key (a name in "
+                        f"${KEYS_ENV} or ~/.config/sac2real/keys, or a path; default "
+                        f"${SIGN_KEY_ENV}); without one the verdict is recorded unsigned and "
+                        f"hardware backends refuse the bundle until it is signed")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--sequential", action="store_true",
                    help="one MuJoCo world per episode instead of all in one")
@@ -64,9 +72,15 @@ def _sim2sim(args: argparse.Namespace) -> int:
                           args.report, log=lambda m: print(m, file=sys.stderr))
         print(table(rows))
         return 0 if all(r.ok for r in rows) else 1
-    result = run_gate(path, args.scenarios, args.report, faults, record=not args.no_record,
-                      spec=spec, plots=not args.no_plots, parallel=not args.sequential,
-                      threads=args.threads, log=lambda m: print(m, file=sys.stderr))
+    from deploy.signing import SigningError
+    try:
+        result = run_gate(path, args.scenarios, args.report, faults, record=not args.no_record,
+                          spec=spec, plots=not args.no_plots, parallel=not args.sequential,
+                          threads=args.threads, log=lambda m: print(m, file=sys.stderr),
+                          sign_key=args.sign_key)
+    except SigningError as exc:
+        print(f"sac2real sim2sim: --sign-key: {exc}", file=sys.stderr)
+        return 2
     if result.refused:
         print(f"sac2real sim2sim: FAILED: bundle refused: {result.refused}", file=sys.stderr)
         return 1
@@ -75,13 +89,14 @@ def _sim2sim(args: argparse.Namespace) -> int:
         print(json.dumps({"passed": result.passed, "bundle": result.bundle_id,
                           "faults": list(result.faults), "report": str(result.report_dir),
                           "wall_s": round(result.wall_s, 2), "failures": fails,
-                          "verdict_recorded": result.verdict is not None}, indent=1))
+                          "verdict_recorded": result.verdict is not None,
+                          "signed_by": result.signed_by}, indent=1))
     else:
         for f in fails[:30]:
             print(f"  {f}")
         state = "PASSED" if result.passed else "FAILED"
-        where = "verdict recorded in the bundle" if result.verdict is not None else \
-            "verdict not recorded"
+        where = "verdict not recorded" if result.verdict is None else \
+            f"verdict recorded in the bundle, {'signed by ' + result.signed_by if result.signed_by else 'unsigned'}"
         print(f"sim2sim {state}: {result.bundle_id}{' with ' + ', '.join(result.faults) if result.faults else ''}"
               f" ({where}; report {result.report_dir})")
     return 0 if result.passed else 1

@@ -5,7 +5,12 @@ bundle (deploy.bundle.record_verdict).
 Where the report goes: by default into the bundle, `<bundle>/sim2sim/<UTC time>/`, so that the
 manifest rewritten by record_verdict covers it; a run with a planted fault (or `record=False`)
 never touches the bundle and reports to `runs/sim2sim/<bundle id>-<UTC time>/` unless told
-otherwise."""
+otherwise. A recorded verdict refers only to files inside the bundle: a report written elsewhere
+(`--report DIR`) has its report.json copied into `<bundle>/sim2sim/<UTC time>/`.
+
+Signing: with `sign_key` (a private key's name or path; deploy/signing.py) the gate signs the
+bundle's manifest and the verdict it recorded. Without one the verdict is recorded unsigned, and
+hardware backends refuse the bundle until someone signs it (`sac2real models sign`)."""
 from __future__ import annotations
 
 import math
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from deploy import bundle as B
+from deploy import signing
 from deploy.deploy_config import DeployConfig
 from deploy.sim2sim.faults import Fault
 from deploy.sim2sim.runner import EpisodeResult, run_episodes
@@ -35,6 +41,7 @@ class GateResult:
     verdict: dict | None           # as recorded in the bundle, None when not recorded
     refused: str | None = None     # the bundle failed verification and was never loaded
     faults: tuple[str, ...] = ()
+    signed_by: str | None = None   # the key that signed the recorded verdict
 
     def failures(self) -> list[str]:
         if self.refused:
@@ -52,13 +59,22 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
+def _new_folder(parent: Path) -> Path:
+    """parent/<UTC time>, with -1, -2, ... added when a run in the same second took that name."""
+    stamp = _stamp()
+    return next(parent / name for name in (stamp, *(f"{stamp}-{n}" for n in range(1, 1000)))
+                if not (parent / name).exists())
+
+
 def run_gate(bundle_path: str | Path, scenarios: str | Path | None = None,
              report_dir: str | Path | None = None, faults: tuple[Fault, ...] = (),
              record: bool = True, spec: RobotSpec | None = None, plots: bool = True,
              parallel: bool = True, threads: int = 1, config: DeployConfig | None = None,
-             log: Callable[[str], None] = print) -> GateResult:
+             log: Callable[[str], None] = print, sign_key: str | Path | None = None) -> GateResult:
     bundle_path = Path(bundle_path)
     record = record and not faults
+    if record and sign_key is not None:
+        signing.load_private(sign_key)      # a bad key fails now, not after the episodes
     t0 = time.perf_counter()
     if spec is None:
         try:
@@ -75,11 +91,9 @@ def run_gate(bundle_path: str | Path, scenarios: str | Path | None = None,
 
     inside = report_dir is None and record
     if report_dir is None:
-        report_dir = (bundle_path / "sim2sim" / _stamp()) if record else \
+        report_dir = _new_folder(bundle_path / "sim2sim") if record else \
             REPO_ROOT / "runs" / "sim2sim" / f"{bundle.id}-{_stamp()}"
     report_dir = Path(report_dir)
-    if inside and report_dir.exists():
-        raise FileExistsError(f"{report_dir} exists (two gate runs in the same second?)")
     labels = tuple(f.label for f in faults)
     log(f"sim2sim: {bundle.robot}/{bundle.id} on {len(scenario_file.episodes)} episodes from "
         f"{scen_path}" + (f" with planted fault(s) {', '.join(labels)}" if labels else ""))
@@ -89,20 +103,43 @@ def run_gate(bundle_path: str | Path, scenarios: str | Path | None = None,
     passed = all(r.passed for r in results)
 
     from deploy.sim2sim.report import write_report
+    added = report_dir if inside else None
+    signed_by = None
     try:
         report = write_report(report_dir, bundle, spec, scenario_file, results, passed, labels,
                               wall, plots=plots, log=log)
         verdict = None
         if record:
-            rel = report.relative_to(bundle_path) if inside else report
+            if not inside:
+                report = added = _copy_into(bundle_path, report)
             verdict = B.record_verdict(bundle_path, {
-                "passed": passed, "report": str(rel), "spec_hash": bundle.spec_hash,
-                "onnx_sha256": bundle.onnx_sha256, "metrics": summary_metrics(results)})
+                "passed": passed, "report": report.relative_to(bundle_path).as_posix(),
+                "spec_hash": bundle.spec_hash, "onnx_sha256": bundle.onnx_sha256,
+                "metrics": summary_metrics(results)})
+            added = None        # listed in the manifest now: it stays
+            signed_by = _sign(bundle_path, sign_key, log)
     except BaseException:
-        if inside:      # never leave unlisted files in a bundle: it would no longer load
-            shutil.rmtree(report_dir, ignore_errors=True)
+        if added is not None:   # never leave unlisted files in a bundle: it would no longer load
+            shutil.rmtree(added, ignore_errors=True)
         raise
-    return GateResult(passed, bundle.id, report_dir, results, wall, verdict, None, labels)
+    return GateResult(passed, bundle.id, report_dir, results, wall, verdict, None, labels, signed_by)
+
+
+def _copy_into(bundle_path: Path, report: Path) -> Path:
+    """report.json copied to <bundle>/sim2sim/<UTC time>/, where the verdict may refer to it."""
+    folder = _new_folder(bundle_path / "sim2sim")
+    folder.mkdir(parents=True)
+    return Path(shutil.copy2(report, folder / REPORT_NAME))
+
+
+def _sign(bundle_path: Path, sign_key: str | Path | None, log: Callable[[str], None]) -> str | None:
+    if sign_key is None:
+        log("sim2sim: verdict recorded UNSIGNED (no --sign-key): hardware backends refuse this "
+            "bundle until it is signed by a key they trust (sac2real models sign ID --key NAME)")
+        return None
+    sig = B.sign_bundle(bundle_path, sign_key)
+    log(f"sim2sim: signed by key '{sig['key']['name']}' (id {sig['key']['id']})")
+    return sig["key"]["name"]
 
 
 def _refused(path: Path, exc: Exception, report_dir, faults, t0, log) -> GateResult:

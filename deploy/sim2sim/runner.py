@@ -82,6 +82,7 @@ class _Live:
     stand_error: float | None = None
     clamps: int = 0
     ticks: int = 0
+    hung: bool = False              # on the gantry (spec stand.gantry) until the blend-in is done
 
 
 def conditions_for(ep: Episode, spec: RobotSpec, faults: tuple[Fault, ...]) -> SimConditions:
@@ -114,10 +115,13 @@ def _run_group(spec, bundle, episodes, faults, config, threads, progress) -> lis
         for i, ep in enumerate(episodes):
             q, pos, quat = start_pose(spec, ep.start, ep.yaw, np.random.default_rng(ep.seed))
             fleet.reset(i, joint_pos=q, base_pos=pos, base_quat=quat)
+            if spec.stand_gantry:
+                fleet.world.set_gantry(np.array([i]), True)
             ctrl = Controller(spec, fleet.robots[i], bundle, config=config, clock=fleet.clock)
             for f in faults:
                 f.controller(ctrl)
-            lives.append(_Live(ep, ctrl, spec.effort_limit * conds[i].motor_strength))
+            lives.append(_Live(ep, ctrl, spec.effort_limit * conds[i].motor_strength,
+                               hung=spec.stand_gantry))
         active = list(range(len(lives)))
         started = time.perf_counter()
         next_note = started + 5.0
@@ -150,6 +154,10 @@ def _operate(live: _Live, i: int, fleet: SimFleet, now: float, spec: RobotSpec) 
     elif live.phase == "stand_requested" and ctrl.mode is Mode.STAND:
         ctrl.request_policy()
         live.phase = "policy_requested"
+    if live.hung and live.policy_t0 is not None \
+            and now >= live.policy_t0 + ctrl.config.controller.blend_in_s - 1e-9:
+        fleet.world.set_gantry(np.array([i]), False)     # the policy balances it from here
+        live.hung = False
     if live.policy_t0 is not None:
         t = now - live.policy_t0
         cmd = ep.command_at(t)

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.config import Section, load_yaml
-from deploy.spec import REPO_ROOT, RobotSpec
+from deploy.config import NumberRange, Section, load_yaml, numbers
+from deploy.spec import JOINT_RANGE, MAX_COMMAND, REPO_ROOT, RobotSpec
 
 DEFAULT_FILE = REPO_ROOT / "configs" / "sim2sim" / "default.yaml"
 PHYSICS_KEYS = ("friction", "added_base_mass", "motor_strength", "action_latency_s",
@@ -139,9 +139,9 @@ def _thresholds(sec: Section, known: dict, base: dict) -> dict:
     out = dict(base)
     for name in sec.data:
         if name == "falls":
-            out[name] = float(sec.get(name, int))
+            out[name] = float(sec.integer(name, low=0, high=1000))
         else:   # an upper bound is never negative; a lower bound (a margin) may be
-            out[name] = sec.number(name, low=0.0 if known[name][0] == "max" else None)
+            out[name] = sec.number(name, low=0.0 if known[name][0] == "max" else -10.0, high=100.0)
     return out
 
 
@@ -155,7 +155,7 @@ def _physics(sec: Section, base: dict) -> dict:
         if key in sec.data:
             out[key] = sec.number(key, low=lo, high=hi)
     if "seed" in sec.data:
-        out["seed"] = sec.get("seed", int)
+        out["seed"] = sec.integer("seed", low=0, high=2**31 - 1)
     return out
 
 
@@ -217,9 +217,9 @@ def _commands(row: Section, spec) -> tuple:
     out = []
     for i, r in enumerate(rows):
         key = f"commands[{i}]"
-        if not isinstance(r, list) or len(r) != 4 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r):
-            raise row.error(key, f"expected [t, vx, vy, wz] numbers, got {r!r}")
+        r = numbers(r, row.file, row.key(key), 4, NumberRange(-600.0, 600.0), "[t, vx, vy, wz] numbers")
+        if max(abs(v) for v in r[1:]) > MAX_COMMAND:
+            raise row.error(key, f"velocities {r[1:]} exceed {MAX_COMMAND} m/s or rad/s")
         if out and r[0] <= out[-1][0]:
             raise row.error(key, f"t = {r[0]} must be after the previous row's t = {out[-1][0]}")
         if i == 0 and r[0] != 0:
@@ -235,11 +235,11 @@ def _sweep(sec: Section, name: str, spec) -> list[tuple[str, tuple]]:
         raise sec.error("vx", "a sweep needs at least one of vx, vy, wz")
     axes = []
     for key in ("vx", "vy", "wz"):
-        values = sec.get(key, list, [0.0])
-        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                 for v in values):
-            raise sec.error(key, f"expected a non-empty list of numbers, got {values!r}")
-        axes.append([float(v) for v in values])
+        values = sec.vector(key, None, [0.0], low=-MAX_COMMAND, high=MAX_COMMAND,
+                            what="a non-empty list of numbers")
+        if not values:
+            raise sec.error(key, "expected a non-empty list of numbers, got []")
+        axes.append(list(values))
     out = []
     for vx, vy, wz in itertools.product(*axes):
         _check_command(sec, "sweep", vx, vy, wz, spec)
@@ -251,10 +251,8 @@ def _sweep(sec: Section, name: str, spec) -> list[tuple[str, tuple]]:
 
 def _push(sec: Section) -> Push:
     sec.allow(["t", "dv"])
-    dv = sec.get("dv", list)
-    if len(dv) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dv):
-        raise sec.error("dv", f"expected [dvx, dvy] in m/s, got {dv!r}")
-    return Push(t=sec.number("t", low=0.0), dv=(float(dv[0]), float(dv[1])))
+    return Push(t=sec.number("t", low=0.0, high=600.0), dv=sec.vector("dv", 2, low=-10.0, high=10.0,
+                                                                what="[dvx, dvy] in m/s"))
 
 
 def _start(sec: Section, spec: RobotSpec | None) -> Start:
@@ -262,7 +260,7 @@ def _start(sec: Section, spec: RobotSpec | None) -> Start:
     pos = sec.sub("joint_pos", {})
     pairs = []
     for pattern in pos.data:
-        value = pos.number(pattern)
+        value = pos.number(pattern, low=-JOINT_RANGE, high=JOINT_RANGE)
         if spec is not None:
             import re
             try:

@@ -98,6 +98,7 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
 }
 PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4}}
+MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,10 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
     """`name: weight` or `name: {term, weight, joints, threshold}` rows of a task config."""
     terms = []
     for name, value in section.data.items():
-        row = Section({"weight": value} if isinstance(value, (int, float)) else value,
-                      section.file, section.key(name))
-        row.allow(["weight"], ["term", "joints", "threshold"])
+        short = not isinstance(value, dict)     # `name: weight`, read under the name's own key
+        row = Section({} if short else value, section.file, section.key(name))
+        if not short:
+            row.allow(["weight"], ["term", "joints", "threshold"])
         term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
         if term not in TERMS:
             raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
@@ -127,8 +129,10 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
                                 f"{spec.name} (joints: {', '.join(spec.joint_names)})")
         params = dict(PARAMS.get(term, {}))
         if "threshold" in row.data:
-            params["threshold"] = row.number("threshold", low=0.0)
-        terms.append(RewardTerm(name, term, row.number("weight"), joints, params))
+            params["threshold"] = row.number("threshold", low=0.0, high=10.0)
+        weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \
+            row.number("weight", low=-MAX_WEIGHT, high=MAX_WEIGHT)
+        terms.append(RewardTerm(name, term, weight, joints, params))
     return terms
 
 

@@ -6,16 +6,17 @@ Observations come from deploy's ObservationPipeline and actions go through deplo
 training, sim2sim and the robot read and write the robot identically."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deploy.action_map import ActionMap
+from deploy.backends.mujoco_backend import Randomization as SimRandomization
 from deploy.config import ConfigError, Section, load_yaml
 from deploy.observations import ObservationPipeline, projected_gravity
 from deploy.sim_world import SimWorld
-from deploy.spec import REPO_ROOT, RobotSpec
+from deploy.spec import REPO_ROOT, RobotSpec, available_robots
 from training.envs.base import StepResult
 from training.envs.rewards import CommandReward, RewardInputs, RewardTerm, compute_rewards, parse_rewards
 
@@ -52,28 +53,42 @@ class TaskConfig:
             raise ConfigError(path, "task", f"unknown task '{task}' (known: {known})")
         root = Section(load_yaml(path), path)
         root.allow(["episode_length_s", "reward_dt_scaling", "tracking_sigma", "rewards",
-                    "domain_randomization", "reset"], ["height_scan"])
+                    "domain_randomization", "reset"], ["height_scan", "robot_overrides"])
         per_robot = root.sub("rewards")
+        per_robot.allow([], available_robots())
         if spec.name not in per_robot.data:
             raise per_robot.error(spec.name, f"no reward weights for robot '{spec.name}' "
                                   f"(robots here: {', '.join(per_robot.data)})")
-        dr = root.sub("domain_randomization")
+        overrides = root.sub("robot_overrides", {})
+        overrides.allow([], available_robots())
+        mine = overrides.sub(spec.name, {})
+        mine.allow([], ["domain_randomization", "reset"])
+        dr = _Overlay(root.sub("domain_randomization"), mine.sub("domain_randomization", {}))
         dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])
-        reset = root.sub("reset")
+        reset = _Overlay(root.sub("reset"), mine.sub("reset", {}))
         reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
         return cls(
             name=task, height_scan=root.get("height_scan", bool, False),
-            episode_length_s=root.number("episode_length_s", low=0.1),
+            episode_length_s=root.number("episode_length_s", low=0.1, high=3600.0),
             reward_dt_scaling=root.get("reward_dt_scaling", bool),
-            tracking_sigma=root.number("tracking_sigma", low=1e-6),
+            tracking_sigma=root.number("tracking_sigma", low=0.0, high=100.0, open_low=True),
             rewards=tuple(parse_rewards(per_robot.sub(spec.name), spec)),
-            randomization=Randomization(
-                friction=dr.pair("friction"), added_base_mass=dr.pair("added_base_mass"),
-                motor_strength=dr.pair("motor_strength"), push_interval_s=dr.pair("push_interval_s"),
-                push_velocity=dr.number("push_velocity", low=0.0)),
-            reset_joint_scale=reset.pair("joint_pos_scale"),
-            reset_base_velocity=reset.number("base_velocity", low=0.0),
-            reset_yaw=reset.number("yaw", low=0.0))
+            randomization=Randomization(**asdict(SimRandomization.from_section(dr))),
+            reset_joint_scale=reset.pair("joint_pos_scale", low=0.0, high=10.0),
+            reset_base_velocity=reset.number("base_velocity", low=0.0, high=10.0),
+            reset_yaw=reset.number("yaw", low=0.0, high=3.1416))
+
+
+class _Overlay(Section):
+    """A task section with one robot's `robot_overrides` keys in place of the shared ones; each key
+    is read, and named in errors, where it was given."""
+
+    def __init__(self, shared: Section, robot: Section):
+        super().__init__({**shared.data, **robot.data}, shared.file, shared.path)
+        self._robot = robot
+
+    def key(self, name: str | int) -> str:
+        return self._robot.key(name) if name in self._robot.data else super().key(name)
 
 
 def available_tasks() -> list[str]:

@@ -5,22 +5,31 @@
     python -m policy_runner.node --ros-args -p robot:=go2 -p backend:=mujoco    (no ROS tooling)
 
 Interfaces (relative names resolve under the node, `~/x` = /policy_runner/x):
-    /cmd_vel         geometry_msgs/Twist in: linear.x, linear.y, angular.z -> the velocity command,
-                     clamped to the spec's command ranges (x limits.max_speed_fraction); a message
-                     with a non-finite field is ignored and counted; silence for
-                     limits.cmd_vel_timeout_s sets the command to zero
-    ~/start          std_srvs/Trigger: PASSIVE or DAMPING -> STAND -> POLICY (the policy request
-                     follows once the default pose is reached); STAND -> POLICY
+    /cmd_vel         geometry_msgs/Twist (TwistStamped with cmd_vel_stamped:=true) in: linear.x,
+                     linear.y, angular.z -> the velocity command. Every field is checked
+                     (policy_runner/inputs.py): the followed axes inside the spec's command
+                     ranges (x limits.max_speed_fraction), the others finite and bounded; NaN, inf,
+                     a subnormal (an int published into a float field arrives as one) or a value
+                     out of range refuses the whole message: counted (cmd_vel_rejected), the
+                     previous command kept; silence for limits.cmd_vel_timeout_s sets it to zero
+    ~/start          std_srvs/Trigger: PASSIVE or unlatched DAMPING -> STAND -> POLICY (the policy
+                     request follows once the default pose is reached); STAND -> POLICY
     ~/stop           std_srvs/Trigger: POLICY -> STAND (stop walking, hold the pose); STAND -> DAMPING
-    ~/estop          std_srvs/Trigger: any mode -> DAMPING at the controller's next tick (latched
-                     until ~/start)
+    ~/estop          std_srvs/Trigger: any mode -> DAMPING at the controller's next tick, latched
+    ~/reset          std_srvs/Trigger: unlatch DAMPING (the robot stays there until ~/start)
+                     A service the current mode forbids (~/start in POLICY or latched DAMPING,
+                     ~/stop in PASSIVE or DAMPING, ~/reset with nothing latched) answers
+                     success false with the reason and changes nothing; ~/estop always acts.
     /joint_states    sensor_msgs/JointState out, the measured joints in policy order
     ~/diagnostics    diagnostic_msgs/DiagnosticArray out: the controller (mode, loop period and
                      jitter, overruns, state age, policy id, replay drops, safety events, command
                      input counters) and the backend (its own counters)
     ~/policy_id      std_msgs/String out, transient local: the installed bundle's id
-    policy (param)   settable at run time: a bundle path, registry id or `current` is verified
-                     and swapped in at a tick boundary (refused with the reason otherwise)
+    policy (param)   settable at run time: a registry id or `current` (a bundle folder outside
+                     the registry only with allow_external_bundles:=true) is verified and swapped
+                     in at a tick boundary (refused with the reason otherwise). On the unitree and
+                     ros2 backends a bundle must carry a valid signature from a key the deploy
+                     config trusts (deploy/signing.py), at start and at every swap
 
 The control loop is the Controller's own thread (absolute deadlines at the policy rate); ROS
 callbacks only hand requests and commands to it. Parameters are declared from PARAMETERS below;
@@ -37,14 +46,20 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from policy_runner.inputs import InputRefused, twist_command
+
 BACKENDS = ("unitree", "ros2", "mujoco")
+HARDWARE_BACKENDS = ("unitree", "ros2")     # signed bundles only, unless the deploy config says
 
 # name: (default, description). The default's type is the parameter's type.
 PARAMETERS: dict[str, tuple[object, str]] = {
     "robot": ("", "robot spec: a name in configs/robots (g1, go2, anymal_d) or a spec YAML path"),
     "backend": ("mujoco", "robot backend: unitree (DDS), ros2 (ANYmal topics) or mujoco (simulation)"),
     "policy": ("current", "'current' (the registry's current bundle for the robot), a bundle "
-                          "folder, ID or ROBOT/ID, or 'none' (stand only)"),
+                          "ID, ROBOT/ID or folder in the registry, or 'none' (stand only)"),
+    "allow_external_bundles": (False, "accept a `policy` folder outside the registry "
+                                      "($SAC2REAL_MODELS or models/policies)"),
+    "cmd_vel_stamped": (False, "subscribe /cmd_vel as geometry_msgs/TwistStamped"),
     "network_interface": ("", "unitree: the network interface facing the robot (eth0, enp3s0; "
                               "lo for the MuJoCo DDS bridge)"),
     "dds_domain": (0, "unitree: DDS domain of rt/lowstate and rt/lowcmd (the robots use 0)"),
@@ -57,7 +72,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "joint_states_rate_hz": (50.0, "rate of /joint_states"),
     "limits.max_speed_fraction": (1.0, "fraction (0, 1] of the spec's command ranges /cmd_vel may use"),
     "limits.cmd_vel_timeout_s": (0.5, "no /cmd_vel for this long: command zero (0 = never)"),
-    "limits.max_state_age_s": (0.0, "older robot state faults the controller (0 = deploy config)"),
+    "limits.max_state_age_s": (0.0, "older robot state faults the controller, and a state may be "
+                                    "read again on the ticks within this age (0 = deploy config: "
+                                    "DAMPING by the 2nd tick after the last new state)"),
     "limits.max_tilt": (0.0, "rad of base tilt that faults the controller (0 = deploy config)"),
     "limits.backend_stale_timeout_s": (0.1, "hardware backends damp by themselves after this long "
                                             "without robot state"),
@@ -74,6 +91,8 @@ class Settings:
     robot: str
     backend: str
     policy: str
+    allow_external_bundles: bool
+    cmd_vel_stamped: bool
     network_interface: str
     dds_domain: int
     release_motion_mode: bool
@@ -133,8 +152,9 @@ def parse_parameters(values: dict[str, object]) -> Settings:
     return Settings(**{k.split(".")[-1]: val for k, val in v.items()})
 
 
-def resolve_policy(settings: Settings, spec):
-    """The PolicyBundle the parameters name (verified against the spec), or None for 'none'."""
+def resolve_policy(settings: Settings, spec, trust=None):
+    """The PolicyBundle the parameters name (verified against the spec and, where `trust`
+    requires it, signed by a trusted key), or None for 'none'."""
     from deploy.bundle import PolicyBundle
     from deploy.registry import PolicyRegistry, RegistryError
 
@@ -142,10 +162,10 @@ def resolve_policy(settings: Settings, spec):
     if ref.lower() == "none":
         return None
     try:
-        path = PolicyRegistry().resolve(ref, spec.name)
+        path = PolicyRegistry().resolve(ref, spec.name, external=settings.allow_external_bundles)
     except RegistryError as exc:
         raise ParameterError(f"parameter 'policy': {exc} (or policy:=none to stand only)") from exc
-    return PolicyBundle.load(path, spec)
+    return PolicyBundle.load(path, spec, trust=trust)
 
 
 def build_backend(settings: Settings, spec):
@@ -185,7 +205,7 @@ class PolicyRunner(Node):
                          parameter_overrides=parameter_overrides,
                          automatically_declare_parameters_from_overrides=True)
         from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import Twist
+        from geometry_msgs.msg import Twist, TwistStamped
         from rclpy.qos import DurabilityPolicy, QoSProfile
         from sensor_msgs.msg import JointState
         from std_msgs.msg import String
@@ -193,6 +213,7 @@ class PolicyRunner(Node):
 
         from deploy.controller import Controller
         from deploy.deploy_config import DeployConfig
+        from deploy.signing import TrustCheck
         from deploy.spec import RobotSpec
         from deploy.state_machine import Mode
 
@@ -210,8 +231,8 @@ class PolicyRunner(Node):
         if s.backend == "unitree" and not spec.interface.startswith("unitree_"):
             raise ParameterError(f"backend 'unitree' needs a Unitree robot; '{spec.name}' uses "
                                  f"'{spec.interface}'")
-        bundle = resolve_policy(s, spec)
         config = DeployConfig.load(spec, s.deploy_config or None)
+        bundle = resolve_policy(s, spec, TrustCheck(config.trust, s.backend in HARDWARE_BACKENDS))
         over = {}
         if s.max_state_age_s > 0:
             over["max_state_age_s"] = s.max_state_age_s
@@ -219,6 +240,8 @@ class PolicyRunner(Node):
             over["max_tilt"] = s.max_tilt
         if over:
             config = config.with_safety(**over)
+        if s.max_state_age_s > 0 or s.backend == "mujoco":   # (mujoco: paced by this host)
+            config = config.repeats_within_age(spec)
         self.cmd_low = spec.commands.low * s.max_speed_fraction
         self.cmd_high = spec.commands.high * s.max_speed_fraction
 
@@ -235,17 +258,17 @@ class PolicyRunner(Node):
             self.backend.close()
             raise
 
-        self.counters = {"cmd_vel_received": 0, "cmd_vel_rejected": 0, "cmd_vel_clamped": 0,
-                         "cmd_vel_timeouts": 0}
+        self.counters = {"cmd_vel_received": 0, "cmd_vel_rejected": 0, "cmd_vel_timeouts": 0,
+                         "services_refused": 0}
         self.last_cmd_vel_problem = ""
         self._last_cmd_vel = None
         self._want_policy = False
         self._published_policy_id = None
 
-        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
-        self.create_service(Trigger, "~/start", self._on_start)
-        self.create_service(Trigger, "~/stop", self._on_stop)
-        self.create_service(Trigger, "~/estop", self._on_estop)
+        self.create_subscription(TwistStamped if s.cmd_vel_stamped else Twist, "/cmd_vel",
+                                 self._on_cmd_vel, 10)
+        for name in ("start", "stop", "estop", "reset"):
+            self.create_service(Trigger, f"~/{name}", getattr(self, f"_on_{name}"))
         self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "~/diagnostics", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -278,7 +301,7 @@ class PolicyRunner(Node):
             return SetParametersResult(successful=False, reason=(
                 "policy 'none' cannot be swapped in; ~/stop holds the robot in STAND instead"))
         try:
-            bundle = resolve_policy(replace(self.settings, policy=ref), self.spec)
+            bundle = resolve_policy(replace(self.settings, policy=ref), self.spec, self.controller.trust)
             result = self.controller.swap_policy(bundle)
         except Exception as exc:    # a missing folder, unknown id, failed verification
             return SetParametersResult(successful=False, reason=f"policy '{ref}' refused: {exc}")
@@ -288,66 +311,75 @@ class PolicyRunner(Node):
 
     # ---- input ---------------------------------------------------------------------------------
     def _on_cmd_vel(self, msg) -> None:
+        from deploy.controller import CommandRefused
+
         self.counters["cmd_vel_received"] += 1
-        fields = (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y,
-                  msg.angular.z)
-        if not all(math.isfinite(f) for f in fields):
+        try:
+            command = twist_command(msg, tuple(self.cmd_low), tuple(self.cmd_high))
+            self.controller.set_command(*command)
+        except (InputRefused, CommandRefused) as exc:
             self.counters["cmd_vel_rejected"] += 1
-            self.last_cmd_vel_problem = f"non-finite /cmd_vel ignored: {fields}"
+            self.last_cmd_vel_problem = f"/cmd_vel refused, previous command kept: {exc}"
             self.get_logger().warning(self.last_cmd_vel_problem, throttle_duration_sec=1.0)
             return
-        want = (msg.linear.x, msg.linear.y, msg.angular.z)
-        clamped = tuple(min(max(v, lo), hi) for v, lo, hi in zip(want, self.cmd_low, self.cmd_high))
-        if clamped != want:
-            self.counters["cmd_vel_clamped"] += 1
-            self.last_cmd_vel_problem = (f"/cmd_vel {tuple(round(v, 3) for v in want)} clamped to "
-                                         f"{tuple(round(v, 3) for v in clamped)}")
-            self.get_logger().warning(self.last_cmd_vel_problem, throttle_duration_sec=1.0)
-        self.controller.set_command(*clamped)
         self._last_cmd_vel = time.monotonic()
 
-    def _on_start(self, request, response):
-        mode, M = self.controller.mode, self.Mode
-        has_policy = self.controller.bundle is not None
-        if mode in (M.PASSIVE, M.DAMPING):
-            tick = self.controller.request_stand()
-            self._want_policy = has_policy
-            response.message = (f"stand requested at tick {tick}; "
-                                + ("POLICY follows at the default pose" if has_policy
-                                   else "no policy loaded (policy:=none): standing only"))
-        elif mode is M.STAND:
-            if has_policy:
-                tick = self.controller.request_policy()
-                self._want_policy = True
-            response.message = (f"policy requested at tick {tick}" if has_policy
-                                else "standing; no policy loaded")
-        else:
-            response.message = "already in POLICY"
-        response.success = True
+    def _answer(self, response, ok: bool, message: str):
+        """A service reply; a refusal (the mode forbids the service) is counted and logged."""
+        response.success, response.message = ok, message
+        if not ok:
+            self.counters["services_refused"] += 1
+            self.get_logger().warning(message, throttle_duration_sec=1.0)
         return response
+
+    def _on_start(self, request, response):
+        ctrl, M = self.controller, self.Mode
+        mode, has_policy = ctrl.mode, ctrl.bundle is not None
+        if mode is M.DAMPING and ctrl.latched:
+            return self._answer(response, False, f"~/start refused: DAMPING is latched "
+                                f"({ctrl.latched}); ~/reset first. Nothing changed")
+        if mode in (M.PASSIVE, M.DAMPING):
+            tick = ctrl.request_stand()
+            self._want_policy = has_policy
+            return self._answer(response, True, f"stand requested at tick {tick}; " + (
+                "POLICY follows at the default pose" if has_policy
+                else "no policy loaded (policy:=none): standing only"))
+        if mode is M.STAND and has_policy:
+            tick = ctrl.request_policy()
+            self._want_policy = True
+            return self._answer(response, True, f"policy requested at tick {tick}")
+        why = "no policy loaded (policy:=none)" if mode is M.STAND else "already in POLICY"
+        return self._answer(response, False, f"~/start refused in {mode.value}: {why}. "
+                                             f"Nothing changed")
 
     def _on_stop(self, request, response):
         mode, M = self.controller.mode, self.Mode
-        self._want_policy = False
         if mode is M.POLICY:
+            self._want_policy = False
             tick = self.controller.request_stand()
-            response.message = f"POLICY -> STAND requested at tick {tick}"
-        elif mode is M.STAND:
+            return self._answer(response, True, f"POLICY -> STAND requested at tick {tick}")
+        if mode is M.STAND:
+            self._want_policy = False
             tick = self.controller.request_damping()
-            response.message = f"STAND -> DAMPING requested at tick {tick}"
-        else:
-            response.message = f"nothing to stop in {mode.value}"
-        response.success = True
-        return response
+            return self._answer(response, True, f"STAND -> DAMPING requested at tick {tick}")
+        return self._answer(response, False, f"~/stop refused in {mode.value}: nothing to stop. "
+                                             f"Nothing changed")
 
     def _on_estop(self, request, response):
         self._want_policy = False
         was = self.controller.mode.value
         tick = self.controller.estop()
-        response.success = True
-        response.message = f"damping requested at tick {tick} (mode was {was})"
         self.get_logger().warning(f"e-stop at tick {tick} in {was}")
-        return response
+        return self._answer(response, True, f"damping requested at tick {tick} (mode was {was})")
+
+    def _on_reset(self, request, response):
+        ctrl = self.controller
+        if ctrl.mode is not self.Mode.DAMPING or not ctrl.latched:
+            return self._answer(response, False, f"~/reset refused in {ctrl.mode.value}: nothing "
+                                                 f"is latched. Nothing changed")
+        tick = ctrl.request_reset()
+        return self._answer(response, True, f"reset of latched DAMPING ({ctrl.latched}) requested "
+                                            f"at tick {tick}; DAMPING holds until ~/start")
 
     # ---- timers ----------------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -397,6 +429,7 @@ class PolicyRunner(Node):
         level = 2 if faulted else 1 if mode == "DAMPING" or replay.get("malformed") else 0
         values = {
             "mode": mode, "tick": d["tick"], "policy_id": d["policy_id"] or "",
+            "latched": d.get("latched") or "",
             "command": ",".join(f"{c:.3f}" for c in d["command"]),
             "loop_period_ms_mean": period.get("mean"), "loop_period_ms_p99": period.get("p99"),
             "loop_jitter_ms_p50": jitter.get("p50"), "loop_jitter_ms_p99": jitter.get("p99"),
