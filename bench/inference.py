@@ -69,13 +69,14 @@ class NumpyActor:
         d = policy.act_dim
         self.head_w, self.head_b = f(policy.actor.head.weight[:d]).T.copy(), f(policy.actor.head.bias[:d])
         self.center, self.half = f(policy.actor.center), f(policy.actor.half_range)
+        self.anchor = f(policy.actor.anchor)      # a = b + c tanh(mean + x0) (training.actor)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h = (x.astype(self.dtype) - self.mean) / self.std
         for w, b in self.layers:
             h = h @ w + b
             h = h / (1.0 + np.exp(-h))          # SiLU
-        return self.center + self.half * np.tanh(h @ self.head_w + self.head_b)
+        return self.center + self.half * np.tanh(h @ self.head_w + self.head_b + self.anchor)
 
 
 def percentiles(ns: np.ndarray) -> dict:

@@ -44,10 +44,12 @@ def ours_config(amp: str) -> SACConfig:
                      init_std=1.0, amp=amp)
 
 
-def train_ours(task: str, seed: int, steps: int, amp: str) -> tuple[SAC, float]:
+def train_ours(task: str, seed: int, steps: int, amp: str,
+               cfg: SACConfig | None = None) -> tuple[SAC, float]:
+    """`cfg` replaces ours_config(amp) (bench/algo_ablation.py: the same loop with switches on)."""
     torch.manual_seed(seed)
     env = GymVecEnv(task, 1, seed=seed)
-    agent = SAC(env.obs_dim, env.action_low, env.action_high, ours_config(amp))
+    agent = SAC(env.obs_dim, env.action_low, env.action_high, cfg or ours_config(amp))
     buf = ReplayBuffer(steps, 1, env.obs_dim, len(env.action_low))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -7,11 +7,14 @@ converts at its own edge, once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from deploy.observations import RobotState
+
+if TYPE_CHECKING:
+    from deploy.robot_health import RobotHealth
 
 
 @dataclass
@@ -26,6 +29,12 @@ class StateSample:
     stamp: float                    # time.monotonic() when the backend received it
     base_pos: np.ndarray | None = None   # (3,) world position where known (simulation, mocap)
     sequence: int = 0               # backend's own counter (lowstate tick, message count)
+    # (F,) N per foot in spec.feet order, where the robot measures it (Go2 foot sensors, MuJoCo);
+    # None where it does not (G1, ANYmal over topics): contact is then estimated (deploy/contacts.py)
+    foot_force: np.ndarray | None = None
+    # what the robot reports of its own health, judged by the backend (deploy/robot_health.py:
+    # motor errors, temperatures, battery, G1 variant); None where the robot reports none
+    health: "RobotHealth | None" = None
 
 
 class RobotBackend(Protocol):

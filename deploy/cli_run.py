@@ -78,16 +78,17 @@ def _run(args: argparse.Namespace) -> int:
             config = config.repeats_within_age(spec)
     writer = None
     if args.replay:
-        from deploy.observations import ObservationPipeline
-        from deploy.replay import ReplayWriter, TransitionLayout
-        writer = ReplayWriter(args.replay, TransitionLayout.from_spec(
-            spec, ObservationPipeline(spec).layout)).start()
+        from deploy.robot_rewards import robot_replay_writer
+        writer = robot_replay_writer(args.replay, spec, bundle).start()
     try:
         ctrl = Controller(spec, backend, bundle, replay=writer, config=config,
                           clock=getattr(backend, "clock", time.monotonic))
     except PolicyRefused as exc:
         print(f"sac2real run: {exc}", file=sys.stderr)
         return 1
+    if hasattr(backend, "remote_handler"):      # the robot's wireless remote: damping always works
+        from deploy.remote import controller_handler
+        backend.remote_handler = controller_handler(ctrl)
     applied = ctrl.set_command(*cmd)
     print(f"run: {spec.name} on {args.backend}{' (lockstep)' if not realtime else ''}, policy "
           f"{bundle.id}, command {applied}", file=sys.stderr)

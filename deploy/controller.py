@@ -163,6 +163,7 @@ class Controller:
         self.command_note = ""
         self.bundle = None
         self._previous_bundle = None
+        self.rolled_back: list[str] = []     # ids of bundles a post-swap fault rolled back, in order
         self._pending_bundle = None
         self._swap_time = -math.inf
         if bundle is not None:
@@ -179,6 +180,8 @@ class Controller:
         self._last_action = np.zeros((1, j), dtype=np.float32)
         self._prev_obs: np.ndarray | None = None
         self._prev_action: np.ndarray | None = None
+        self._prev_target: np.ndarray | None = None     # the filtered target of _prev_action
+        self._prev_policy = ""                          # the id of the bundle that chose it
         self._last_obs: np.ndarray | None = None
         self._last_sample: StateSample | None = None
         self._repeats = 0                    # consecutive ticks that read the same sample again
@@ -482,7 +485,8 @@ class Controller:
         # 7. replay: the transition (prev_obs, prev_action) -> obs is complete
         self._log_transition(prev_mode, obs, sample, afault or fault)
         if self.mode is Mode.POLICY and action is not None and afault is None:
-            self._prev_obs, self._prev_action = obs, action
+            self._prev_obs, self._prev_action, self._prev_target = obs, action, safe
+            self._prev_policy = self.bundle.id      # a rollback at the next tick must not rename it
             self._last_action = action.reshape(1, -1).astype(np.float32, copy=False)
         else:
             self._prev_obs = self._prev_action = None
@@ -560,6 +564,7 @@ class Controller:
         elif mode is Mode.DAMPING and fault is not None and self._previous_bundle is not None \
                 and now - self._swap_time <= self.config.safety.rollback_window_s:
             bad, self.bundle = self.bundle, self._previous_bundle
+            self.rolled_back.append(bad.id)
             self.safety.record("swap_rolled_back", f"fault '{fault}' {now - self._swap_time:.2f} s "
                                f"after installing {bad.id}; back to {self.bundle.id}", False)
             self._previous_bundle = None
@@ -587,22 +592,26 @@ class Controller:
                                  else self.default_pos), self.damping_kp, self.damping_kd
 
     def _log_transition(self, prev_mode: Mode, obs, sample, fault: str | None) -> None:
+        """Hand the completed transition to the replay writer: raw arrays only (a deque push);
+        the applied action and the task's reward are computed on the writer's thread
+        (deploy/robot_rewards.py)."""
         if self.replay is None or prev_mode is not Mode.POLICY or self._prev_obs is None:
             return
         if obs is None or sample is None:
             self.replay_skipped += 1      # no valid next observation (NaN or stale state)
             return
-        terminated = self.mode is Mode.DAMPING and fault is not None
-        truncated = self.mode is not Mode.POLICY and not terminated
+        reason = 0 if self.mode is Mode.POLICY else end_reason(fault)
         st = sample.state
-        quat = st.base_quat[0]
         self.replay.append(
             time_ns=int(self._now * 1e9), obs=self._prev_obs, action=self._prev_action,
-            next_obs=obs, terminated=terminated, truncated=truncated, command=self._applied[0],
-            joint_pos=st.joint_pos[0], joint_vel=st.joint_vel[0], joint_torque=sample.joint_torque,
-            imu_quat=quat, imu_gyro=st.base_ang_vel[0], imu_accel=sample.imu_accel,
+            next_obs=obs, terminated=reason == FALL, truncated=reason > FALL,
+            command=self._applied[0], joint_pos=st.joint_pos[0], joint_vel=st.joint_vel[0],
+            joint_torque=sample.joint_torque, imu_quat=st.base_quat[0], imu_gyro=st.base_ang_vel[0],
+            imu_accel=sample.imu_accel,
             base_pos=sample.base_pos if sample.base_pos is not None else _NAN3,
-            policy_id=self.bundle.id if self.bundle is not None else "")
+            policy_id=self._prev_policy, joint_target=self._prev_target, end_reason=reason,
+            base_lin_vel=st.base_lin_vel[0] if st.base_lin_vel is not None else _NAN3,
+            **({} if sample.foot_force is None else {"foot_force": sample.foot_force}))
 
     # ---- diagnostics -----------------------------------------------------------------------------
     def diagnostics(self) -> dict:
@@ -650,6 +659,21 @@ class _NanJoints(dict):
 
 _NAN_J = _NanJoints()
 _NAN3 = np.full(3, np.nan)
+
+
+# end_reason of a transition (deploy/replay/record.py END_REASONS): only a fall is a termination
+FALL, OPERATOR, SAFETY, GAP = 1, 2, 3, 5
+_STATE_GAPS = frozenset({"no_state", "stale_state", "nan_state", "bad_quaternion", "backend_error"})
+
+
+def end_reason(fault: str | None) -> int:
+    """Why POLICY ended: the robot fell (tilt beyond the training's fall), the state stream broke
+    (a gap), another safety fault, or an operator without a fault."""
+    if fault is None:
+        return OPERATOR
+    if fault == "tilt":
+        return FALL
+    return GAP if fault in _STATE_GAPS else SAFETY
 
 
 def target_or_default(sample: StateSample | None, fallback: np.ndarray) -> np.ndarray:

@@ -4,13 +4,20 @@
                        [--policy current] [--wait 1.0]
 
 Checks, in order (a check that cannot run because an earlier one failed is skipped and says so):
+  python environment       a virtualenv (Ubuntu 24.04 refuses a bare pip install), the platform
+  NumPy for ROS            (a sourced ROS install) NumPy < 2, the major version the distribution's
+                           own packages are built against (Humble, Jazzy, Kilted: NumPy 1.x)
   spec                     the robot's spec loads and validates against its MJCF
   backend                  the backend drives this robot's hardware interface
   network interface        (unitree) exists and is up
   DDS domain               in range; the Unitree robots use 0, ROS_DOMAIN_ID for the ros2 backend
-  unitree_sdk2py           (unitree) imports, with cyclonedds
+  unitree_sdk2py           (unitree) imports, with cyclonedds (on aarch64: built from source,
+                           CYCLONEDDS_HOME set; see README.md, "The robot computer")
   robot publishes state    (unitree) someone publishes rt/lowstate; (ros2) <ns>/joint_states and <ns>/imu
-  no other lowcmd publisher (unitree) nobody else publishes rt/lowcmd
+  robot health             (unitree) the last lowstate reports no motor error, over-temperature,
+                           low battery, and (G1) the spec's variant (deploy/robot_health.py)
+  no other lowcmd publisher (unitree) nobody else sends rt/lowcmd (traffic; an idle writer is no
+                           competitor, as UnitreeBackend judges it)
   ROS 2 middleware         rclpy imports and a context starts (the node needs it for every backend)
   bundle                   the policy resolves to a bundle folder ('current' via the registry)
   spec and bundle agree    robot, spec hash, joint names and order, dt, gains, observation layout
@@ -20,6 +27,8 @@ No torch; DDS and ROS are imported only by the checks that need them."""
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -87,6 +96,8 @@ class Preflight:
         if self.backend not in BACKENDS:
             self._add("backend", "FAIL", f"'{self.backend}' is not one of {', '.join(BACKENDS)}")
             return False
+        self._run("python environment", self._environment)
+        self._run("NumPy for ROS", self._numpy_for_ros)
         spec_ok = self._run("spec", self._spec)
         if spec_ok:
             self._run("backend", self._backend_fits)
@@ -99,7 +110,7 @@ class Preflight:
             if nic_ok and dom_ok and sdk_ok and spec_ok:
                 self._unitree_traffic()
             else:
-                for n in ("robot publishes state", "no other lowcmd publisher"):
+                for n in ("robot publishes state", "robot health", "no other lowcmd publisher"):
                     self._add(n, "SKIP", "needs the interface, domain, SDK and spec above")
         else:
             self._add("network interface", "SKIP", f"not used by the {self.backend} backend")
@@ -122,6 +133,24 @@ class Preflight:
             for n in (["bundle"] if not spec_ok else []) + ["spec and bundle agree", "bundle verified"]:
                 self._add(n, "SKIP", "needs the spec and a bundle")
         return self.passed
+
+    def _environment(self) -> str:
+        """A virtualenv, as the install guide sets up (README.md, "The robot computer")."""
+        where = f"{platform.machine()}, {_os_name()}, Python {platform.python_version()}"
+        if sys.prefix == sys.base_prefix:
+            raise ValueError(f"not in a virtualenv ({where}; {sys.executable}): python3 -m venv "
+                             f"--system-site-packages ~/sac2real-venv, activate it, then pip install")
+        return f"virtualenv {sys.prefix} ({where})"
+
+    def _numpy_for_ros(self):
+        import numpy
+        distro = os.environ.get("ROS_DISTRO", "")
+        if not distro:
+            return "SKIP", f"no ROS install sourced (ROS_DISTRO unset); NumPy {numpy.__version__}"
+        if int(numpy.__version__.split(".")[0]) >= 2:
+            raise ValueError(f"NumPy {numpy.__version__} with ROS {distro}, whose packages are built "
+                             f"against NumPy 1.x: pip install 'numpy<2' in this virtualenv")
+        return f"NumPy {numpy.__version__} with ROS {distro}"
 
     def _spec(self) -> str:
         from deploy.spec import RobotSpec
@@ -165,7 +194,13 @@ class Preflight:
 
     def _sdk(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
-        import cyclonedds  # noqa: F401
+        try:
+            import cyclonedds  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"cyclonedds does not import ({exc}); where pip has no wheel for "
+                             f"{platform.machine()}, build CycloneDDS from source, export "
+                             f"CYCLONEDDS_HOME=<its install prefix> and pip install "
+                             f"cyclonedds==11.0.1 again (README.md, 'The robot computer')") from exc
         import unitree_sdk2py  # noqa: F401
         try:
             v = version("unitree-sdk2py-dimos")
@@ -189,14 +224,14 @@ class Preflight:
             states = link.reader(LOWSTATE_TOPIC, state_t)
             cmds = link.reader(LOWCMD_TOPIC, cmd_t)
             fam = M.family(self.spec.interface)
-            received, valid, problems = 0, 0, set()
+            received, valid, problems, last_valid = 0, 0, set(), None
             end = time.monotonic() + self.wait_s
             while time.monotonic() < end:      # samples, not matched writers: a dead robot's
                 states.wait(0.05)              # writer stays matched until its lease expires
                 for data in states.take(8):
                     received += 1
                     try:
-                        M.decode_state(fam, data)
+                        last_valid = M.decode_state(fam, data)
                         valid += 1
                     except M.MalformedMessage as exc:
                         problems.add(exc.reason)
@@ -210,15 +245,33 @@ class Preflight:
             else:
                 self._add("robot publishes state", "FAIL", f"no {LOWSTATE_TOPIC} on {where} within "
                           f"{self.wait_s:g} s: robot off, wrong interface or domain")
-            others = cmds.foreign_publishers()
-            if others:
+            self._health(fam, last_valid)
+            senders = sorted(set(cmds.senders()))
+            idle = sorted(set(cmds.foreign_publishers()) - set(senders))
+            if senders:
                 self._add("no other lowcmd publisher", "FAIL",
-                          f"{LOWCMD_TOPIC} already has publisher(s) {', '.join(others)} on {where}: "
+                          f"{LOWCMD_TOPIC} is being sent by {', '.join(senders)} on {where}: "
                           f"stop the other controller first")
             else:
-                self._add("no other lowcmd publisher", "PASS", f"none on {where}")
+                self._add("no other lowcmd publisher", "PASS", f"no {LOWCMD_TOPIC} traffic on {where}"
+                          + (f" (idle writer(s) {', '.join(idle)}: no competitor)" if idle else ""))
         finally:
             link.close()
+
+    def _health(self, fam, reading) -> None:
+        from deploy.robot_health import HealthMonitor
+        if reading is None:
+            self._add("robot health", "SKIP", "no valid lowstate")
+            return
+        h = HealthMonitor(self.spec, check_mode_machine=fam.has_mode_machine).assess(
+            reading.temperature, reading.motor_error, reading.battery_soc, reading.mode_machine)
+        if h.fault:
+            self._add("robot health", "FAIL", h.fault)
+        else:
+            self._add("robot health", "PASS", f"no motor error; hottest {h.hottest_joint} at "
+                      f"{h.max_motor_temp_c:g} C" + (f"; battery {h.battery_soc:g} %"
+                                                     if h.battery_soc is not None else "")
+                      + (f"; mode_machine {h.mode_machine}" if fam.has_mode_machine else ""))
 
     def _ros(self) -> str:
         import rclpy
@@ -291,3 +344,10 @@ def run_preflight(**kwargs) -> Preflight:
     p = Preflight(**kwargs)
     p.run()
     return p
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "unknown OS")
+    except OSError:
+        return platform.platform()

@@ -40,7 +40,7 @@ from deploy.deploy_config import SafetyConfig
 from deploy.spec import RobotSpec
 
 FATAL_STATE = ("no_state", "nan_state", "stale_state", "bad_quaternion", "tilt", "joint_limit",
-               "joint_velocity", "nan_observation", "supervisor_error")
+               "joint_velocity", "nan_observation", "supervisor_error", "robot_health")
 FATAL_ACTION = ("nan_action",)
 CLAMPS = ("torque_clamped", "rate_limited", "soft_clamped")
 
@@ -127,6 +127,9 @@ class SafetySupervisor:
             return self.record("stale_state", f"no new state for {repeats} ticks (sample "
                                f"{sample.sequence} read again; limit "
                                f"{self.config.max_repeated_ticks})", True)
+        health = sample.health
+        if health is not None and health.fault is not None:
+            return self._health_fault(health)
         age = now - sample.stamp
         if age > self.config.max_state_age_s:
             return self.record("stale_state", f"state is {age * 1e3:.1f} ms old "
@@ -144,6 +147,12 @@ class SafetySupervisor:
             if qi < lo or qi > hi or abs(vi) > vmax:
                 return self._joint_fault(st.joint_pos[0], st.joint_vel[0])
         return None
+
+    def _health_fault(self, health) -> str:
+        """What the robot says of itself (deploy/robot_health.py, judged by the backend once per
+        reading): a motor error, an over-temperature, a low battery or another G1 variant than
+        the spec's is fatal in every mode."""
+        return self.record("robot_health", health.fault, True)
 
     def _joint_fault(self, q, qd):
         if (q < self.hard_lower).any() or (q > self.hard_upper).any():

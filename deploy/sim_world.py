@@ -368,10 +368,32 @@ class SimWorld:
             if dwz is not None:
                 sh.data.qvel[fd + 5] += dwz[sel]
 
+    def foot_forces(self) -> np.ndarray:
+        """(N, F) normal contact force on each foot body (N), what a foot force sensor reads."""
+        return np.concatenate([_shard_foot_forces(s) for s in self.shards])
+
     def contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per robot: any terminating contact, count of penalized contacts, and (N, F) foot contact."""
         parts = [_shard_contacts(s) for s in self.shards]
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def _shard_foot_forces(sh: _Shard) -> np.ndarray:
+    d, m, idx = sh.data, sh.model, sh.idx
+    forces = np.zeros(idx.feet.shape)
+    wrench = np.zeros(6)
+    for i in range(d.ncon):
+        if d.contact.dist[i] > 0.0:
+            continue
+        for b in m.geom_bodyid[d.contact.geom[i]]:
+            robot = idx.body_robot[b]
+            if robot < 0:
+                continue
+            slot = np.flatnonzero(idx.feet[robot] == b)
+            if len(slot):
+                mujoco.mj_contactForce(m, d, i, wrench)
+                forces[robot, slot[0]] += abs(wrench[0])
+    return forces
 
 
 def _shard_contacts(sh: _Shard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,6 +32,17 @@ def test_steps_are_correlated_over_a_stride_unlike_white_noise():
     assert abs(_autocorrelation(white, 10)) < 0.02
 
 
+def test_the_power_spectrum_falls_as_one_over_f():
+    """Pink is power ~ 1/f: the log-log slope of the periodogram is -1 (red noise would be -2)."""
+    x = _sequence(length=1000, steps=1000).double()
+    power = torch.fft.rfft(x, dim=-1).abs().pow(2).mean((0, 1))[1:]         # drop f = 0
+    f = torch.fft.rfftfreq(1000, dtype=torch.float64)[1:]
+    keep = (f > 0.005) & (f < 0.4)
+    logf, logp = f[keep].log(), power[keep].log()
+    slope = float(((logf - logf.mean()) * (logp - logp.mean())).sum() / (logf - logf.mean()).pow(2).sum())
+    assert -1.15 < slope < -0.85, slope
+
+
 def test_the_actor_uses_the_noise_it_is_given():
     """Collection passes its own eps; the same eps gives the same action, zero eps the mean."""
     torch.manual_seed(0)

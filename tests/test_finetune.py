@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from robot_logs import walk_and_log
 
 from deploy.observations import ObservationPipeline
 from deploy.replay import ReplayWriter, TransitionLayout
@@ -164,6 +165,19 @@ def test_a_run_from_another_parent_is_not_resumed(smoke_checkpoint, tmp_path, la
         FineTuner(_options(smoke_checkpoint, tmp_path / "replay", out, prior="none"), log=lambda s: None)
 
 
+def test_finetunes_on_what_the_controller_logged(smoke_checkpoint, tmp_path):
+    """The two halves meet: the Controller's log of a walking Go2 (rewards from the task, applied
+    actions) is what the fine-tuner learns from, with the operator's stop cutting the last window."""
+    walk_and_log(tmp_path / "replay", seconds=5.0)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft", utd=0.5),
+                      log=lambda s: None)
+    assert tuner.run() == "idle"
+    n = tuner.robot.consumed.count
+    assert n > 100 and tuner.learner.updates == n // 2
+    stored = tuner.robot.buffer
+    assert bool(stored.timeouts[n - 1, 0]) and not bool(stored.dones[:n - 1, 0].any())
+
+
 # ---- SIGKILL and resume -------------------------------------------------------------------------------
 def _robot_writer(directory: str, layout: TransitionLayout, total: int, ready_path: str) -> None:
     """The robot side: appends `total` transitions in bursts, then exits."""
@@ -197,10 +211,16 @@ def test_sigkill_mid_update_and_mid_checkpoint_resumes_without_losing_or_repeati
            "--replay", str(replay), "--out", str(out), "--prior", "none", "--utd", "0.5",
            "--every", "2", "--idle-exit", "3"]
     rng = random.Random(0)
+    latest = out / "checkpoints" / "latest.pt"
     kills = 0
     for _ in range(4):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(rng.uniform(4.0, 7.0))      # start-up (torch import) and then some updates
+        before = latest.stat().st_mtime_ns if latest.exists() else 0
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # kill only once this run has checkpointed (start-up takes seconds on a loaded machine),
+        # then at a random moment: with a checkpoint every 2 updates many land inside a write
+        while proc.poll() is None and (latest.stat().st_mtime_ns if latest.exists() else 0) == before:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -76,7 +76,8 @@ def test_package_metadata_and_install_layout(setup_kwargs):
     assert xml.find("export/build_type").text == "ament_python"
     deps = {e.text for e in xml.findall("exec_depend")}
     assert {"rclpy", "launch", "launch_ros", "std_msgs", "std_srvs", "sensor_msgs",
-            "geometry_msgs", "diagnostic_msgs"} <= deps
+            "geometry_msgs", "diagnostic_msgs", "lifecycle_msgs", "tf2_msgs",
+            "python3-numpy", "python3-yaml"} <= deps
     assert setup_kwargs["name"] == "policy_runner" and "policy_runner" in setup_kwargs["packages"]
     installed = _installed(setup_kwargs)
     assert installed["share/ament_index/resource_index/packages/policy_runner"] == "resource/policy_runner"
@@ -129,7 +130,7 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     assert env["robot"] == robot
 
     args = {_const(c.args[0], env): c for c in _calls(builder, "DeclareLaunchArgument")}
-    assert set(args) == {"backend", "policy", "network_interface"}
+    assert set(args) == {"backend", "policy", "network_interface", "namespace", "params_file"}
     backend = args["backend"]
     choices = [_const(e, env) for e in _kw(backend, "choices").elts]
     default = _const(_kw(backend, "default_value"), env)
@@ -141,11 +142,15 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
 
     (node,) = _calls(builder, "Node")
     assert _const(_kw(node, "package"), env) == "policy_runner"
+    (ns,) = _calls(_kw(node, "namespace"), "LaunchConfiguration")
+    assert _const(ns.args[0], env) == "namespace"
     exe = _const(_kw(node, "executable"), env)
     scripts = [s.split("=")[0].strip() for s in setup_kwargs["entry_points"]["console_scripts"]]
     assert exe in scripts, f"executable {exe} is not a console script of setup.py ({scripts})"
     params = _kw(node, "parameters").elts
-    (join,) = _calls(params[0], "PathJoinSubstitution")
+    (pf,) = _calls(params[0], "LaunchConfiguration")     # the params file argument comes first
+    assert _const(pf.args[0], env) == "params_file"
+    (join,) = _calls(_kw(args["params_file"], "default_value"), "PathJoinSubstitution")
     parts = join.args[0].elts
     (find,) = _calls(parts[0], "FindPackageShare")
     assert _const(find.args[0], env) == "policy_runner"

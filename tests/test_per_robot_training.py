@@ -11,7 +11,9 @@ import yaml
 from deploy.config import ConfigError
 from deploy.spec import RobotSpec
 from training.config import TRAIN_DIR, load_train_config, read_profile
-from training.envs.velocity import TASKS_DIR, TaskConfig
+import deploy.rewards
+from deploy.rewards import TASKS_DIR
+from training.envs.velocity import TaskConfig
 
 
 def test_the_g1_profile_is_the_cpu_profile_with_its_own_keys_replaced():
@@ -67,8 +69,7 @@ def test_a_task_override_replaces_only_that_robots_keys_and_names_them_in_errors
     assert go2.reset_joint_scale == tuple(shared["reset"]["joint_pos_scale"])
     assert go2.reset_base_velocity == shared["reset"]["base_velocity"]
 
-    import training.envs.velocity
-    monkeypatch.setattr(training.envs.velocity, "TASKS_DIR", tmp_path)
+    monkeypatch.setattr(deploy.rewards, "TASKS_DIR", tmp_path)   # where task_section reads
     bad = yaml.safe_load(text)
     bad["robot_overrides"]["g1"]["reset"]["base_velocity"] = -1.0
     (tmp_path / "velocity_flat.yaml").write_text(yaml.safe_dump(bad))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -27,16 +30,28 @@ def _status(pf: Preflight) -> dict[str, str]:
 
 
 def test_preflight_passes_with_the_robot_up_and_a_verified_bundle(bundle_dir, tmp_path, capsys):
-    with unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", 100.0):
-        code = main(["preflight", "--robot", "go2", "--backend", "unitree", "--network-interface",
-                     "lo", "--domain", str(DOMAIN), "--policy", str(bundle_dir), "--wait", "0.5"])
+    """An idle rt/lowcmd writer (a tool, a paused bag player) is no competitor: it passes."""
+    from deploy.backends import unitree_msgs as M
+    from deploy.backends.unitree import DdsLink, init_channel_factory
+
+    init_channel_factory(DOMAIN, "lo")
+    idle = DdsLink(DOMAIN)
+    idle_writer = idle.writer("rt/lowcmd", M.sdk_types("unitree_go")[1])  # noqa: F841 (kept alive)
+    try:
+        with unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", 100.0):
+            code = main(["preflight", "--robot", "go2", "--backend", "unitree", "--network-interface",
+                         "lo", "--domain", str(DOMAIN), "--policy", str(bundle_dir), "--wait", "0.5"])
+    finally:
+        idle.close()
     out = capsys.readouterr().out
     assert code == 0, out
-    for name in ("spec", "backend", "network interface", "DDS domain", "unitree_sdk2py",
-                 "robot publishes state", "no other lowcmd publisher", "ROS 2 middleware", "bundle",
+    for name in ("python environment", "spec", "backend", "network interface", "DDS domain",
+                 "unitree_sdk2py", "robot publishes state", "robot health",
+                 "no other lowcmd publisher", "ROS 2 middleware", "bundle",
                  "spec and bundle agree", "bundle verified"):
         assert f"PASS  {name} " in out, f"no PASS line for {name}:\n{out}"
-    assert "preflight: ready (11 checks passed, 0 skipped)" in out
+    assert "idle writer(s)" in out and "battery 100 %" in out
+    assert "preflight: ready (" in out and "FAIL" not in out
 
 
 def test_preflight_names_each_failure(bundle_dir, tmp_path):
@@ -47,7 +62,14 @@ def test_preflight_names_each_failure(bundle_dir, tmp_path):
     # another controller already publishing rt/lowcmd, no robot, a tampered bundle
     other = DdsLink(DOMAIN)
     _, cmd_t = M.sdk_types("unitree_go")
-    writer = other.writer("rt/lowcmd", cmd_t)  # noqa: F841  (alive while the preflight runs)
+    writer = other.writer("rt/lowcmd", cmd_t)
+    fam = M.family("unitree_go")
+    z = np.zeros(fam.motor_slots)
+    cmd = M.LowCmdEncoder(fam).encode(z, z, z, z, z, z)
+    stop = threading.Event()
+    sender = threading.Thread(target=lambda: [writer.write(cmd) or time.sleep(0.01)
+                                              for _ in iter(stop.is_set, True)], daemon=True)
+    sender.start()                            # sending while the preflight runs
     meta = json.loads((bundle_dir / "policy.json").read_text())
     meta["joints"][0], meta["joints"][1] = meta["joints"][1], meta["joints"][0]
     (bundle_dir / "policy.json").write_text(json.dumps(meta))
@@ -55,13 +77,16 @@ def test_preflight_names_each_failure(bundle_dir, tmp_path):
         pf = Preflight("go2", "unitree", "lo", DOMAIN, str(bundle_dir), wait_s=0.5)
         assert not pf.run()
     finally:
+        stop.set()
+        sender.join()
         other.close()
     st = _status(pf)
     assert st["no other lowcmd publisher"] == "FAIL"
     assert st["robot publishes state"] == "FAIL"
     assert st["spec and bundle agree"] == "FAIL" and st["bundle verified"] == "SKIP"
     lines = {c.name: c.line for c in pf.checks}
-    assert "already has publisher(s)" in lines["no other lowcmd publisher"]
+    assert "is being sent by" in lines["no other lowcmd publisher"]
+    assert st["robot health"] == "SKIP"
     assert "FL_hip_joint" in lines["spec and bundle agree"] or "joint" in lines["spec and bundle agree"]
     assert pf.summary().startswith("preflight: NOT READY: 3 of")
 

@@ -1,6 +1,6 @@
 """Hindsight command relabeling: what a stored step would have earned under another command must
-be exactly what the env pays for that command, and a relabeled sample must be an exact n-step
-target for its new command."""
+be exactly what the env pays for that command, and a relabeled sample must be an exact target for
+its new command (a 1-step one: later actions were drawn for the original command)."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,28 +80,40 @@ def _buffer_with_known_window():
     return env, relabel, buf, vel
 
 
-def test_a_relabeled_window_is_an_exact_n_step_target_for_its_reached_command():
+def _paid(command: torch.Tensor, vel: torch.Tensor, t: int) -> float:
+    """The Go2 flat task's command-dependent reward of stored step t (air 0.01 t, base -0.1)."""
+    return (-0.1 + 0.03 * np.exp(-float(((command[:2] - vel[t, :2]) ** 2).sum()) / 0.25)
+            + 0.015 * np.exp(-float((command[2] - vel[t, 2]) ** 2) / 0.25) + 0.01 * t)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_a_relabeled_sample_is_an_exact_one_step_target_for_its_reached_command(n):
+    """Whatever n, a relabeled sample evaluates only its stored first action: the first reward
+    under the new command, bootstrapped with gamma from that step's s~'; the command is the
+    velocity reached over the (uncut) window."""
     env, relabel, buf, vel = _buffer_with_known_window()
-    gamma, n = 0.9, 5
+    gamma = 0.9
     plain = buf.gather(torch.tensor([1]), torch.tensor([0]), n, gamma)
     new = buf.gather(torch.tensor([1]), torch.tensor([0]), n, gamma, relabel)
-    # window rows 1..3 survive (row 3 fails): the reached velocity averages those three steps,
-    # clipped to the spec's ranges (vy 0.3 -> 0.3, inside +-0.5)
-    reached = vel[1:4].mean(0)
+    # window rows 1..min(n, 3) survive (row 3 fails): the command averages those steps
+    reached = vel[1:1 + min(n, 3)].mean(0)
     command = torch.maximum(torch.minimum(reached, relabel.high), relabel.low)
-    expected = sum(gamma ** k * (-0.1 + 0.03 * np.exp(-float(((command[:2] - vel[1 + k, :2]) ** 2).sum()) / 0.25)
-                                 + 0.015 * np.exp(-float((command[2] - vel[1 + k, 2]) ** 2) / 0.25)
-                                 + 0.01 * (1 + k))
-                   for k in range(3))
-    assert new.returns.item() == pytest.approx(expected, rel=1e-5)
-    assert plain.returns.item() == pytest.approx(0.5 * (1 + gamma + gamma ** 2), rel=1e-6)
-    assert new.bootstrap.item() == plain.bootstrap.item() == 0.0       # the failure still cuts it
+    assert new.returns.item() == pytest.approx(_paid(command, vel, 1), rel=1e-5)
+    assert new.bootstrap.item() == pytest.approx(gamma)
+    assert plain.returns.item() == pytest.approx(sum(0.5 * gamma ** k for k in range(min(n, 3))), rel=1e-6)
     slot = relabel.slot
     assert torch.allclose(new.obs[0, slot], command) and torch.allclose(new.next_obs[0, slot], command)
     keep = torch.ones(env.obs_dim, dtype=torch.bool)
     keep[slot] = False
     assert torch.equal(new.obs[0, keep], plain.obs[0, keep])
-    assert torch.equal(new.next_obs[0, keep], plain.next_obs[0, keep])
+    assert torch.equal(new.next_obs[0, keep], torch.full((int(keep.sum()),), 1.5))   # s~' of row 1
+
+
+def test_a_relabeled_failure_is_still_not_bootstrapped():
+    env, relabel, buf, vel = _buffer_with_known_window()
+    new = buf.gather(torch.tensor([3]), torch.tensor([0]), 3, 0.9, relabel)     # row 3 fails
+    assert new.bootstrap.item() == 0.0
+    assert new.returns.item() == pytest.approx(_paid(vel[3], vel, 3), rel=1e-5)
 
 
 def test_reached_commands_are_clipped_to_the_spec_ranges():

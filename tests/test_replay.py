@@ -21,7 +21,7 @@ from deploy.cli import main as cli_main
 from deploy.observations import ObservationPipeline
 from deploy.replay import Cursor, ReplayError, ReplayReader, ReplayWriter, TransitionLayout
 from deploy.replay.crashtest import disk_full_loop, synthetic_transition
-from deploy.replay.record import POLICY_ID_BYTES
+from deploy.replay.record import POLICY_ID_BYTES, SCHEMA_VERSION
 from deploy.replay.segment import (FRAME_OVERHEAD, RETIRED_JOURNAL, encode_header, list_segments,
                                    read_header_file, read_manifest, session_seed, write_manifest)
 from deploy.spec import RobotSpec
@@ -97,7 +97,7 @@ def test_round_trip_with_rotation_and_arrays(tmp_path, layout, spec):
     head = read_header_file(segments[1].path).data
     assert head["spec_hash"] == spec.hash and head["session"] == 0 and head["segment"] == 1
     assert head["obs_hash"] == ObservationPipeline(spec).layout.hash
-    assert head["schema_version"] == 1 and len(head["session_uuid"]) == 32
+    assert head["schema_version"] == SCHEMA_VERSION and len(head["session_uuid"]) == 32
     data = ReplayReader(tmp_path).load()
     assert len(data) == 200 and data.cursor == Cursor(0, 199)
     assert np.array_equal(data.seq, np.arange(200))
@@ -460,7 +460,7 @@ def test_export_to_mcap(tmp_path, layout):
             del transition["reward"], transition["base_pos"], transition["base_quat"]
             writer.append(**transition)
     out = tmp_path / "replay.mcap"
-    assert cli_main(["replay", "export", str(log_dir), str(out)]) == 0
+    assert cli_main(["replay", "export", "--json", str(log_dir), str(out)]) == 0
     with open(out, "rb") as f:
         reader = mcap_reader.make_reader(f)
         messages = [(c.topic, json.loads(m.data), m.log_time) for _, c, m in reader.iter_messages()]

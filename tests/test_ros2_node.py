@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")   # DDS traffic on loopback only
@@ -72,7 +73,7 @@ class Client:
         self.diags: list = []
         self.joint_states: list = []
         self.policy_ids: list = []
-        self.node.create_subscription(DiagnosticArray, "/policy_runner/diagnostics",
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       self.diags.append, 10)
         self.node.create_subscription(JointState, "/joint_states", self.joint_states.append, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -119,7 +120,7 @@ class Client:
         return fut.result().results[0]
 
     def controller(self) -> dict:
-        """The latest controller status of ~/diagnostics, values as strings."""
+        """The latest controller status of /diagnostics, values as strings."""
         st = self.diags[-1].status[0]
         assert st.name == "policy_runner: controller"
         return {kv.key: kv.value for kv in st.values}
@@ -414,3 +415,164 @@ def _stamped(kind, twist):
     msg = kind()
     msg.twist = twist
     return msg
+
+
+def _call(client, srv_type, name: str, request, timeout_s: float = 20.0):
+    cli = client.node.create_client(srv_type, name)
+    assert cli.wait_for_service(timeout_sec=10), f"{name} not offered"
+    fut = cli.call_async(request)
+    end = time.monotonic() + timeout_s
+    while not fut.done() and time.monotonic() < end:
+        client.executor.spin_once(timeout_sec=0.02)
+    assert fut.done(), f"{name} did not answer"
+    return fut.result()
+
+
+def test_lifecycle_transitions_namespace_imu_and_joint_states_at_measurement_time():
+    """autostart:=false and a namespace: the node waits unconfigured; configure joins the robot
+    (here MuJoCo), activate starts the loop, deactivate damps, cleanup leaves; imu and
+    joint_states appear under the namespace, stamped no later than they were published, in the
+    base frame; diagnostics on /diagnostics say the lifecycle state."""
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from sensor_msgs.msg import Imu, JointState
+    from std_srvs.srv import Trigger
+
+    args = [sys.executable, "-m", "policy_runner.node", "--ros-args", "-r", "__ns:=/r1"]
+    for p in ("robot:=go2", "backend:=mujoco", "policy:=none", "autostart:=false",
+              "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5"):
+        args += ["-p", p]
+    env = {"PYTHONPATH": f"{PKG}{os.pathsep}{REPO}", "ROS_DOMAIN_ID": str(DOMAIN)}
+    node = ChildProcess(args, "waiting for lifecycle transitions", timeout_s=60, env=env)
+    client = Client()
+    imu, joints = [], []
+    client.node.create_subscription(Imu, "/r1/imu", imu.append, 10)
+    client.node.create_subscription(JointState, "/r1/joint_states", joints.append, 10)
+
+    def state():
+        return _call(client, GetState, "/r1/policy_runner/get_state", GetState.Request()).current_state
+
+    def change(transition_id):
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        assert _call(client, ChangeState, "/r1/policy_runner/change_state", req).success
+
+    try:
+        assert state().id == State.PRIMARY_STATE_UNCONFIGURED
+        client.wait(lambda c: c.get("lifecycle") == "unconfigured", 20, "unconfigured diagnostics")
+        reply = _call(client, Trigger, "/r1/policy_runner/start", Trigger.Request())
+        assert not reply.success and "not active" in reply.message
+        change(Transition.TRANSITION_CONFIGURE)
+        assert state().id == State.PRIMARY_STATE_INACTIVE
+        client.spin(0.5)
+        assert not joints                       # lifecycle publishers stay quiet while inactive
+        change(Transition.TRANSITION_ACTIVATE)
+        assert state().id == State.PRIMARY_STATE_ACTIVE
+        client.wait(lambda c: c.get("lifecycle") == "active" and c["mode"] == "PASSIVE", 10, "active")
+        assert _call(client, Trigger, "/r1/policy_runner/start", Trigger.Request()).success
+        client.wait(lambda c: c["mode"] == "STAND", 10, "STAND")
+        client.spin(1.5)                        # standing still at the default pose
+        assert joints and len(imu) >= 20
+        now = client.node.get_clock().now().nanoseconds
+        j, m = joints[-1], imu[-1]
+        assert j.header.frame_id == "base_link" and m.header.frame_id == "base_link"
+        stamp = j.header.stamp.sec * 10**9 + j.header.stamp.nanosec
+        assert 0 < stamp <= now
+        assert abs(m.orientation.w) > 0.9                        # upright: w is the scalar part
+        accel_z = np.mean([x.linear_acceleration.z for x in imu[-20:]])
+        assert abs(accel_z - 9.81) < 1.5, accel_z               # specific force: +g when still
+        change(Transition.TRANSITION_DEACTIVATE)
+        client.wait(lambda c: c["mode"] == "DAMPING" and c["lifecycle"] == "inactive", 10,
+                    "DAMPING on deactivate")
+        change(Transition.TRANSITION_CLEANUP)
+        assert state().id == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        client.close()
+        node.terminate()
+    assert node.proc.returncode == 0, node.output()
+
+
+def test_lifecycle_on_the_unitree_bridge_configure_leaves_the_robot_activate_releases_it(tmp_path):
+    """The Go2 bridge in its built-in mode: configure joins DDS and checks the robot without a
+    single lowcmd or motion-service call; activate stands it down and releases it; the wireless
+    remote's L2+B then damps through the node."""
+    pytest.importorskip("unitree_sdk2py", reason="unitree_sdk2py not installed (pip install -e '.[unitree]')")
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    from deploy.bridges.process import unitree_bridge
+
+    robot_domain = (DOMAIN + 37) % 233
+    inject = tmp_path / "inject.json"
+    inject.write_text("{}")
+    bridge = unitree_bridge("go2", robot_domain, tmp_path / "go2.json", 200.0,
+                            builtin_mode="normal", inject_file=inject)
+    node = _node_process("robot:=go2", "backend:=unitree", "policy:=none", "autostart:=false",
+                         "network_interface:=lo", f"dds_domain:={robot_domain}",
+                         "state_rate_hz:=200.0", "limits.backend_stale_timeout_s:=0.25",
+                         "limits.max_state_age_s:=0.5", "diagnostics_rate_hz:=10.0",
+                         ready="waiting for lifecycle transitions")
+    client = Client()
+
+    def change(transition_id):
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        assert _call(client, ChangeState, "/policy_runner/change_state", req).success, node.output()
+
+    try:
+        change(Transition.TRANSITION_CONFIGURE)
+        client.spin(0.5)
+        st = bridge.status()
+        assert st["builtin_mode"] == "normal" and not st["service_calls"]
+        assert st.get("lowcmd_received", 0) == 0
+        change(Transition.TRANSITION_ACTIVATE)
+        st = bridge.wait_status(lambda s: s.get("lowcmd_received", 0) > 10, 10, "lowcmd after activate")
+        calls = st["service_calls"]
+        assert st["builtin_mode"] == "" and calls.index("StandDown") < calls.index("ReleaseMode")
+        assert client.call("start").success
+        client.wait(lambda c: c["mode"] == "STAND", 10, "STAND")
+        tmp = inject.with_name("inject.tmp")
+        tmp.write_text(json.dumps({"remote": ["L2", "B"]}))
+        os.replace(tmp, inject)
+        c = client.wait(lambda c: c["mode"] == "DAMPING", 10, "DAMPING from the remote")
+        assert c["latched"] != ""
+        backend = [s for s in client.diags[-1].status if "backend" in s.name][0]
+        values = {kv.key: kv.value for kv in backend.values}
+        assert json.loads(values["remote"])["damping"] == 1
+    finally:
+        client.close()
+        node.terminate()
+        bridge.kill()
+    assert node.proc.returncode == 0, node.output()
+
+
+def test_the_cmd_vel_timeout_acts_while_the_executor_is_stalled():
+    """The node in this process and its executor never spun (as stalled by a slow callback): a
+    /cmd_vel that arrived is still zeroed after limits.cmd_vel_timeout_s, by the supervisor
+    thread rather than a ROS timer."""
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from rclpy.parameter import Parameter
+
+    from policy_runner.node import PolicyRunner
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    params = [Parameter("robot", value="go2"), Parameter("backend", value="mujoco"),
+              Parameter("policy", value="none"), Parameter("limits.cmd_vel_timeout_s", value=0.3),
+              Parameter("limits.max_state_age_s", value=0.5)]
+    node = PolicyRunner(context=ctx, parameter_overrides=params)
+    try:
+        msg = Twist()
+        msg.linear.x = 0.3
+        node._on_cmd_vel(msg)                      # what the subscription would deliver
+        assert float(node.controller.command[0]) == pytest.approx(0.3)
+        end = time.monotonic() + 5.0
+        while node.counters["cmd_vel_timeouts"] == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert node.counters["cmd_vel_timeouts"] == 1
+        assert float(node.controller.command[0]) == 0.0
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -1,7 +1,10 @@
 """The SAC core against hand-computed expectations (rsl_rl_sac.md Sec. 3.2-3.5)."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +41,6 @@ def test_n_step_return_without_episode_end():
     assert b.returns.item() == pytest.approx(1 + 0.9 * 2 + 0.81 * 3)
     assert b.bootstrap.item() == pytest.approx(0.9 ** 3)
     assert b.next_obs.item() == 102.0      # s~ after the third step
-    assert b.steps.item() == 3
 
 
 def test_n_step_return_stops_at_a_failure_and_does_not_bootstrap():
@@ -46,7 +48,7 @@ def test_n_step_return_stops_at_a_failure_and_does_not_bootstrap():
     b = _sample_at(buf, 0, 4)
     assert b.returns.item() == pytest.approx(1 + 0.9 * 2)   # rewards after the failure excluded
     assert b.bootstrap.item() == 0.0
-    assert b.steps.item() == 2
+    assert b.bootstrap.item() == 0.0
 
 
 def test_n_step_return_at_a_timeout_bootstraps_from_the_pre_reset_state():
@@ -70,7 +72,7 @@ def test_n_step_window_respects_the_write_head_after_wrapping():
     b = _sample_at(buf, 3, 5)   # t = 3, then rows 0 (t=4), 1 (t=5); row 2 is the oldest: stop
     assert b.returns.item() == pytest.approx(4 + 0.9 * 5 + 0.81 * 6)
     assert b.next_obs.item() == 105.0
-    assert b.steps.item() == 3
+    assert b.bootstrap.item() == pytest.approx(0.9 ** 3)
 
 
 def test_sampled_returns_never_mix_episodes_or_cross_the_head():
@@ -258,3 +260,68 @@ def test_bf16_update_follows_the_fp32_update():
         deltas[amp] = torch.nn.utils.parameters_to_vector(agent.parameters()) - before
     cos = torch.nn.functional.cosine_similarity(deltas["none"], deltas["bf16"], dim=0)
     assert cos > 0.95, float(cos)
+
+
+# ---- config and checkpoints ------------------------------------------------------------------
+@pytest.mark.parametrize("field,value,allowed", [
+    ("init_std", 0.0, "(0, 10]"), ("init_alpha", 0.0, "(0, 100]"), ("n_step", 0, "[1, 1000]"),
+    ("policy_frequency", 0, "[1, 1000]"), ("num_q", 0, "[1, 100]"), ("gamma", float("nan"), "(0, 1]"),
+    ("amp", "fp16", "none, bf16")])
+def test_a_config_that_would_fail_later_is_refused_naming_the_field(field, value, allowed):
+    with pytest.raises(ValueError, match=f"SACConfig.{field}.*{re.escape(allowed)}"):
+        SACConfig(**{field: value})
+
+
+def test_the_committed_checkpoint_with_two_normalizers_loads_into_one():
+    """Checkpoints written before the merge (the committed Go2 one, a run in progress) hold
+    actor_norm.* and critic_norm.*; they load, and the agent acts as the old one did."""
+    from training.checkpoint import load_checkpoint
+    from training.config import sac_config
+
+    path = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "go2_cpu" / "model.pt"
+    ckpt = load_checkpoint(path)
+    model = ckpt["agent"]["model"]
+    assert "actor_norm.mean" in model and "critic_norm.mean" in model
+    bounds = ckpt["action_bounds"]
+    agent = SAC(model["actor.trunk.0.weight"].shape[1], np.array(bounds["low"]), np.array(bounds["high"]),
+                sac_config(ckpt["config"]["sac"], path, "config.sac"))
+    agent.load_full_state(ckpt["agent"])
+    assert torch.equal(agent.obs_norm.mean, model["actor_norm.mean"])
+    assert torch.equal(agent.obs_norm.var, model["critic_norm.var"])
+    mean, var = model["actor_norm.mean"], model["actor_norm.var"]
+    obs = mean + torch.randn(16, len(mean)) * var.sqrt()
+    x = (obs - mean) / torch.sqrt(var + agent.obs_norm.eps)
+    assert torch.allclose(agent.act(obs, deterministic=True), agent.actor.deterministic(x))
+    assert set(agent.full_state()["model"]) >= {"obs_norm.mean", "obs_norm.var", "obs_norm.count"}
+
+
+def test_the_checkpoint_parser_is_the_profile_parser(tmp_path):
+    from deploy.config import ConfigError
+    from training.config import sac_config
+
+    cfg = sac_config({"actor_hidden": (64, 32), "n_step": 3}, tmp_path / "c.pt", "config.sac")
+    assert cfg.actor_hidden == (64, 32) and cfg.n_step == 3
+    for recorded in (SACConfig(), SACConfig(actor="dem", dem_temperature=0.5, critic="gaussian",
+                                            critic_stabilizer=0.1, critic_stat_rate=0.01)):
+        assert sac_config(dataclasses.asdict(recorded), tmp_path / "c.pt", "config.sac") == recorded
+    with pytest.raises(ConfigError, match=r"c\.pt: config\.sac\.n_step"):
+        sac_config({"n_step": 0}, tmp_path / "c.pt", "config.sac")
+    with pytest.raises(ConfigError, match="init_std"):
+        sac_config({"init_std": 0.0}, tmp_path / "c.pt", "config.sac")
+
+
+def test_the_inference_benchmarks_numpy_reference_is_the_exported_policy():
+    """bench/inference.py times a numpy re-implementation against onnxruntime; it must compute the
+    same actions (the anchor x0 of asymmetric bounds included) or the comparison is meaningless."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    policy = bench.build_policy(20, [32, 32], 6, seed=0)
+    assert policy.actor.anchor.abs().max() > 0.1
+    x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
+    with torch.no_grad():
+        want = policy(torch.from_numpy(x)).numpy()
+    assert np.abs(bench.NumpyActor(policy)(x) - want).max() < 1e-4

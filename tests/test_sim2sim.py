@@ -18,7 +18,7 @@ from deploy.bundle import PolicyBundle, read_manifest, read_meta
 from deploy.cli import main
 from deploy.config import ConfigError
 from deploy.sim2sim.faults import FaultError, parse_fault
-from deploy.sim2sim.scenarios import DEFAULT_FILE, ScenarioFile
+from deploy.sim2sim.scenarios import DEFAULT_FILE, DEFAULT_SEEDS, ScenarioFile
 
 
 def write_scenarios(path: Path, thresholds: dict, duration=1.0) -> Path:
@@ -82,7 +82,11 @@ def test_gate_passes_records_the_verdict_and_the_bundle_still_loads(spec, bundle
     report = bundle_dir / v["report"]
     assert report.name == "report.json" and report.is_file()
     data = json.loads(report.read_text())
-    assert data["passed"] and [e["name"] for e in data["episodes"]] == ["still", "walk"]
+    seeds = list(DEFAULT_SEEDS)
+    assert data["passed"] and data["seeds"] == seeds and len(seeds) >= 3
+    assert [(e["name"], e["episode"]["gate_seed"]) for e in data["episodes"]] == \
+        [(n, s) for s in seeds for n in ("still", "walk")]
+    assert len({e["episode"]["seed"] for e in data["episodes"]}) == 2 * len(seeds)
     for e in data["episodes"]:
         assert e["transitions"][0]["to"] == "STAND" and e["transitions"][1]["to"] == "POLICY"
         assert e["metrics"]["policy_s"] == pytest.approx(1.0, abs=0.03)
@@ -96,7 +100,7 @@ def test_gate_fails_on_a_threshold_and_says_which(spec, bundle_dir, tmp_path, ca
     scen = write_scenarios(tmp_path / "s.yaml", {"lin_vel_error": 1e-4, "falls": 0})
     assert main(["sim2sim", str(bundle_dir), "--scenarios", str(scen), "--no-plots"]) == 1
     out = capsys.readouterr().out
-    assert "walk: lin_vel_error" in out and "FAILED" in out
+    assert "walk@s0: lin_vel_error" in out and "FAILED" in out
     v = read_meta(bundle_dir)["sim2sim"]
     assert v["passed"] is False and any("lin_vel_error" in f for f in v["metrics"]["failures"])
     PolicyBundle.load(bundle_dir, spec, providers="cpu")
@@ -278,3 +282,164 @@ def test_each_robots_scenarios_load_and_its_start_pose_can_be_stood_up_from(robo
     assert height > ref_height - 0.02, (height, ref_height)
     limit = sf.thresholds["stand_error"]
     assert max(err.max(), ref_err.max()) <= limit, (err.max(), ref_err.max(), limit)
+
+
+# ---- the new catalogue faults rewire exactly one thing ------------------------------------------
+def _wired(spec, label):
+    from deploy.backends.mujoco_backend import MujocoBackend, SimConditions
+    robot = MujocoBackend(spec, conditions=SimConditions(sensor_noise=0.0))
+    robot.fleet.world.shards[0].data.qvel[3:6] = [0.3, -0.2, 0.5]
+    robot.fleet.publish()
+    return robot, parse_fault(label, spec).backend(spec, robot)
+
+
+@pytest.mark.parametrize("label, joint, state, command", [
+    ("encoder_offset:RR_thigh_joint,0.1", "RR_thigh_joint", lambda q: q + 0.1, lambda t: t - 0.1),
+    ("motor_inverted:FL_calf_joint", "FL_calf_joint", lambda q: -q, lambda t: -t),
+])
+def test_encoder_faults_rewire_one_joint_in_state_and_command(spec, label, joint, state, command):
+    truth, wired = _wired(spec, label)
+    j = spec.joint_index(joint)
+    true, seen = truth.read_state().state, wired.read_state().state
+    assert seen.joint_pos[0, j] == pytest.approx(state(true.joint_pos[0, j]))
+    others = np.arange(spec.num_joints) != j
+    np.testing.assert_array_equal(seen.joint_pos[0, others], true.joint_pos[0, others])
+    assert truth.read_state().state.joint_pos[0, j] == true.joint_pos[0, j]   # never in place
+    target = spec.default_pos + 0.05
+    wired.write_command(target, spec.kp, spec.kd)
+    sent = truth.commands[-1][1]
+    assert sent[j] == pytest.approx(command(target[j]))
+    np.testing.assert_array_equal(sent[others], target[others])
+    truth.close()
+
+
+def test_sensor_scale_faults(spec):
+    truth, fast = _wired(spec, "joint_vel_scale:2")
+    _, deg = _wired(spec, "gyro_deg")
+    true = truth.read_state().state
+    np.testing.assert_allclose(fast.read_state().state.joint_vel, 2 * true.joint_vel)
+    np.testing.assert_allclose(deg.read_state().state.base_ang_vel,
+                               np.degrees(deg.robot.read_state().state.base_ang_vel))
+    np.testing.assert_array_equal(fast.read_state().state.base_ang_vel, true.base_ang_vel)
+    with pytest.raises(FaultError, match="whole number of ticks"):
+        parse_fault("decimation:1.5", spec)
+    with pytest.raises(FaultError, match="needs a joint"):
+        parse_fault("motor_inverted", spec)
+
+
+def test_decimation_and_action_delay_hold_the_policys_actions(spec, bundle):
+    from deploy.backends.mujoco_backend import MujocoBackend
+    from deploy.controller import Controller
+    obs = np.asarray(bundle.meta["golden"]["obs"], np.float32)[:4]
+    fresh = [bundle.act(o) for o in obs]
+    outs = {}
+    for label in ("decimation:2", "action_delay:1", "kd_scale:0.5"):
+        ctrl = Controller(spec, MujocoBackend(spec), bundle)
+        parse_fault(label, spec).controller(ctrl)
+        outs[label] = [ctrl.bundle.act(o) for o in obs]
+        if label == "kd_scale:0.5":
+            np.testing.assert_allclose(ctrl.policy_kd, 0.5 * spec.kd)
+            np.testing.assert_array_equal(ctrl.policy_kp, spec.kp)
+    held, late = outs["decimation:2"], outs["action_delay:1"]
+    for k in (0, 1, 2, 3):
+        np.testing.assert_array_equal(held[k], fresh[k - k % 2])
+    np.testing.assert_array_equal(late[0], np.zeros_like(fresh[0]))
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(late[k], fresh[k - 1])
+
+
+# ---- the statistics and the decision ------------------------------------------------------------
+def test_t_quantiles_match_the_table():
+    from deploy.sim2sim.compare import t_quantile
+    for p, dof, table in ((0.975, 10, 2.228), (0.995, 30, 2.750), (0.9995, 30, 3.646)):
+        assert t_quantile(p, dof) == pytest.approx(table, abs=2e-3)
+
+
+def test_paired_flags_a_shift_beyond_tolerance_only_with_confidence():
+    from deploy.sim2sim.compare import paired
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.0, 1.0, (40, 3))
+    a = b + rng.normal(0.0, 0.05, (40, 3)) + [0.5, 0.02, -0.5]
+    rows = {r.statistic: r for r in paired(["x", "y", "z"], a, b, {"x": 0.1, "y": 0.1, "z": 0.1})}
+    assert rows["x"].flagged and rows["z"].flagged and not rows["y"].flagged
+    assert rows["x"].low > 0.1 and rows["x"].effect == pytest.approx(rows["x"].diff / 0.1)
+    few = paired(["x"], a[:2], b[:2], {"x": 0.1})[0]           # two pairs: no claim either way
+    assert few.pairs == 2 and not few.flagged
+    worse = {r.statistic: r for r in paired(["x", "y", "z"], a, b, {"x": 0.1, "y": 0.1, "z": 0.1},
+                                             worse={"x": 1, "z": 1})}
+    assert worse["x"].flagged and not worse["z"].flagged and "y" not in worse   # z got better
+
+
+def test_median_bounds_have_binomial_coverage_and_ignore_outliers():
+    from deploy.sim2sim.compare import median_bounds
+    d = np.arange(1.0, 21.0)                            # 20 pairs: P(Bin(20, 1/2) <= 5) = 0.0207
+    assert median_bounds(d, 0.021) == (6.0, 15.0) and median_bounds(d, 0.02) == (5.0, 16.0)
+    d[-1] = 1e6                                         # one wild episode moves neither bound
+    assert median_bounds(d, 0.02) == (5.0, 16.0)
+    assert median_bounds(d[:5], 0.01) == (-np.inf, np.inf)   # 5 pairs cannot reach 99 %
+
+
+def test_the_window_skips_blend_in_settling_and_standing(spec):
+    from deploy.sim2sim.behaviour import window
+    sf = ScenarioFile.load(DEFAULT_FILE, spec)
+    ep = next(e for e in sf.episodes if e.scenario == "command_steps")   # 0 / move at 2 s / 4 s
+    t = np.arange(1, 301) * spec.policy_dt
+    w = window(t, ep, blend_in_s=0.5)
+    assert not w[t < 3.0 - 1e-9].any()                  # standing, then 1 s settle after 2 s
+    assert w[(t >= 3.0) & (t < 4.0 - 1e-9)].all() and not w[(t >= 4.0) & (t < 5.0 - 1e-9)].any()
+    assert w[t >= 5.0].all()
+
+
+def test_gate_seeds_redraw_each_episode_and_keep_a_fixed_heading(spec):
+    from deploy.sim2sim.scenarios import reseeded
+    sf = ScenarioFile.load(DEFAULT_FILE, spec)
+    ep = sf.episodes[0]
+    assert reseeded(ep, 0) == ep
+    one, two = reseeded(ep, 1), reseeded(ep, 2)
+    assert len({ep.seed, one.seed, two.seed}) == 3 and len({ep.yaw, one.yaw, two.yaw}) == 3
+    fixed = with_overrides_yaw(ep, 0.7)
+    assert reseeded(fixed, 2).yaw == 0.7 and reseeded(fixed, 2).seed == two.seed
+
+
+def with_overrides_yaw(ep, yaw):
+    from deploy.sim2sim.scenarios import with_overrides
+    return with_overrides(ep, fixed_yaw=yaw, yaw=yaw)
+
+
+def test_a_recorded_verdict_needs_three_seeds(bundle_dir, tmp_path, capsys):
+    scen = write_scenarios(tmp_path / "s.yaml", {})
+    assert main(["sim2sim", str(bundle_dir), "--scenarios", str(scen), "--seeds", "0,1"]) == 2
+    assert "3 seeds or more" in capsys.readouterr().err
+    assert read_meta(bundle_dir)["sim2sim"] is None
+
+
+def test_calibration_derives_tolerances_and_records_where_they_came_from(tmp_path):
+    from deploy.sim2sim.calibration import MARGIN, Calibration, derive, write
+    from deploy.sim2sim.compare import paired
+    rng = np.random.default_rng(1)
+    per_bundle = {}
+    for name, bias in (("a", 0.01), ("b", -0.03)):
+        ref = rng.normal(0.0, 1.0, (30, 2))
+        per_bundle[name] = paired(["x", "y"], ref + bias + rng.normal(0, 0.02, (30, 2)), ref,
+                                  {"x": 0.0, "y": 0.0})
+    tol = derive(per_bundle)
+    for stat in ("x", "y"):
+        rows = [next(r for r in rows if r.statistic == stat) for rows in per_bundle.values()]
+        assert tol[stat] == pytest.approx(MARGIN * max(abs(r.diff) for r in rows)
+                                          + max(r.se for r in rows), abs=1e-6)
+    path = write("go2", tol, per_bundle, 0.01, {"bundles": [{"id": "a"}, {"id": "b"}]},
+                 tmp_path / "go2.yaml")
+    cal = Calibration.load("go2", path)
+    assert cal.tolerances == tol and cal.alpha == 0.01
+    assert yaml.safe_load(path.read_text())["provenance"]["bundles"][1]["id"] == "b"
+    with pytest.raises(ConfigError) as info:
+        Calibration.load("g1", path)
+    assert info.value.key == "robot" and str(path) in str(info.value)
+
+
+def test_the_committed_go2_calibration_covers_every_statistic(spec):
+    from deploy.sim2sim.behaviour import statistic_names
+    from deploy.sim2sim.calibration import Calibration
+    cal = Calibration.load("go2")
+    assert cal is not None and set(cal.tolerances) == set(statistic_names(spec))
+    assert all(v > 0 for v in cal.tolerances.values())

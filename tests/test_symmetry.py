@@ -103,7 +103,7 @@ def test_augment_mirrors_about_half_the_batch_and_keeps_returns():
     m = Mirror.build(spec, ObservationPipeline(spec).layout)
     n, d, j = 512, ObservationPipeline(spec).dim, spec.num_joints
     batch = Batch(obs=torch.randn(n, d), actions=torch.randn(n, j), returns=torch.randn(n),
-                  bootstrap=torch.rand(n), next_obs=torch.randn(n, d), steps=torch.full((n,), 5))
+                  bootstrap=torch.rand(n), next_obs=torch.randn(n, d))
     out = m.augment(batch, torch.Generator().manual_seed(0))
     flipped = ~(out.obs == batch.obs).all(dim=1)
     assert 0.4 < flipped.float().mean() < 0.6

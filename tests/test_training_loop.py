@@ -98,7 +98,7 @@ def test_checkpoint_holds_what_fine_tuning_needs(tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "model_0000002.pt", trainer.spec)
     model = ckpt["agent"]["model"]
     for key in ("actor.head.weight", "critic.q.net.0.weight", "critic.q_target.net.0.weight",
-                "temperature.log_alpha", "actor_norm.mean", "critic_norm.var", "num_updates"):
+                "temperature.log_alpha", "obs_norm.mean", "obs_norm.var", "num_updates"):
         assert key in model, key
     for opt in ("actor_opt", "critic_opt", "alpha_opt"):
         assert ckpt["agent"][opt]["state"], opt

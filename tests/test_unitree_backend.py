@@ -7,6 +7,7 @@ rate), because this 2-core machine also trains. The state-age limit is widened f
 reason; both are arguments, not code paths."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -35,7 +36,15 @@ DOMAIN = dds_test_domain()
 def _backend(spec, **kw):
     kw.setdefault("stale_timeout_s", 0.25)
     kw.setdefault("lowcmd_check_s", 0.4)
+    kw.setdefault("command_timeout_s", 0.5)        # a loaded machine's controller thread
     return UnitreeBackend(spec, "lo", DOMAIN, state_rate_hz=RATE, **kw)
+
+
+def _inject(path, **fields):
+    """What the bridge puts into its next lowstates (deploy/bridges/unitree_dds.py --inject-file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(fields))
+    os.replace(tmp, path)
 
 
 def _standing(spec, st) -> bool:
@@ -54,7 +63,9 @@ def test_g1_stands_up_on_the_gantry_after_the_backend_releases_the_builtin_mode(
         ctrl = loaded_machine_controller(spec, backend)
         try:
             assert backend.released_mode == "normal"
-            assert bridge.status()["builtin_mode"] == ""
+            st = bridge.wait_status(lambda s: s["builtin_mode"] == "", 2, "the status file")
+            # the G1 example releases without StandDown (it hangs from the gantry)
+            assert "StandDown" not in st["service_calls"] and "ReleaseMode" in st["service_calls"]
             # the SDK's RPC client is closed after use: no reader thread left for exit to trip on
             assert not [t for t in threading.enumerate() if t.name == "ch_reader"]
             ctrl.start()
@@ -63,7 +74,8 @@ def test_g1_stands_up_on_the_gantry_after_the_backend_releases_the_builtin_mode(
             wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
             bridge.wait_status(lambda s: s["joint_error_max"] < 0.1, 10,
                                "G1 at its stand pose on the gantry")
-            st = bridge.status()
+            wait_for(lambda: backend.diagnostics()["commands_sent"] > 100, 5, "100 commands sent")
+            st = bridge.wait_status(lambda s: s.get("lowcmd_received", 0) > 100, 5, "100 received")
             assert st["gantry"] and _standing(spec, st), st
             bridge.signal(signal.SIGUSR1)          # gantry away
             bridge.wait_status(lambda s: not s["gantry"], 5, "gantry taken away")
@@ -278,3 +290,191 @@ def test_the_sdk_cannot_be_moved_to_another_domain_in_one_process():
     init_channel_factory(DOMAIN, "lo")
     with pytest.raises(UnitreeBackendError, match="already initialised"):
         init_channel_factory(DOMAIN + 1, "lo")
+
+
+# ---- issue 22: taking control, the remote, the watchdog, robot health ---------------------------
+def _manual(spec, backend):
+    """A Controller this test ticks itself (so 'within one tick' is counted, not timed)."""
+    from deploy.controller import Controller
+    from deploy.deploy_config import DeployConfig
+    cfg = DeployConfig.load(spec).with_safety(max_state_age_s=0.5).repeats_within_age(spec)
+    return Controller(spec, backend, config=cfg.with_controller(stand_duration_s=0.5))
+
+
+def _tick_until(ctrl, pred, n, what):
+    for _ in range(n):
+        ctrl.tick(time.monotonic())
+        if pred():
+            return
+        time.sleep(ctrl.spec.policy_dt)
+    raise AssertionError(f"{what} not reached in {n} ticks: {ctrl.mode.value}")
+
+
+def test_go2_constructing_leaves_the_robot_to_its_builtin_mode_and_take_control_stands_it_down_first(tmp_path):
+    """Configure (the constructor) sends nothing; take_control releases the sport mode only after
+    StandDown (as unitree_sdk2_python's go2_stand_example), so a standing Go2 is lowered first."""
+    spec = RobotSpec.load("go2")
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE, builtin_mode="normal")
+    backend = None
+    try:
+        backend = _backend(spec, take_control=False)
+        found = backend.check_robot()
+        assert found["health"]["fault"] == "" and found["health"]["battery_soc"] == 100
+        time.sleep(0.3)
+        st = bridge.status()
+        assert st["builtin_mode"] == "normal" and st.get("lowcmd_received", 0) == 0 and not st["service_calls"]
+        assert not backend.in_control and backend.diagnostics()["commands_sent"] == 0
+        assert backend.take_control() == "normal"
+        calls = bridge.wait_status(lambda s: "ReleaseMode" in s["service_calls"], 2,
+                                   "the status file")["service_calls"]
+        assert calls.index("StandDown") < calls.index("ReleaseMode"), calls
+        bridge.wait_status(lambda s: s.get("lowcmd_received", 0) > 10 and s["builtin_mode"] == "", 5,
+                           "lowcmd obeyed after the release")
+        assert backend.diagnostics()["damping"]          # no target yet: damping goes out
+    finally:
+        shut_down(bridge, None, backend)
+
+
+def test_go2_remote_damps_before_the_next_tick_and_stands_again_from_the_remote(tmp_path):
+    from deploy.remote import controller_handler
+
+    spec = RobotSpec.load("go2")
+    inject = tmp_path / "inject.json"
+    _inject(inject)
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE, inject_file=inject)
+    backend = ctrl = None
+    try:
+        backend = _backend(spec)
+        ctrl = _manual(spec, backend)
+        backend.remote_handler = controller_handler(ctrl)
+        wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
+        ctrl.tick(time.monotonic())
+
+        def press(*buttons, action):
+            n = backend.diagnostics()["remote"][action]
+            _inject(inject)                               # all released, then the combination
+            time.sleep(0.15)
+            _inject(inject, remote=list(buttons))
+            wait_for(lambda: backend.diagnostics()["remote"][action] == n + 1, 3, f"{buttons} seen")
+
+        press("L2", "Up", action="stand")                # L2+Up: STAND on the next tick
+        ctrl.tick(time.monotonic())
+        assert ctrl.mode.value == "STAND"
+        _tick_until(ctrl, lambda: not backend.diagnostics()["damping"] and ctrl.diagnostics()
+                    ["pending_request"] is None, 100, "standing with targets going out")
+        bridge.wait_status(lambda s: s["last_kp_max"] > 0, 3, "stand gains applied")
+
+        press("L2", "B", action="damping")               # L2+B: no controller tick in between
+        reason = backend.diagnostics()["damping_reason"]
+        assert reason.startswith("wireless remote L2+B"), reason
+        bridge.wait_status(lambda s: s["last_kp_max"] == 0.0, 3, "the robot receives damping")
+        ctrl.tick(time.monotonic())                      # the very next tick latches it
+        assert ctrl.mode.value == "DAMPING" and ctrl.latched
+
+        press("L2", "Up", action="stand")                # the remote unlatches and stands again
+        ctrl.tick(time.monotonic())
+        assert ctrl.mode.value == "STAND" and not ctrl.latched
+    finally:
+        shut_down(bridge, ctrl, backend)
+
+
+def test_a_stalled_control_thread_is_damped_by_the_command_age_watchdog(tmp_path):
+    spec = RobotSpec.load("go2")
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE)
+    backend = ctrl = None
+    try:
+        backend = _backend(spec, command_timeout_s=0.2)
+        ctrl = _manual(spec, backend)
+        wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
+        ctrl.request_stand()
+        _tick_until(ctrl, lambda: not backend.diagnostics()["damping"], 50, "targets going out")
+        bridge.wait_status(lambda s: s["last_kp_max"] > 0, 3, "stand gains applied")
+        # the control thread stops (no more ticks): the writer must stop sending its last target
+        wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("command timeout"),
+                 3, "watchdog damping")
+        written, sent = backend.last_target_sent
+        assert sent - written <= backend.command_timeout_s     # never sent older than its limit
+        assert backend.diagnostics()["command_timeouts"] == 1
+        bridge.wait_status(lambda s: s["last_kp_max"] == 0.0, 3, "the robot receives damping")
+        ctrl.tick(time.monotonic())                             # a live tick resumes the targets
+        wait_for(lambda: not backend.diagnostics()["damping"], 3, "targets again")
+    finally:
+        shut_down(bridge, ctrl, backend)
+
+
+def test_an_idle_foreign_lowcmd_writer_does_not_block_a_publishing_one_does(tmp_path):
+    spec = RobotSpec.load("go2")
+    inject = tmp_path / "inject.json"
+    _inject(inject, foreign_lowcmd="publishing")
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE, inject_file=inject)
+    backend = ctrl = None
+    try:
+        backend = _backend(spec, take_control=False)
+        with pytest.raises(UnitreeBackendError, match="another process publishes rt/lowcmd"):
+            backend.check_robot()
+        _inject(inject, foreign_lowcmd="idle")
+        wait_for(lambda: not backend.foreign_lowcmd_traffic(0.3), 5, "the foreign writer idle")
+        assert backend._cmd_seen.foreign_publishers()         # its DataWriter is still there
+        backend.take_control()
+        ctrl = _manual(spec, backend)
+        ctrl.request_stand()
+        _tick_until(ctrl, lambda: not backend.diagnostics()["damping"], 50, "targets going out")
+        _inject(inject, foreign_lowcmd="publishing")           # now it sends: damp, latched
+        for _ in range(100):
+            ctrl.tick(time.monotonic())
+            if backend.diagnostics()["foreign_lowcmd"]:
+                break
+            time.sleep(spec.policy_dt)
+        ctrl.tick(time.monotonic())                            # a fresh target: still refused
+        wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith(
+            "another process sends rt/lowcmd"), 2, "damping for the foreign traffic")
+    finally:
+        shut_down(bridge, ctrl, backend)
+
+
+def test_go2_over_temperature_damps_the_controller_and_a_low_battery_refuses_control(tmp_path):
+    spec = RobotSpec.load("go2")
+    inject = tmp_path / "inject.json"
+    _inject(inject, battery_soc=5)
+    bridge = unitree_bridge("go2", DOMAIN, tmp_path / "go2.json", RATE, inject_file=inject)
+    backend = ctrl = None
+    try:
+        backend = _backend(spec, take_control=False)
+        wait_for(lambda: backend.read_state() is not None, 5, "first lowstate")
+        with pytest.raises(UnitreeBackendError, match="battery at 5 %"):
+            backend.check_robot()
+        _inject(inject)
+        wait_for(lambda: backend.read_state().health.fault is None, 3, "battery back")
+        backend.check_robot()
+        backend.take_control()
+        ctrl = _manual(spec, backend)
+        ctrl.request_stand()
+        _tick_until(ctrl, lambda: ctrl.mode.value == "STAND", 20, "STAND")
+        _inject(inject, temperature={"FR_calf_joint": 95})
+        _tick_until(ctrl, lambda: ctrl.mode.value == "DAMPING", 100, "DAMPING on over-temperature")
+        ev = ctrl.safety.last_fatal()
+        assert ev.reason == "robot_health" and "FR_calf_joint at 95 C" in ev.detail, ev
+    finally:
+        shut_down(bridge, ctrl, backend)
+
+
+def test_g1_check_refuses_another_variant_and_a_motor_error(tmp_path):
+    spec = RobotSpec.load("g1")
+    inject = tmp_path / "inject.json"
+    _inject(inject, mode_machine=1)                   # a 23-dof G1 under a 29-dof spec
+    bridge = unitree_bridge("g1", DOMAIN, tmp_path / "g1.json", RATE, gantry=True,
+                            inject_file=inject)
+    backend = None
+    try:
+        backend = _backend(spec, take_control=False)
+        with pytest.raises(UnitreeBackendError, match="mode_machine 1 is not this spec's G1 variant"):
+            backend.check_robot(timeout_s=5)
+        _inject(inject, motor_error={"left_knee_joint": 0x4})
+        wait_for(lambda: "motor error" in (backend.read_state().health.fault or ""), 3, "error seen")
+        with pytest.raises(UnitreeBackendError, match="motor error left_knee_joint: 0x4"):
+            backend.check_robot()
+        _inject(inject)
+        wait_for(lambda: backend.read_state().health.fault is None, 3, "healthy")
+        assert backend.check_robot()["mode_machine"] == 5
+    finally:
+        shut_down(bridge, None, backend)

@@ -149,3 +149,34 @@ def test_crc_equals_the_bitwise_definition():
         for _ in range(3):
             words = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
             assert M.word_crc(n)(words) == bitwise(words)
+
+
+@pytest.mark.parametrize("interface", ["unitree_hg", "unitree_go"])
+def test_health_and_remote_fields_decode_as_the_sdk_serializes_them(interface):
+    """Temperatures, the motor error word (hg), the battery (go) and the wireless remote, set on
+    the SDK's own message object and serialized by the SDK, come out of decode_state per slot."""
+    crc_mod = _sdk("unitree_sdk2py.utils.crc")
+    fam = M.family(interface)
+    msg = _sdk_message(interface, "state")
+    for i, m in enumerate(msg.motor_state):
+        m.q = 0.0
+        if fam.has_mode_machine:
+            m.temperature = [30 + i, 40 + i]          # the hotter one counts
+            m.motorstate = 0x10 if i == 7 else 0
+        else:
+            m.temperature = 30 + i
+    if not fam.has_mode_machine:
+        msg.bms_state.soc = 37
+    msg.imu_state.quaternion = [1.0, 0.0, 0.0, 0.0]
+    msg.wireless_remote = [0, 0, 0x20, 0x02] + [0] * 36      # L2 + B
+    msg.crc = crc_mod.CRC().Crc(msg)
+    r = M.decode_state(fam, msg.serialize())
+    n = fam.motor_slots
+    expected = np.arange(n) + (40 if fam.has_mode_machine else 30)
+    np.testing.assert_array_equal(r.temperature, expected)
+    assert r.remote[2:4] == bytes([0x20, 0x02]) and len(r.remote) == 40
+    if fam.has_mode_machine:
+        assert np.flatnonzero(r.motor_error).tolist() == [7] and r.motor_error[7] == 0x10
+        assert r.battery_soc is None
+    else:
+        assert r.motor_error is None and r.battery_soc == 37

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import signal
@@ -49,18 +50,28 @@ def run_train(args: argparse.Namespace) -> int:
     from training.envs.velocity import TaskConfig, VelocityEnv
     from training.relabel import RelabelError
     from training.runner import Trainer
+    from training import distributed
     from training.console import guard_console
     from training.sac import NonFiniteError
 
     guard_console()
     cuda = torch.cuda.is_available()
     device = ("cuda" if cuda else "cpu") if args.device == "auto" else args.device
+    group = distributed.init_process_group(torch.device(device).type)   # one process: a no-op
+    if group.world_size > 1:
+        device = str(group.device(torch.device(device).type))
     spec = RobotSpec.load(args.robot)
     task = TaskConfig.load(args.task, spec)
     cfg = load_train_config(resolve_config(args.config, args.algo, cuda))
     if args.steps:
         per_iter = cfg.num_envs * cfg.steps_per_env
         cfg = load_train_config(cfg.source, {"max_iterations": max(1, math.ceil(args.steps / per_iter))})
+    try:
+        cfg = dataclasses.replace(cfg, batch_size=distributed.per_rank_batch(cfg.batch_size, group))
+    except ValueError as exc:
+        print(f"sac2real train: error: {cfg.source}: {exc}", file=sys.stderr)
+        return 2
+    seed = args.seed + group.rank
     if args.backend == "isaaclab":
         if cfg.start_at_command:
             print(f"sac2real train: error: {cfg.source}: start_at_command: the IsaacLab backend resets "
@@ -71,16 +82,18 @@ def run_train(args: argparse.Namespace) -> int:
         eval_env = None
     else:
         threads = cfg.sim_threads or os.cpu_count() or 1
-        env = VelocityEnv(spec, task, cfg.num_envs, seed=args.seed, threads=threads,
+        env = VelocityEnv(spec, task, cfg.num_envs, seed=seed, threads=threads,
                           start_at_command=cfg.start_at_command)
-        eval_env = VelocityEnv(spec, task, cfg.eval_episodes, seed=args.seed + 1, threads=threads,
-                               randomize=False, obs_noise=False)
+        eval_env = VelocityEnv(spec, task, cfg.eval_episodes, seed=seed + 1, threads=threads,
+                               randomize=False, obs_noise=False) if group.is_main else None
     out = Path(args.out or f"runs/{spec.name}_{args.task}_{time.strftime('%Y%m%d_%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = Trainer(cfg, spec, env, eval_env, out, args.task, seed=args.seed, device=device)
+        trainer = Trainer(cfg, spec, env, eval_env, out, args.task, seed=seed, device=device,
+                          is_main=group.is_main)
         if args.resume:
             trainer.resume(Path(args.resume))
+        distributed.attach(trainer.agent)        # rank 0's weights everywhere, gradients averaged
     except (CheckpointError, RelabelError) as exc:
         print(f"sac2real train: error: {exc}", file=sys.stderr)
         return 2

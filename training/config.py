@@ -6,15 +6,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy.config import ConfigError, Section, load_yaml
 from deploy.spec import REPO_ROOT
 from training.exploration import NOISE_KINDS
-from training.sac import SACConfig
+from training.sac import SAC_CHOICES, SAC_RANGES, SWITCH_PARAMS, SACConfig, SACConfigError
 from training.symmetry import SYMMETRY_KINDS
 
 TRAIN_DIR = REPO_ROOT / "configs" / "train"
-ALGOS = ("sac",)
+ALGOS = ("sac", "fastdsac")   # presets: configs/train/<algo>.yaml (GPU), <algo>_cpu.yaml
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        checkpoint_interval=_positive_int(ck, "interval"),
                        checkpoint_keep=_positive_int(ck, "keep"),
                        exploration_noise=root.choice("exploration_noise", NOISE_KINDS, "white"),
-                       sac=_sac_config(root.sub("sac")),
+                       sac=sac_config(root.sub("sac").data, path, "sac"),
                        symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"),
                        exploration_scale=_scale_range(root),
                        command_relabel=root.number("command_relabel", low=0.0, high=1.0, default=0.0),
@@ -113,45 +114,40 @@ def _positive_int(sec: Section, key: str) -> int:
     return sec.integer(key, low=0 if key == "sim_threads" else 1, high=INT_LIMITS[key])
 
 
-# (low, high, open_low) of each float of SACConfig; target_entropy_scale < 0 asks for a target
-# entropy above zero, i.e. more exploration.
-SAC_FLOATS = {"init_std": (0.0, 10.0, True), "mean_init_std": (0.0, 10.0, False),
-              "actor_lr": (0.0, 1.0, True), "critic_lr": (0.0, 1.0, True),
-              "alpha_lr": (0.0, 1.0, True), "gamma": (0.0, 1.0, True), "tau": (0.0, 1.0, True),
-              "init_alpha": (0.0, 100.0, True), "target_entropy_scale": (-10.0, 10.0, False),
-              "max_grad_norm": (0.0, 1e4, True)}
-SAC_INTS = {"policy_frequency": (1, 1000), "n_step": (1, 1000), "num_q": (1, 100)}
-
-
-def _sac_config(sec: Section) -> SACConfig:
+def sac_config(data: Any, file: str | Path, path: str = "sac") -> SACConfig:
+    """The one SACConfig parser, for a profile's `sac:` section and a checkpoint's recorded config:
+    unknown keys, wrong types, numbers outside SAC_RANGES and unknown choices are refused naming
+    the file, the key and the allowed values."""
+    sec = Section(data, file, path)
     fields = {f.name: f for f in dataclasses.fields(SACConfig)}
     sec.allow([], list(fields))
     values = {}
     for name, value in sec.data.items():
         default = fields[name].default
+        if value is None and name in SWITCH_PARAMS:     # a checkpoint records switches off as None
+            continue
         if isinstance(default, tuple):
-            if not isinstance(value, list) or not value or not all(
+            if not isinstance(value, (list, tuple)) or not value or not all(
                     isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
                 raise sec.error(name, f"expected a list of positive layer widths, got {value!r}")
-            values[name] = tuple(int(v) for v in sec.vector(name, low=1, high=1 << 16))
+            widths = Section({name: list(value)}, sec.file, sec.path).vector(name, low=1, high=1 << 16)
+            values[name] = tuple(int(v) for v in widths)
         elif isinstance(default, bool):
             values[name] = sec.get(name, bool)
-        elif isinstance(default, int):
-            values[name] = sec.integer(name, low=SAC_INTS[name][0], high=SAC_INTS[name][1])
-        elif isinstance(default, float):
-            low, high, open_low = SAC_FLOATS[name]
-            values[name] = sec.number(name, low=low, high=high, open_low=open_low)
+        elif isinstance(default, (int, float)) or name in SWITCH_PARAMS:
+            low, high, open_low = SAC_RANGES[name]
+            if isinstance(default, int) and name not in SWITCH_PARAMS:
+                values[name] = sec.integer(name, low=low, high=high)
+            else:
+                values[name] = sec.number(name, low=low, high=high, open_low=open_low)
         else:
-            values[name] = sec.get(name, str)
-    from training.networks import ACTIVATIONS
-    if values.get("activation", "silu") not in ACTIVATIONS:
-        raise sec.error("activation", f"'{values['activation']}' is not one of: {', '.join(ACTIVATIONS)}")
-    from training.sac import AMP_MODES
-    if values.get("amp", "none") not in AMP_MODES:
-        raise sec.error("amp", f"'{values['amp']}' is not one of: {', '.join(AMP_MODES)}")
+            values[name] = sec.choice(name, SAC_CHOICES[name])
     if not 0.0 < values.get("gamma", 0.97) < 1.0:
         raise sec.error("gamma", "discount must lie in (0, 1)")
-    return SACConfig(**values)
+    try:
+        return SACConfig(**values)
+    except SACConfigError as exc:
+        raise sec.error(exc.field, exc.problem) from None
 
 
 def resolve_config(config: str | None, algo: str, cuda: bool) -> Path:

@@ -2,9 +2,15 @@
 small std of rsl_rl_sac.md Sec. 3.3 that white noise averages out within a stride and never moves
 the base anywhere new. Pink noise (power spectrum 1/f, Eberhard et al., ICLR 2023) has the same
 per-step distribution but drifts over many steps, so a policy that only knows how to walk forward
-still gets shoved sideways or backward for long enough to see what that is worth. Only the noise
-source of collection changes: the update's reparameterized samples and the log-probabilities stay
-those of the Gaussian policy."""
+still gets shoved sideways or backward for long enough to see what that is worth.
+
+What it changes: each action is still a draw from the policy's Gaussian taken alone, but given the
+previous steps it is not (autocorrelation about 0.76 at lag 1), so the data come from a behaviour
+policy other than pi. The one-step target does not care (it evaluates pi at s' itself); an n-step
+target sums rewards earned by the behaviour's intermediate actions, so with n > 1 it estimates the
+value of acting with correlated noise for n - 1 steps, then following pi: a bias towards that
+noise's value, which grows with n and the noise scale. The update's own reparameterized samples and
+log-probabilities stay those of the Gaussian policy."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,6 @@ export leaves nothing that looks like a bundle."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import shutil
@@ -33,7 +32,8 @@ from training.actor import SquashedGaussianActor
 from deploy.durable import sha256_file
 from training.checkpoint import CheckpointError, check_robot, load_checkpoint, resolve_checkpoint
 from training.networks import EmpiricalNormalizer
-from training.sac import SAC, SACConfig
+from training.config import sac_config
+from training.sac import SAC
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-5
@@ -197,14 +197,6 @@ def parity(policy: DeterministicPolicy, session, obs: np.ndarray,
 
 
 # ---- checkpoint -> agent -------------------------------------------------------------------
-def _sac_config(d: dict) -> SACConfig:
-    known = {f.name: f for f in dataclasses.fields(SACConfig)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ExportError(f"checkpoint config has SAC settings this code does not know: {unknown}")
-    return SACConfig(**{k: tuple(v) if isinstance(known[k].default, tuple) else v for k, v in d.items()})
-
-
 def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[dict, RobotSpec, SAC, list]:
     """(checkpoint dict, the spec it is checked against, the agent, the observation layout list)."""
     path = resolve_checkpoint(checkpoint)
@@ -220,7 +212,7 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
         if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-6):
             raise ExportError(f"{path}: action bounds ({name}) in the checkpoint differ from those of "
                               f"spec '{spec.name}' ({spec.source})")
-    agent = SAC(obs_dim, low, high, _sac_config(ckpt["config"]["sac"]))
+    agent = SAC(obs_dim, low, high, sac_config(ckpt["config"]["sac"], path, "config.sac"))
     try:
         agent.load_state_dict(model)
     except RuntimeError as exc:

@@ -71,18 +71,15 @@ def full_precision(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
 class EmpiricalNormalizer(nn.Module):
     """Running mean/variance (parallel Welford); frozen in eval/export, saved with the model."""
 
-    def __init__(self, dim: int, eps: float = 1e-2, until: int | None = None):
+    def __init__(self, dim: int, eps: float = 1e-2):
         super().__init__()
         self.eps = eps
-        self.until = until
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        if self.until is not None and self.count >= self.until:
-            return
         n = x.shape[0]
         batch_mean = x.mean(0)
         batch_var = x.var(0, unbiased=False)

@@ -26,11 +26,12 @@ class Batch:
     returns: torch.Tensor       # sum_k gamma^k S_k r_{t+k}
     bootstrap: torch.Tensor     # gamma^(k+1) * m at the window's last step
     next_obs: torch.Tensor      # s~ after the window's last step
-    steps: torch.Tensor         # effective n of each sample
 
 
-# (window extras {name: (B, n, dim)}, rewards (B, n), alive (B, n)) -> (rewards, batch edit)
-Rewrite = Callable[[dict, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Callable[[Batch], Batch]]]
+# (window extras {name: (B, n, dim)}, rewards (B, n), alive (B, n)) -> (rewards, alive, batch edit):
+# a rewrite may also shorten windows (alive False from some step on) and the target follows
+Rewrite = Callable[[dict, torch.Tensor, torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor, Callable[[Batch], Batch]]]
 
 
 class ReplayBuffer:
@@ -112,14 +113,14 @@ class ReplayBuffer:
         rewards, edit = self.rewards[idx, envs], None
         if rewrite is not None:
             window = {name: x[idx, envs] for name, x in self.extras.items()}
-            rewards, edit = rewrite(window, rewards, alive)
+            rewards, alive, edit = rewrite(window, rewards, alive)
         returns = (rewards * alive * discounts).sum(1)
         last = alive.sum(1) - 1                                          # effective n - 1
         last_row = idx.gather(1, last.unsqueeze(1)).squeeze(1)
         failed = self.dones[last_row, env] & ~self.timeouts[last_row, env]
         bootstrap = gamma ** (last + 1).float() * (~failed).float()
         batch = Batch(obs=self.obs[rows, env], actions=self.actions[rows, env], returns=returns,
-                      bootstrap=bootstrap, next_obs=self.next_obs[last_row, env], steps=last + 1)
+                      bootstrap=bootstrap, next_obs=self.next_obs[last_row, env])
         return batch if edit is None else edit(batch)
 
     def state_dict(self) -> dict:

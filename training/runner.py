@@ -67,10 +67,25 @@ class StopRequest:
             signal.signal(sig, previous)
 
 
+class _Silent:
+    """TensorBoard's writer for a data-parallel process that is not the main one."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Trainer:
+    """`is_main`: false on every process of a torchrun group but rank 0 (training/distributed.py):
+    they collect and update, and leave checkpoints, evaluation and logs to rank 0."""
+
     def __init__(self, cfg: TrainConfig, spec: RobotSpec, env: VecEnv, eval_env: VecEnv | None,
-                 out_dir: Path, task: str, seed: int = 0, device: str = "cpu"):
-        self.cfg, self.spec, self.env, self.eval_env = cfg, spec, env, eval_env
+                 out_dir: Path, task: str, seed: int = 0, device: str = "cpu", is_main: bool = True):
+        self.cfg, self.spec, self.env = cfg, spec, env
+        self.eval_env = eval_env if is_main else None
+        self.is_main = is_main
         self.out = Path(out_dir)
         self.task, self.seed, self.device = task, seed, torch.device(device)
         torch.manual_seed(seed)
@@ -104,9 +119,9 @@ class Trainer:
 
         cfg, p = self.cfg, self.progress
         end = max_iterations if max_iterations is not None else cfg.max_iterations
-        writer = SummaryWriter(str(self.out / "tb"), purge_step=p.iteration)
-        bar = tqdm(total=end, initial=p.iteration, disable=not show_progress, unit="it",
-                   dynamic_ncols=True)
+        writer = SummaryWriter(str(self.out / "tb"), purge_step=p.iteration) if self.is_main else _Silent()
+        bar = tqdm(total=end, initial=p.iteration, disable=not (show_progress and self.is_main),
+                   unit="it", dynamic_ncols=True)
         try:
             with StopRequest() as stop:
                 while p.iteration < end and stop.signal is None:
@@ -120,7 +135,8 @@ class Trainer:
                     self._log(writer, bar, logs, env_logs, t1 - t0, t2 - t1)
                     if self.eval_env is not None and p.iteration % cfg.eval_interval == 0:
                         self._evaluate(writer)
-                    if p.iteration % cfg.checkpoint_interval == 0 or p.iteration == end or stop.signal:
+                    if self.is_main and (p.iteration % cfg.checkpoint_interval == 0
+                                         or p.iteration == end or stop.signal):
                         self.save()
                 p.stopped_by = stop.signal
         finally:
@@ -138,7 +154,7 @@ class Trainer:
             obs = self.obs
             self._check_obs(obs)
             self.agent.observe(obs)
-            action = self.agent.act(obs, noise=self._exploration_noise(obs))
+            action = self.agent.act(obs, noise=self._exploration_noise(obs), logit_scale=self._logit_scale())
             native = getattr(self.env, "torch_native", False)
             result = self.env.step(action if native else action.cpu().numpy())
             done = torch.as_tensor(result.terminated | result.truncated, device=self.device)
@@ -169,11 +185,18 @@ class Trainer:
     def _exploration_noise(self, obs: torch.Tensor) -> torch.Tensor | None:
         """The eps of this step's actions; None lets the actor draw white noise itself."""
         noise = None if self.noise is None else self.noise.next().to(self.device)
-        if self.noise_scale is None:
+        if self.noise_scale is None or self.cfg.sac.actor == "dem":
             return noise
         if noise is None:
             noise = torch.randn(obs.shape[0], len(self.env.action_low), device=self.device)
         return noise * self.noise_scale.scale.to(self.device)[:, None]
+
+    def _logit_scale(self) -> torch.Tensor | None:
+        """With `actor: dem` the per-env factors scale the modulation logits instead of the noise
+        (fastdsac.txt Eq. 7): they vary the shape of exploration, not its size."""
+        if self.noise_scale is None or self.cfg.sac.actor != "dem":
+            return None
+        return self.noise_scale.scale.to(self.device)
 
     def _sample_sim(self, size: int, generator: torch.Generator):
         return self.buffer.sample(size, self.cfg.sac.n_step, self.cfg.sac.gamma, generator, self.relabel)
@@ -210,7 +233,7 @@ class Trainer:
         bar.set_postfix(ret=f"{ret:.2f}", sps=f"{sps:.0f}", ups=f"{ups:.0f}", alpha=f"{alpha:.2g}",
                         refresh=False)
         bar.update(1)
-        if bar.disable and p.iteration % LOG_EVERY == 0:
+        if bar.disable and self.is_main and p.iteration % LOG_EVERY == 0:
             print(f"it {p.iteration} env_steps {p.env_steps} updates {p.updates} return {ret:.3f} "
                   f"env_steps/s {sps:.0f} updates/s {ups:.0f} alpha {alpha:.3g} "
                   f"wall {p.wall_time / 60:.1f} min", flush=True)
@@ -283,9 +306,10 @@ class Trainer:
             self.noise.load_state_dict(ckpt["noise"])
         if self.noise_scale is not None and ckpt.get("noise_scale") is not None:
             self.noise_scale.load_state_dict(ckpt["noise_scale"])
-        if ckpt["env"] is not None:
-            self.env.load_state_dict(ckpt["env"])
-        self.obs = ckpt["obs"].to(self.device)
+        if self.is_main:                  # other ranks of a group keep their own envs' seeds
+            if ckpt["env"] is not None:
+                self.env.load_state_dict(ckpt["env"])
+            self.obs = ckpt["obs"].to(self.device)
         replay = path.parent / "replay.pt"
         if replay.is_file():
             try:

@@ -5,6 +5,7 @@ The actor, the critic and the temperature rule are parts passed in, so FastDSAC'
 variants slot into the same step."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from torch import nn
 
 from training.actor import SquashedGaussianActor
-from training.critic import TwinQCritic
-from training.networks import EmpiricalNormalizer
+from training.critic import GaussianTwinCritic, TwinQCritic
+from training.networks import ACTIVATIONS, EmpiricalNormalizer
 from training.replay_buffer import Batch
 from training.temperature import EntropyTemperature
 
@@ -36,16 +37,73 @@ class SACConfig:
     init_alpha: float = 0.001
     auto_alpha: bool = True
     target_entropy_scale: float = 0.167
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0       # 0: no clipping
     policy_frequency: int = 1
     n_step: int = 5
     normalize_actor_obs: bool = True
     normalize_critic_obs: bool = True
     num_q: int = 2
     amp: str = "none"   # "bf16": matrix products in bfloat16 (losses, log-probs and optimizers stay fp32)
+    # the switches (issue 20) and the hyperparameters each one needs (None where it is off)
+    actor: str = "gaussian"                 # "dem": FastDSAC's Dimension-wise Entropy Modulation
+    dem_temperature: float | None = None    # T of w = D softmax(z / T)
+    critic: str = "mse"                     # "gaussian": FastDSAC's distributional critic
+    critic_stabilizer: float | None = None  # eps = (this * mean |n-step return|)^2
+    critic_stat_rate: float | None = None   # rate of the running sigma^2 and |return| means
+    temperature: str = "local"              # per-step entropy target (Eq. 4)
+
+    def __post_init__(self) -> None:
+        """Refuse what would fail later (log of a zero std or alpha, zero-step windows), a switch's
+        hyperparameter missing or given to a switch that is off, with the field and its allowed
+        values; configs/train files are checked by the same rules, naming the file (training.config)."""
+        for name, allowed in SAC_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise SACConfigError(name, f"{getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+        for name, (switch, on) in SWITCH_PARAMS.items():
+            given, active = getattr(self, name) is not None, getattr(self, switch) == on
+            if active and not given:
+                raise SACConfigError(name, f"{switch}: {on} needs {name} ({_range_text(name)})")
+            if given and not active:
+                raise SACConfigError(name, f"applies to {switch}: {on} only ({switch} is "
+                                     f"{getattr(self, switch)}); remove it")
+        for name, (low, high, open_low) in SAC_RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            above = value > low if open_low else value >= low
+            if isinstance(value, bool) or not (math.isfinite(value) and above and value <= high):
+                raise SACConfigError(name, f"{value!r} is outside the allowed range {_range_text(name)}")
+
+
+class SACConfigError(ValueError):
+    """A bad SACConfig value; `field` names it for file-level messages (training.config)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"SACConfig.{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def _range_text(name: str) -> str:
+    low, high, open_low = SAC_RANGES[name]
+    return f"{'(' if open_low else '['}{low:g}, {high:g}]"
 
 
 AMP_MODES = ("none", "bf16")
+# (low, high, open_low) of each number of SACConfig; target_entropy_scale < 0 asks for a target
+# entropy above zero, i.e. more exploration.
+SAC_RANGES = {"init_std": (0.0, 10.0, True), "mean_init_std": (0.0, 10.0, False),
+              "actor_lr": (0.0, 1.0, True), "critic_lr": (0.0, 1.0, True),
+              "alpha_lr": (0.0, 1.0, True), "gamma": (0.0, 1.0, True), "tau": (0.0, 1.0, True),
+              "init_alpha": (0.0, 100.0, True), "target_entropy_scale": (-10.0, 10.0, False),
+              "max_grad_norm": (0.0, 1e4, False), "policy_frequency": (1, 1000, False),
+              "n_step": (1, 1000, False), "num_q": (1, 100, False),
+              "dem_temperature": (0.0, 100.0, True), "critic_stabilizer": (0.0, 10.0, True),
+              "critic_stat_rate": (0.0, 1.0, True)}
+SAC_CHOICES = {"activation": tuple(ACTIVATIONS), "amp": AMP_MODES, "actor": ("gaussian", "dem"),
+               "critic": ("mse", "gaussian"), "temperature": ("local",)}
+# each switch's own hyperparameters: (switch, the value that needs them)
+SWITCH_PARAMS = {"dem_temperature": ("actor", "dem"), "critic_stabilizer": ("critic", "gaussian"),
+                 "critic_stat_rate": ("critic", "gaussian")}
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -69,31 +127,42 @@ class SAC(nn.Module):
         act_dim = len(action_low)
         self.actor = SquashedGaussianActor(obs_dim, action_low, action_high, list(cfg.actor_hidden),
                                            cfg.activation, cfg.init_std, cfg.mean_init_std,
-                                           cfg.layer_norm)
-        self.critic = TwinQCritic(obs_dim, act_dim, list(cfg.critic_hidden), cfg.activation,
-                                  cfg.num_q, cfg.layer_norm)
+                                           cfg.layer_norm, cfg.dem_temperature)
+        critic_args = (obs_dim, act_dim, list(cfg.critic_hidden), cfg.activation, cfg.num_q, cfg.layer_norm)
+        self.critic = TwinQCritic(*critic_args) if cfg.critic == "mse" else \
+            GaussianTwinCritic(*critic_args, cfg.critic_stabilizer, cfg.critic_stat_rate)
         self.temperature = EntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
                                               cfg.auto_alpha)
-        self.actor_norm = EmpiricalNormalizer(obs_dim) if cfg.normalize_actor_obs else nn.Identity()
-        self.critic_norm = EmpiricalNormalizer(obs_dim) if cfg.normalize_critic_obs else nn.Identity()
+        normalize = cfg.normalize_actor_obs or cfg.normalize_critic_obs
+        self.obs_norm = EmpiricalNormalizer(obs_dim) if normalize else nn.Identity()
         self.actor_opt = _adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_opt = _adam(self.critic.q.parameters(), cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
 
     # ---- acting ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def observe(self, obs: torch.Tensor) -> None:
-        """Feed collected observations to the normalizers (never during an update)."""
-        for norm in (self.actor_norm, self.critic_norm):
-            if isinstance(norm, EmpiricalNormalizer):
-                norm.update(obs)
+    @property
+    def actor_norm(self) -> nn.Module:
+        """The actor's and the critic's inputs are normalized with the same statistics (both were
+        always fed the same observations), so there is one normalizer; each side may skip it."""
+        return self.obs_norm if self.cfg.normalize_actor_obs else nn.Identity()
+
+    @property
+    def critic_norm(self) -> nn.Module:
+        return self.obs_norm if self.cfg.normalize_critic_obs else nn.Identity()
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False,
-            noise: torch.Tensor | None = None) -> torch.Tensor:
+    def observe(self, obs: torch.Tensor) -> None:
+        """Feed collected observations to the normalizer (never during an update)."""
+        if isinstance(self.obs_norm, EmpiricalNormalizer):
+            self.obs_norm.update(obs)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None,
+            logit_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """An action per row; `logit_scale` (B,) is DEM's per-env factor on the modulation logits."""
         x = self.actor_norm(obs)
-        return self.actor.deterministic(x) if deterministic else self.actor(x, noise)[0]
+        return self.actor.deterministic(x) if deterministic else self.actor(x, noise, logit_scale)[0]
 
     # ---- learning --------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
@@ -164,3 +233,13 @@ class SAC(nn.Module):
             opt.load_state_dict(state[key])
             for group in opt.param_groups:
                 group["lr"] = lr
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints written before the normalizers were merged hold `actor_norm.*` and
+        `critic_norm.*` (identical statistics): the one in use becomes `obs_norm.*`."""
+        old = "actor_norm." if self.cfg.normalize_actor_obs else "critic_norm."
+        for key in [k for k in state_dict if k.startswith((prefix + "actor_norm.", prefix + "critic_norm."))]:
+            value = state_dict.pop(key)
+            if key.startswith(prefix + old):
+                state_dict.setdefault(prefix + "obs_norm." + key[len(prefix + old):], value)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -260,18 +260,20 @@ def _targets() -> list[Target]:
 
 
 def _load_task(velocity: Any, path: Path, specs: dict) -> None:
-    """TaskConfig.load reads configs/tasks/<name>.yaml: point it at the changed copy, for every
-    robot (each reads its own reward section)."""
-    with _tasks_dir(velocity, path.parent):
+    """TaskConfig.load reads configs/tasks/<name>.yaml (through deploy.rewards.task_section, which
+    the robot's reward path shares): point it at the changed copy, for every robot (each reads its
+    own reward section)."""
+    with _tasks_dir(path.parent):
         for spec in specs.values():
             velocity.TaskConfig.load(path.stem, spec)
 
 
 @contextmanager
-def _tasks_dir(velocity: Any, directory: Path) -> Iterator[None]:
-    saved = velocity.TASKS_DIR
-    velocity.TASKS_DIR = directory
+def _tasks_dir(directory: Path) -> Iterator[None]:
+    import deploy.rewards as rewards
+    saved = rewards.TASKS_DIR
+    rewards.TASKS_DIR = directory
     try:
         yield
     finally:
-        velocity.TASKS_DIR = saved
+        rewards.TASKS_DIR = saved

@@ -10,6 +10,13 @@ share, so that the rules a robot's safety rests on are written once:
   estimator reads, checked finite and inside physical bounds), so nothing implausible reaches the
   Controller or the estimator: a dropped reading is a missing one, and the Controller's freshness
   check damps when no new reading comes for a tick;
+- a command-age watchdog: a target older than `command_timeout_s` (the control thread stopped
+  producing targets: hung, starved, crashed) is not sent; the link damps and says why, so a
+  stalled controller never leaves its last target going out with policy gains;
+- `force_damping(reason, now)` damps from the I/O thread at once (the wireless remote's stop),
+  until a target written a policy period and a half later shows that the Controller has served
+  the damping request made with it; with `latch=True` (nobody told the Controller) until
+  `release_forced_damping()`;
 - on close, a short burst of damping, so the motors are not left holding a stiff target.
 
 The state and target are handed between the Controller's thread and the link's own I/O thread by
@@ -91,10 +98,18 @@ class HardwareLink:
     log: logging.Logger
 
     def __init__(self, spec: RobotSpec, *, state_rate_hz: float, stale_timeout_s: float,
-                 damping_kd: np.ndarray | None, close_damping_s: float):
+                 damping_kd: np.ndarray | None, close_damping_s: float,
+                 command_timeout_s: float | None = None):
         self.spec = spec
         self.period = 1.0 / float(state_rate_hz)
         self.stale_timeout_s = float(stale_timeout_s)
+        # default: 5 policy periods (100 ms at 50 Hz): a tick late by a few periods on a loaded
+        # computer is not a hung controller; the Controller writes a target on every tick
+        self.command_timeout_s = float(5 * spec.policy_dt if command_timeout_s is None
+                                       else command_timeout_s)
+        if not (math.isfinite(self.command_timeout_s) and self.command_timeout_s > 0):
+            raise ValueError(f"command_timeout_s must be a finite number > 0, got {command_timeout_s!r}")
+        self._forced: tuple[str, float, bool] | None = None   # (reason, since, latched)
         self.close_damping_s = float(close_damping_s)
         if damping_kd is None:
             from deploy.deploy_config import DeployConfig
@@ -102,6 +117,7 @@ class HardwareLink:
         j = spec.num_joints
         self._damping_kd = np.broadcast_to(np.asarray(damping_kd, dtype=np.float64), (j,)).copy()
         self._zeros = np.zeros(j)
+        self.last_target_sent: tuple[float, float] | None = None   # (written at, sent at)
         self._latest: StateSample | None = None
         self._target: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         self._counts = collections.Counter()
@@ -133,6 +149,16 @@ class HardwareLink:
             return
         self._target = (q.copy(), p.copy(), d.copy(), time.monotonic())
 
+    def force_damping(self, reason: str, now: float, latch: bool = False) -> None:
+        """Damp from the next send on, whatever the Controller's last target was, until a target
+        written 1.5 policy periods after `now` arrives, or with `latch` until
+        release_forced_damping() (see the module doc)."""
+        self._forced = (reason, now, latch)
+        self._counts["forced_damping"] += 1
+
+    def release_forced_damping(self) -> None:
+        self._forced = None
+
     # ---- status ------------------------------------------------------------------------------
     @property
     def damping(self) -> bool:
@@ -148,6 +174,9 @@ class HardwareLink:
             "commands_rejected_nonfinite": self._counts["commands_rejected_nonfinite"],
             "damping": self.damping, "damping_reason": self._damping_reason,
             "stale_events": self._counts["stale_events"],
+            "command_timeouts": self._counts["command_timeouts"],
+            "command_timeout_s": self.command_timeout_s,
+            "forced_damping": self._counts["forced_damping"],
             "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
             "state_rate_hz": float(len(window)),
             "base_lin_vel": "leg odometry + IMU" if self._velocity is not None else "not needed",
@@ -190,9 +219,14 @@ class HardwareLink:
         """(q, kp, kd) in policy order to send now: the Controller's target, or damping for a
         `refusal` of the subclass's own or for the first reason below; the reason is kept for
         diagnostics."""
-        target = self._target
+        target, forced = self._target, self._forced
+        if forced is not None and not forced[2] and target is not None and \
+                target[3] > forced[1] + 1.5 * self.spec.policy_dt:
+            self._forced = forced = None
         if refusal:
             reason = refusal
+        elif forced is not None:
+            reason = forced[0]
         elif now - self._last_state_time > self.stale_timeout_s:
             reason = (f"no {self.state_name} yet" if self._last_state_time == -np.inf
                       else f"stale {self.state_name} ({now - self._last_state_time:.3f} s)")
@@ -200,10 +234,17 @@ class HardwareLink:
             reason = "no command yet"
         elif target[3] <= self._recovered_at:
             reason = f"{self.state_name} recovered; waiting for a new command"
+        elif now - target[3] > self.command_timeout_s:
+            reason = (f"command timeout: the last target is {now - target[3]:.3f} s old (limit "
+                      f"{self.command_timeout_s:g} s); the control thread stopped")
+            if not (self._damping_reason or "").startswith("command timeout"):
+                self._counts["command_timeouts"] += 1
+                self.log.warning("%s", reason)
         else:
             reason = None
         if reason is None:
             self._counts["commands"] += 1
+            self.last_target_sent = (target[3], now)
             q, kp, kd = target[0], target[1], target[2]
         else:
             latest = self._latest

@@ -277,7 +277,7 @@ class SimFleet:
         w, n, nz = self.world, self.n, self.noise
         st = w.read_state()
         stamp = self.time
-        torque, accel, base = w.joint_torque, w.imu_accel, w.base_pos
+        torque, accel, base, feet = w.joint_torque, w.imu_accel, w.base_pos, w.foot_forces()
         scale = np.array([r.conditions.sensor_noise for r in self.robots])[:, None]
         rng = self.rng
         j = self.spec.num_joints
@@ -307,7 +307,8 @@ class SimFleet:
             state = RobotState(base_quat=quat[sl], base_ang_vel=rgyro, joint_pos=rq,
                                joint_vel=rqd, base_lin_vel=lin[sl])
             r.history.append(StateSample(state=state, joint_torque=rtau, imu_accel=accel[i],
-                                         stamp=stamp, base_pos=base[i], sequence=self._sample_seq))
+                                         stamp=stamp, base_pos=base[i], sequence=self._sample_seq,
+                                         foot_force=feet[i]))
 
     # ---- ground truth for metrics ------------------------------------------------------------------
     def truth(self) -> dict:

@@ -289,6 +289,10 @@ class LowStateReading:
     accel: np.ndarray
     tick: int
     mode_machine: int
+    remote: bytes = bytes(40)               # wireless_remote (deploy/remote.py decodes it)
+    temperature: np.ndarray | None = None   # per slot, deg C (hg: the hotter of its two sensors)
+    motor_error: np.ndarray | None = None   # per slot, the driver's error word (hg only)
+    battery_soc: float | None = None        # %, go only (the G1 reports its battery elsewhere)
 
 
 def _checked_payload(fam: MessageFamily, lay: MessageLayout,
@@ -324,7 +328,15 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
         gyro=lay.get(payload, "imu_state.gyroscope").astype(np.float64),
         accel=lay.get(payload, "imu_state.accelerometer").astype(np.float64),
         tick=int(lay.get(payload, "tick")),
-        mode_machine=int(lay.get(payload, "mode_machine")) if fam.has_mode_machine else 0)
+        mode_machine=int(lay.get(payload, "mode_machine")) if fam.has_mode_machine else 0,
+        remote=lay.get(payload, "wireless_remote").tobytes())
+    temp = lay.get(payload, "motor_state.temperature")
+    if fam.has_mode_machine:
+        reading.temperature = temp.max(axis=1).astype(np.float64)
+        reading.motor_error = lay.get(payload, "motor_state.motorstate")
+    else:
+        reading.temperature = temp.astype(np.float64)
+        reading.battery_soc = float(lay.get(payload, "bms_state.soc"))
     for name in ("q", "dq", "quat_wxyz", "gyro", "accel"):
         if not np.all(np.isfinite(getattr(reading, name))):
             raise MalformedMessage("nonfinite", f"non-finite {name}")
@@ -332,15 +344,27 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
 
 
 def encode_state(fam: MessageFamily, q, dq, tau_est, quat_wxyz, gyro, accel, tick: int,
-                 mode_machine: int = 0) -> bytes:
-    """A lowstate as the robot sends it (the MuJoCo bridge plays the robot with it)."""
+                 mode_machine: int = 0, remote: bytes | None = None, temperature=None,
+                 motor_error=None, battery_soc: float | None = None) -> bytes:
+    """A lowstate as the robot sends it (the MuJoCo bridge plays the robot with it). The
+    optional health fields are per motor slot; where left out they read 0 (battery: 100 %)."""
     lay = fam.state
     p = lay.blank()
     if fam.interface == "unitree_go":
         lay.set(p, "head", GO_HEAD)
         lay.set(p, "level_flag", GO_LEVEL_LOW)
+        lay.set(p, "bms_state.soc", 100 if battery_soc is None else battery_soc)
+        if temperature is not None:
+            lay.set(p, "motor_state.temperature", temperature)
     else:
         lay.set(p, "mode_machine", mode_machine)
+        if temperature is not None:
+            t = np.asarray(temperature)
+            lay.set(p, "motor_state.temperature", np.stack([t, t], axis=-1))
+        if motor_error is not None:
+            lay.set(p, "motor_state.motorstate", motor_error)
+    if remote is not None:
+        lay.set(p, "wireless_remote", np.frombuffer(remote, dtype=np.uint8))
     lay.set(p, "motor_state.mode", 1)
     lay.set(p, "motor_state.q", q)
     lay.set(p, "motor_state.dq", dq)

@@ -105,7 +105,8 @@ class ChildProcess:
 
 def unitree_bridge(robot: str, domain: int, status_file: str | Path, rate: float = 200.0,
                    builtin_mode: str = "", start: str = "standing", interface: str = "lo",
-                   gantry: bool = False, extra: list[str] | None = None) -> ChildProcess:
+                   gantry: bool = False, extra: list[str] | None = None,
+                   inject_file: str | Path | None = None) -> ChildProcess:
     args = [sys.executable, "-m", "deploy.bridges.unitree_dds", "--robot", robot,
             "--network-interface", interface, "--domain", str(domain), "--rate", str(rate),
             "--start", start, "--status-file", str(status_file)]
@@ -113,6 +114,8 @@ def unitree_bridge(robot: str, domain: int, status_file: str | Path, rate: float
         args += ["--builtin-mode", builtin_mode]
     if gantry:
         args += ["--gantry"]
+    if inject_file:
+        args += ["--inject-file", str(inject_file)]
     return ChildProcess(args + (extra or []), "bridge ready", status_file)
 
 

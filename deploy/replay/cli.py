@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = rsub.add_parser("export", help="write the records to an MCAP file (Foxglove, ROS 2)")
     export.add_argument("directory", type=Path)
     export.add_argument("output", type=Path, help="the .mcap file to write")
+    export.add_argument("--json", action="store_true",
+                        help="every record field as JSON on /sac2real/transition (Foxglove), "
+                             "instead of ROS 2 messages (ros2 bag play)")
     export.set_defaults(func=_export)
 
 
@@ -120,9 +123,9 @@ def _survey(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from deploy.replay.export import export_mcap
+    from deploy.replay.export import export_mcap, export_ros2_mcap
     try:
-        summary = export_mcap(args.directory, args.output)
+        summary = (export_mcap if args.json else export_ros2_mcap)(args.directory, args.output)
     except ReplayError as exc:
         print(f"sac2real replay: error: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from deploy.observations import ObservationLayout
 from deploy.spec import RobotSpec
 
 # Bump when the meaning of a field changes; a reader refuses schema versions it does not know.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2     # 2: what a learner needs (applied action, contacts, reward pieces, end reason)
 POLICY_ID_BYTES = 32
 
 # (name, dtype, shape from (spec, obs_dim), how a missing value is filled, meaning)
@@ -56,7 +56,27 @@ _FIELDS: tuple[tuple[str, str, Callable[[RobotSpec, int], tuple[int, ...]], Any,
     ("base_quat", "<f4", lambda s, o: (4,), _NAN,
      "base orientation w, x, y, z in the world, NaN if unknown"),
     ("policy_id", f"S{POLICY_ID_BYTES}", lambda s, o: (), None, "id of the policy bundle that acted"),
+    ("joint_target", "<f4", lambda s, o: (s.num_joints,), _NAN,
+     "joint position target sent for `action` after the safety filter (rad), NaN if none went out"),
+    ("applied_action", "<f4", lambda s, o: (s.num_joints,), _NAN,
+     "env action of joint_target, (joint_target - default) / scale: what the robot executed"),
+    ("action_filtered", "?", lambda s, o: (), False, "the safety filter changed the policy's action"),
+    ("base_lin_vel", "<f4", lambda s, o: (3,), _NAN,
+     "base linear velocity, body frame (m/s): the estimator's on a robot, NaN without one"),
+    ("foot_force", "<f4", lambda s, o: (len(s.foot_bodies),), _NAN,
+     "contact force per foot (N), spec feet order, NaN where not measured"),
+    ("foot_contact", "<f4", lambda s, o: (len(s.foot_bodies),), _NAN,
+     "1 foot in contact, 0 in the air, NaN unknown"),
+    ("reward_velocity", "<f4", lambda s, o: (3,), _NAN,
+     "body velocity vx, vy, wz the tracking terms paid for (hindsight relabeling)"),
+    ("reward_air", "<f4", lambda s, o: (), _NAN, "weighted air-time reward before its moving gate"),
+    ("reward_base", "<f4", lambda s, o: (), _NAN, "the reward less its command-dependent terms"),
+    ("end_reason", "u1", lambda s, o: (), 0,
+     "0 episode goes on, 1 fall, 2 operator stop, 3 safety stop, 4 time limit, 5 data gap"),
+    ("exploration_scale", "<f4", lambda s, o: (), 0.0,
+     "runtime scale of the bundle's std the action was sampled with (0: deterministic)"),
 )
+END_REASONS = ("running", "fall", "operator", "safety", "time_limit", "gap")
 DOCS = {name: doc for name, _, _, _, doc in _FIELDS}
 _FILL = {name: fill for name, _, _, fill, _ in _FIELDS}
 

@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from deploy.replay.record import TransitionLayout
 from deploy.durable import fsync_dir
@@ -79,7 +79,8 @@ class ReplayWriter:
     def __init__(self, directory: str | Path, layout: TransitionLayout, *, queue_size: int = 4096,
                  segment_bytes: int = 64 << 20, fsync_period_s: float | None = 1.0,
                  disk_budget_bytes: int | None = None, retry_s: float = 1.0, poll_s: float = 0.02,
-                 max_batch: int = 1024, header_extra: dict[str, Any] | None = None):
+                 max_batch: int = 1024, header_extra: dict[str, Any] | None = None,
+                 enrich: Callable[[dict[str, Any]], None] | None = None):
         self.directory = Path(directory)
         self.layout = layout
         self.frame_size = frame_size(layout)
@@ -96,6 +97,9 @@ class ReplayWriter:
         self.retry_s = retry_s
         self.poll_s = poll_s
         self.max_batch = max_batch
+        # completes each transition on the writer's thread before it is encoded (the task's
+        # reward from the measured fields: deploy/robot_rewards.py), never in the control loop
+        self.enrich = enrich
         self.header_extra = {"host": socket.gethostname(), "pid": os.getpid(),
                              **(header_extra or {})}
         self._queue: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
@@ -266,6 +270,7 @@ class ReplayWriter:
             try:
                 layout.check(fields)
                 fields["dropped"] += self._malformed
+                self._enrich(fields)
                 payload = layout.encode_checked(fields)
                 layout.check_finite(payload)
             except ValueError as exc:
@@ -276,6 +281,15 @@ class ReplayWriter:
                 continue
             out.append((t, payload))
         return out
+
+    def _enrich(self, fields: dict[str, Any]) -> None:
+        """The enrich hook; whatever it raises drops this transition as malformed (ValueError)."""
+        if self.enrich is None:
+            return
+        try:
+            self.enrich(fields)
+        except Exception as exc:   # a hook's bug costs one record, never the writer thread
+            raise ValueError(f"enrich hook raised {exc!r}") from exc
 
     def _write(self, batch: list[tuple[int, bytes]]) -> None:
         """Write a batch, rotating segments so none grows past segment_bytes. On OSError the

@@ -1,4 +1,7 @@
-"""`sac2real sim2sim BUNDLE [--scenarios FILE] [--report DIR] [--sign-key KEY] [--fault NAME[:ARGS]]...`
+"""`sac2real sim2sim BUNDLE [--seeds 0,1,2] [--against RUNNING] [--scenarios FILE] [--report DIR]
+[--sign-key KEY] [--fault NAME[:ARGS]]... [--power]` and
+`sac2real sim2sim calibrate [BUNDLE ...] --robot ROBOT` (configs/sim2sim/calibration/ROBOT.yaml
+from good bundles; default: the registry's bundles of ROBOT whose recorded verdict passed).
 
 Exit status: 0 the bundle passed (verdict recorded), 1 it failed or was refused, 2 a bad
 scenario file or argument (the message names the file and the key)."""
@@ -10,6 +13,17 @@ import os
 import sys
 
 from deploy.signing import KEYS_ENV, SIGN_KEY_ENV
+from deploy.sim2sim.scenarios import DEFAULT_SEEDS
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got '{text}'")
+    return seeds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="planted faults (never recorded as a verdict):\n  " +
                        "\n  ".join(doc for _, doc in FAULTS.values()))
-    p.add_argument("bundle", help="bundle folder, ID, ROBOT/ID or unique ID prefix in the registry")
+    p.add_argument("bundle", nargs="+", help="bundle folder, ID, ROBOT/ID or unique ID prefix in "
+                                              "the registry; or `calibrate [BUNDLE ...]`")
+    p.add_argument("--robot", help="with calibrate: the robot to calibrate")
+    p.add_argument("--seeds", default=",".join(str(s) for s in DEFAULT_SEEDS), type=_seeds,
+                   help="the gate's seeds, comma-separated (default %(default)s); a verdict is "
+                        "reproducible for its seed set")
+    p.add_argument("--against", metavar="BUNDLE",
+                   help="regression: the bundle the robot runs now (or `current`); a candidate "
+                        "worse than it with confidence fails, with the reason")
     p.add_argument("--scenarios", help="scenario YAML (default configs/sim2sim/<robot>.yaml, "
                                        "else default.yaml)")
     p.add_argument("--report", help="report folder (default: inside the bundle, or "
@@ -51,9 +73,17 @@ def _sim2sim(args: argparse.Namespace) -> int:
     from deploy.sim2sim.gate import run_gate
     from deploy.spec import RobotSpec
 
+    if args.bundle[0] == "calibrate":
+        return _calibrate(args)
+    if len(args.bundle) != 1:
+        print(f"sac2real sim2sim: one bundle, got {args.bundle} (several only after `calibrate`)",
+              file=sys.stderr)
+        return 2
     try:
-        path = PolicyRegistry().resolve(args.bundle)
-    except RegistryError as exc:
+        registry = PolicyRegistry()
+        path = registry.resolve(args.bundle[0])
+        against = None if args.against is None else registry.resolve(args.against, spec_robot(path))
+    except (RegistryError, BundleError) as exc:
         print(f"sac2real sim2sim: {exc}", file=sys.stderr)
         return 1
     try:
@@ -69,15 +99,20 @@ def _sim2sim(args: argparse.Namespace) -> int:
     if args.power:
         from deploy.sim2sim.power import STANDARD_FAULTS, gate_power, table
         rows = gate_power(path, args.scenarios, tuple(args.fault) or STANDARD_FAULTS,
-                          args.report, log=lambda m: print(m, file=sys.stderr))
+                          args.report, log=lambda m: print(m, file=sys.stderr), seeds=args.seeds)
         print(table(rows))
         return 0 if all(r.ok for r in rows) else 1
     from deploy.signing import SigningError
+    from deploy.sim2sim.gate import MIN_RECORDED_SEEDS
+    if not args.no_record and not faults and len(args.seeds) < MIN_RECORDED_SEEDS:
+        print(f"sac2real sim2sim: --seeds: a recorded verdict needs {MIN_RECORDED_SEEDS} seeds or "
+              f"more, got {list(args.seeds)} (or --no-record)", file=sys.stderr)
+        return 2
     try:
         result = run_gate(path, args.scenarios, args.report, faults, record=not args.no_record,
                           spec=spec, plots=not args.no_plots, parallel=not args.sequential,
                           threads=args.threads, log=lambda m: print(m, file=sys.stderr),
-                          sign_key=args.sign_key)
+                          sign_key=args.sign_key, seeds=args.seeds, against=against)
     except SigningError as exc:
         print(f"sac2real sim2sim: --sign-key: {exc}", file=sys.stderr)
         return 2
@@ -86,17 +121,50 @@ def _sim2sim(args: argparse.Namespace) -> int:
         return 1
     fails = result.failures()
     if args.json:
-        print(json.dumps({"passed": result.passed, "bundle": result.bundle_id,
-                          "faults": list(result.faults), "report": str(result.report_dir),
-                          "wall_s": round(result.wall_s, 2), "failures": fails,
-                          "verdict_recorded": result.verdict is not None,
+        print(json.dumps({**result.to_dict(), "verdict_recorded": result.verdict is not None,
                           "signed_by": result.signed_by}, indent=1))
     else:
         for f in fails[:30]:
             print(f"  {f}")
         state = "PASSED" if result.passed else "FAILED"
+        signed = f"signed by {result.signed_by}" if result.signed_by else "unsigned"
         where = "verdict not recorded" if result.verdict is None else \
-            f"verdict recorded in the bundle, {'signed by ' + result.signed_by if result.signed_by else 'unsigned'}"
-        print(f"sim2sim {state}: {result.bundle_id}{' with ' + ', '.join(result.faults) if result.faults else ''}"
-              f" ({where}; report {result.report_dir})")
+            f"verdict recorded in the bundle, {signed}"
+        planted = f" with {', '.join(result.faults)}" if result.faults else ""
+        print(f"sim2sim {state}: {result.bundle_id}{planted} (seeds {list(result.seeds)}; {where}; "
+              f"report {result.report_dir})")
     return 0 if result.passed else 1
+
+
+def spec_robot(path) -> str:
+    from deploy.bundle import read_meta
+    return read_meta(path)["robot"]["name"]
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """`sac2real sim2sim calibrate [BUNDLE ...] --robot ROBOT`."""
+    from deploy.registry import PolicyRegistry, RegistryError
+    from deploy.sim2sim.calibration import calibrate
+
+    if not args.robot:
+        print("sac2real sim2sim calibrate: --robot is required", file=sys.stderr)
+        return 2
+    registry = PolicyRegistry()
+    try:
+        bundles = [registry.resolve(b, args.robot) for b in args.bundle[1:]] or \
+            [e.path for e in registry.bundles(args.robot) if e.sim2sim == "passed"]
+    except RegistryError as exc:
+        print(f"sac2real sim2sim calibrate: {exc}", file=sys.stderr)
+        return 1
+    if not bundles:
+        print(f"sac2real sim2sim calibrate: no good {args.robot} bundle (none listed, none in the "
+              f"registry with a passing verdict)", file=sys.stderr)
+        return 1
+    try:
+        out = calibrate(args.robot, bundles, scenarios=args.scenarios,
+                        log=lambda m: print(m, file=sys.stderr))
+    except ValueError as exc:
+        print(f"sac2real sim2sim calibrate: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0

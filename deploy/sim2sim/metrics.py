@@ -48,11 +48,12 @@ class Trace:
     target: list = field(default_factory=list)      # (J,) commanded (after the safety filter)
     blended: list = field(default_factory=list)      # bool: blend-in finished
     clamped: list = field(default_factory=list)      # bool: a clamp event this tick
+    feet: list = field(default_factory=list)         # (F,) bool: foot in contact
     arrays: dict = field(default_factory=dict)
 
     def finish(self) -> dict:
         keys = ("t", "policy", "settled", "command", "lin_vel", "ang_vel", "height", "torque",
-                "joint_pos", "target", "blended", "clamped")
+                "joint_pos", "target", "blended", "clamped", "feet")
         self.arrays = {k: np.asarray(getattr(self, k)) for k in keys}
         return self.arrays
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from deploy.sim2sim.faults import parse_fault
+from deploy.sim2sim.scenarios import DEFAULT_SEEDS
 
 ENV_VAR = "SAC2REAL_GATE_BUNDLE"
 STANDARD_FAULTS = (
@@ -18,6 +19,13 @@ STANDARD_FAULTS = (
     "no_normalizer",
     "latency:0.04",
     "ang_vel_world",
+    "encoder_offset:RR_thigh_joint,0.1",
+    "decimation:2",
+    "joint_vel_scale:2",
+    "kd_scale:0.5",
+    "action_delay:1",
+    "motor_inverted:FL_calf_joint",
+    "gyro_deg",
 )
 
 
@@ -30,6 +38,7 @@ class PowerRow:
     episodes: int
     first_failures: list[str]
     wall_s: float
+    behaviour_flags: int = 0   # statistics whose interval lies beyond the tolerance
 
     @property
     def ok(self) -> bool:
@@ -56,7 +65,8 @@ def gate_bundle() -> tuple[Path | None, str]:
 
 def gate_power(bundle_path: str | Path, scenarios: str | Path | None = None,
                faults: tuple[str, ...] = STANDARD_FAULTS, report_root: str | Path | None = None,
-               log: Callable[[str], None] = lambda m: None) -> list[PowerRow]:
+               log: Callable[[str], None] = lambda m: None,
+               seeds: Sequence[int] = DEFAULT_SEEDS) -> list[PowerRow]:
     from deploy.bundle import read_meta
     from deploy.sim2sim.gate import run_gate
     from deploy.spec import RobotSpec
@@ -68,10 +78,11 @@ def gate_power(bundle_path: str | Path, scenarios: str | Path | None = None,
         report = None if report_root is None else \
             Path(report_root) / label.replace(":", "_").replace(",", "-")
         r = run_gate(bundle_path, scenarios, report or _scratch(), planted, record=False,
-                     spec=spec, plots=report is not None, log=log)
+                     spec=spec, plots=report is not None, log=log, seeds=seeds)
         failed = [x for x in r.results if not x.passed]
         rows.append(PowerRow(label, r.passed, label == "none", len(failed), len(r.results),
-                             r.failures()[:3], round(r.wall_s, 2)))
+                             r.failures()[:3], round(r.wall_s, 2),
+                             sum(x.flagged for x in r.comparison)))
         log(f"gate power: {label}: {'PASS' if r.passed else 'FAIL'} ({len(failed)}/{len(r.results)} "
             f"episodes failed) {r.wall_s:.1f} s")
     return rows
@@ -84,11 +95,11 @@ def _scratch() -> Path:
 
 def table(rows: list[PowerRow]) -> str:
     """A Markdown table of the verdicts."""
-    lines = ["| planted fault | gate verdict | expected | episodes failed | first failures | s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| planted fault | gate verdict | expected | episodes failed | behaviour flags | "
+             "first failures | s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         first = "; ".join(r.first_failures) if r.first_failures else "-"
         lines.append(f"| {r.fault} | {'PASS' if r.passed else 'FAIL'} | "
                      f"{'PASS' if r.expected else 'FAIL'}{'' if r.ok else ' (WRONG)'} | "
-                     f"{r.episodes_failed}/{r.episodes} | {first} | {r.wall_s} |")
+                     f"{r.episodes_failed}/{r.episodes} | {r.behaviour_flags} | {first} | {r.wall_s} |")
     return "\n".join(lines)

@@ -13,25 +13,30 @@ import numpy as np
 
 from deploy.sim2sim.metrics import THRESHOLDS
 
-SCHEMA = 1
+SCHEMA = 2
 
 
-def write_report(report_dir: Path, bundle, spec, scenario_file, results, passed: bool,
-                 faults: tuple[str, ...], wall_s: float, plots: bool = True,
+def write_report(result, bundle, spec, scenario_file, plots: bool = True,
                  log: Callable[[str], None] = print) -> Path:
-    report_dir = Path(report_dir)
+    """report.json (and plots) of a gate.GateResult: episodes, comparison rows with their
+    intervals and effect sizes, regression rows, the reasons for a fail."""
+    report_dir, results, passed = Path(result.report_dir), result.results, result.passed
+    faults, wall_s = result.faults, result.wall_s
     report_dir.mkdir(parents=True, exist_ok=True)
     ticks = sum(r.ticks for r in results)
     report = {
-        "schema": SCHEMA, "passed": passed,
+        "schema": SCHEMA, "passed": passed, "seeds": list(result.seeds),
+        "reasons": result.failures(), "notes": result.notes, "against": result.against,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bundle": {"id": bundle.id, "path": str(bundle.path), "robot": bundle.robot,
                    "onnx_sha256": bundle.onnx_sha256, "spec_hash": bundle.spec_hash},
         "faults": list(faults), "scenarios": scenario_file.path,
         "thresholds": {name: {"bound": b, "unit": u, "meaning": m}
                        for name, (b, u, m) in THRESHOLDS.items()},
+        "comparison": [r.to_dict() for r in result.comparison],
+        "regression": [r.to_dict() for r in result.regression],
         "summary": {"episodes": len(results), "passed_episodes": sum(r.passed for r in results),
-                    "failures": [f"{r.episode.name}: {f}" for r in results for f in r.failures],
+                    "failures": [f"{r.episode.key}: {f}" for r in results for f in r.failures],
                     "wall_s": round(wall_s, 3), "controller_ticks": ticks,
                     "ticks_per_s": round(ticks / wall_s, 1) if wall_s > 0 else None,
                     "host": platform.node()},
@@ -46,8 +51,9 @@ def write_report(report_dir: Path, bundle, spec, scenario_file, results, passed:
     report["plots"] = [p.name for p in files]
     path = report_dir / "report.json"
     path.write_text(json.dumps(report, indent=1, default=_jsonable) + "\n")
+    flagged = sum(r.flagged for r in result.comparison + result.regression)
     log(f"sim2sim: {'PASSED' if passed else 'FAILED'} ({report['summary']['passed_episodes']}/"
-        f"{len(results)} episodes) in {wall_s:.1f} s; report {path}")
+        f"{len(results)} episodes, {flagged} behaviour flags) in {wall_s:.1f} s; report {path}")
     return path
 
 
@@ -75,7 +81,7 @@ def _plots(report_dir: Path, results, spec) -> list[Path]:
     for ax, r in zip(axes.flat, results):
         a = r.arrays
         if len(a.get("t", [])) == 0:
-            ax.set_title(f"{r.episode.name}: {r.end_reason}", fontsize=8)
+            ax.set_title(f"{r.episode.key}: {r.end_reason}", fontsize=8)
             continue
         t = a["t"] - a["t"][0]
         for k, (label, color) in enumerate((("vx", "C0"), ("vy", "C1"), ("wz", "C2"))):
@@ -83,7 +89,7 @@ def _plots(report_dir: Path, results, spec) -> list[Path]:
             ax.plot(t, a["command"][:, k], color=color, lw=1.0, ls="--")
             ax.plot(t, meas, color=color, lw=0.8, label=label)
         mark = "pass" if r.passed else "FAIL"
-        ax.set_title(f"{r.episode.name} [{mark}]", fontsize=8,
+        ax.set_title(f"{r.episode.key} [{mark}]", fontsize=8,
                      color="black" if r.passed else "red")
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
@@ -95,7 +101,7 @@ def _plots(report_dir: Path, results, spec) -> list[Path]:
     names = [k for k in ("lin_vel_error", "ang_vel_error", "action_rate", "action_accel",
                          "pd_error", "torque_saturation", "joint_limit_margin", "base_height")]
     fig, axes = plt.subplots(2, 4, figsize=(16, 6), squeeze=False)
-    labels = [r.episode.name for r in results]
+    labels = [r.episode.key for r in results]
     for ax, name in zip(axes.flat, names):
         vals = [r.metrics.get(name, float("nan")) for r in results]
         colors = ["C0" if r.passed else "C3" for r in results]

@@ -117,7 +117,10 @@ def _run_group(spec, bundle, episodes, faults, config, threads, progress) -> lis
             fleet.reset(i, joint_pos=q, base_pos=pos, base_quat=quat)
             if spec.stand_gantry:
                 fleet.world.set_gantry(np.array([i]), True)
-            ctrl = Controller(spec, fleet.robots[i], bundle, config=config, clock=fleet.clock)
+            robot = fleet.robots[i]
+            for f in faults:
+                robot = f.backend(spec, robot)
+            ctrl = Controller(spec, robot, bundle, config=config, clock=fleet.clock)
             for f in faults:
                 f.controller(ctrl)
             lives.append(_Live(ep, ctrl, spec.effort_limit * conds[i].motor_strength,
@@ -199,6 +202,7 @@ def _record(live: _Live, i: int, truth: dict, now: float, spec: RobotSpec) -> bo
         tr.torque.append(truth["torque"][i])
         tr.joint_pos.append(st.joint_pos[i])
         tr.target.append(ctrl._last_target.copy())
+        tr.feet.append(truth["feet"][i])
         tr.clamped.append(clamped)
         quat = st.base_quat[i]
         cos_tilt = 1.0 - 2.0 * (quat[1] ** 2 + quat[2] ** 2)
@@ -225,6 +229,7 @@ def _record(live: _Live, i: int, truth: dict, now: float, spec: RobotSpec) -> bo
 
 def _result(live: _Live, cond: SimConditions, spec: RobotSpec) -> EpisodeResult:
     arrays = live.trace.finish()
+    arrays["t_policy"] = arrays["t"] - live.policy_t0 if live.policy_t0 is not None else arrays["t"]
     ctrl = live.ctrl
     faults = sum(v for k, v in ctrl.safety.counts.items() if k in FATAL)
     metrics = episode_metrics(arrays, spec, live.effort, live.fell, faults,

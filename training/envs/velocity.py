@@ -13,14 +13,12 @@ import numpy as np
 
 from deploy.action_map import ActionMap
 from deploy.backends.mujoco_backend import Randomization as SimRandomization
-from deploy.config import ConfigError, Section, load_yaml
+from deploy.config import ConfigError, Section
 from deploy.observations import ObservationPipeline, projected_gravity
 from deploy.sim_world import SimWorld
-from deploy.spec import REPO_ROOT, RobotSpec, available_robots
+from deploy.spec import RobotSpec, available_robots
 from training.envs.base import StepResult
-from training.envs.rewards import CommandReward, RewardInputs, RewardTerm, compute_rewards, parse_rewards
-
-TASKS_DIR = REPO_ROOT / "configs" / "tasks"
+from deploy.rewards import TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, task_section
 
 
 @dataclass(frozen=True)
@@ -47,18 +45,10 @@ class TaskConfig:
 
     @classmethod
     def load(cls, task: str, spec: RobotSpec) -> "TaskConfig":
-        path = TASKS_DIR / f"{task}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
-            raise ConfigError(path, "task", f"unknown task '{task}' (known: {known})")
-        root = Section(load_yaml(path), path)
+        root = task_section(task)
         root.allow(["episode_length_s", "reward_dt_scaling", "tracking_sigma", "rewards",
                     "domain_randomization", "reset"], ["height_scan", "robot_overrides"])
-        per_robot = root.sub("rewards")
-        per_robot.allow([], available_robots())
-        if spec.name not in per_robot.data:
-            raise per_robot.error(spec.name, f"no reward weights for robot '{spec.name}' "
-                                  f"(robots here: {', '.join(per_robot.data)})")
+        rewards = TaskRewards.from_section(root, spec)
         overrides = root.sub("robot_overrides", {})
         overrides.allow([], available_robots())
         mine = overrides.sub(spec.name, {})
@@ -70,9 +60,9 @@ class TaskConfig:
         return cls(
             name=task, height_scan=root.get("height_scan", bool, False),
             episode_length_s=root.number("episode_length_s", low=0.1, high=3600.0),
-            reward_dt_scaling=root.get("reward_dt_scaling", bool),
-            tracking_sigma=root.number("tracking_sigma", low=0.0, high=100.0, open_low=True),
-            rewards=tuple(parse_rewards(per_robot.sub(spec.name), spec)),
+            reward_dt_scaling=rewards.scale != 1.0,
+            tracking_sigma=rewards.sigma,
+            rewards=rewards.terms,
             randomization=Randomization(**asdict(SimRandomization.from_section(dr))),
             reset_joint_scale=reset.pair("joint_pos_scale", low=0.0, high=10.0),
             reset_base_velocity=reset.number("base_velocity", low=0.0, high=10.0),
@@ -120,8 +110,8 @@ class VelocityEnv:
         self.fixed_commands = None if commands is None else np.broadcast_to(
             np.asarray(commands, dtype=np.float64), (num_envs, 3))
         self.max_steps = int(round(task.episode_length_s / spec.policy_dt))
-        self.reward_scale = spec.policy_dt if task.reward_dt_scaling else 1.0
-        self.command_reward = CommandReward.of(list(task.rewards), task.tracking_sigma, self.reward_scale)
+        self.task_rewards = TaskRewards(task.rewards, task.tracking_sigma,
+                                        spec.policy_dt if task.reward_dt_scaling else 1.0)
         self.rng = np.random.default_rng(seed)
         n, j, f = num_envs, spec.num_joints, len(spec.foot_bodies)
         self.episode_step = np.zeros(n, dtype=np.int64)
@@ -164,10 +154,8 @@ class VelocityEnv:
             | (self.world.base_pos[:, 2] < spec.termination.min_base_height)
         truncated = (self.episode_step >= self.max_steps) & ~terminated
 
-        first_contact = feet & (self.air_time > 0)
-        last_air = np.where(first_contact, self.air_time + spec.policy_dt, 0.0)
-        self.air_time = np.where(feet, 0.0, self.air_time + spec.policy_dt)
-        self.contact_time = np.where(feet, self.contact_time + spec.policy_dt, 0.0)
+        first_contact, last_air, self.air_time, self.contact_time = foot_timers(
+            feet, self.air_time, self.contact_time, spec.policy_dt)
         foot_speed = np.linalg.norm(self.world.foot_velocity()[..., :2], axis=-1)
         inputs = RewardInputs(
             command=self.command, lin_vel=state.base_lin_vel, ang_vel=state.base_ang_vel,
@@ -177,15 +165,16 @@ class VelocityEnv:
             air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
             penalized_contacts=penalized, terminated=terminated, spec=spec,
             sigma=self.task.tracking_sigma)
-        terms = list(self.task.rewards)
-        reward, parts = compute_rewards(terms, inputs, self.reward_scale)
-        pieces = self.command_reward.pieces(terms, parts, inputs, self.reward_scale, reward)
+        reward, parts, pieces = self.task_rewards.step(inputs)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
         self.episode_velocity += pieces["velocity"]
 
         done = terminated | truncated
-        obs_before = self._observe(state)
+        # the pre-reset observation of the envs that ended (Eq. 9); the others' next observation
+        # is taken below, after commands are resampled and pushes applied, so it shows the command
+        # the next reward is computed with
+        final = self._observe(state) if done.any() else None
         info = {"reward_terms": {k: float(v.mean()) for k, v in parts.items()}, "relabel": pieces}
         finished = np.flatnonzero(done)
         if len(finished):
@@ -198,9 +187,10 @@ class VelocityEnv:
                 "fell": terminated[finished].copy()}
             self._reset_envs(finished)
         self._advance_command_and_pushes()
-        obs = self._observe() if len(finished) else obs_before
+        obs = self._observe()
+        final_obs = obs if final is None else np.where(done[:, None], final, obs)
         return StepResult(obs=obs, reward=reward, terminated=terminated, truncated=truncated,
-                          final_obs=obs_before, info=info)
+                          final_obs=final_obs, info=info)
 
     def close(self) -> None:
         self.world.close()
@@ -209,6 +199,11 @@ class VelocityEnv:
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
                "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
                "friction", "added_mass", "strength")
+
+    @property
+    def command_reward(self):
+        """The command-dependent part of the reward (training.relabel recomputes it)."""
+        return self.task_rewards.command_reward
 
     def state_dict(self) -> dict:
         """Everything that decides the next transitions: physics, task state and the RNG."""

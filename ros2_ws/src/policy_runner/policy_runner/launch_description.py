@@ -12,9 +12,20 @@ from launch_ros.substitutions import FindPackageShare
 
 
 def robot_launch_description(robot, robot_backend, network_interface_note):
-    """Parameters come from config/<robot>.yaml, then the launch arguments override robot,
-    backend, policy and network_interface; `backend` is the robot's own or mujoco."""
+    """Parameters come from `params_file` (default: the installed config/<robot>.yaml), then the
+    launch arguments override robot, backend, policy and network_interface; `backend` is the
+    robot's own or mujoco; `namespace` puts the node and its relative topics (cmd_vel,
+    joint_states, imu) under it, as several robots on one ROS graph need."""
     return LaunchDescription([
+        DeclareLaunchArgument(
+            "namespace", default_value="",
+            description="namespace of the node and of cmd_vel, joint_states and imu ('' = none)"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution(
+                [FindPackageShare("policy_runner"), "config", robot + ".yaml"]),
+            description="node parameters (YAML, ros__parameters); default: the installed "
+                        "config/" + robot + ".yaml"),
         DeclareLaunchArgument(
             "backend", default_value=robot_backend, choices=[robot_backend, "mujoco"],
             description=robot_backend + ": the robot; mujoco: the same node on a simulated robot"),
@@ -28,10 +39,11 @@ def robot_launch_description(robot, robot_backend, network_interface_note):
             package="policy_runner",
             executable="policy_runner",
             name="policy_runner",
+            namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
             parameters=[
-                PathJoinSubstitution([FindPackageShare("policy_runner"), "config", robot + ".yaml"]),
+                LaunchConfiguration("params_file"),
                 {"robot": robot,
                  "backend": LaunchConfiguration("backend"),
                  "policy": LaunchConfiguration("policy"),

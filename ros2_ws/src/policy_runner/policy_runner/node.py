@@ -4,8 +4,11 @@
     ros2 run policy_runner policy_runner --ros-args -p robot:=go2 -p backend:=mujoco
     python -m policy_runner.node --ros-args -p robot:=go2 -p backend:=mujoco    (no ROS tooling)
 
-Interfaces (relative names resolve under the node, `~/x` = /policy_runner/x):
-    /cmd_vel         geometry_msgs/Twist (TwistStamped with cmd_vel_stamped:=true) in: linear.x,
+A lifecycle node (PolicyRunner's docstring: configure checks the robot, activate takes control,
+deactivate damps; autostart:=true does both at start).
+
+Interfaces (`x` resolves under the namespace, `~/x` = <namespace>/policy_runner/x):
+    cmd_vel          geometry_msgs/Twist (TwistStamped with cmd_vel_stamped:=true) in: linear.x,
                      linear.y, angular.z -> the velocity command. Every field is checked
                      (policy_runner/inputs.py): the followed axes inside the spec's command
                      ranges (x limits.max_speed_fraction), the others finite and bounded; NaN, inf,
@@ -20,8 +23,11 @@ Interfaces (relative names resolve under the node, `~/x` = /policy_runner/x):
                      A service the current mode forbids (~/start in POLICY or latched DAMPING,
                      ~/stop in PASSIVE or DAMPING, ~/reset with nothing latched) answers
                      success false with the reason and changes nothing; ~/estop always acts.
-    /joint_states    sensor_msgs/JointState out, the measured joints in policy order
-    ~/diagnostics    diagnostic_msgs/DiagnosticArray out: the controller (mode, loop period and
+    joint_states     sensor_msgs/JointState out, the measured joints in policy order, stamped at
+                     measurement time, frame base_frame
+    imu              sensor_msgs/Imu out, the robot's IMU, stamped likewise
+    /tf              odom_frame -> base_frame from the state estimate (where tf2_msgs imports)
+    /diagnostics     diagnostic_msgs/DiagnosticArray out: the lifecycle state, the controller (mode, loop period and
                      jitter, overruns, state age, policy id, replay drops, safety events, command
                      input counters) and the backend (its own counters)
     ~/policy_id      std_msgs/String out, transient local: the installed bundle's id
@@ -42,6 +48,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,8 +75,14 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "state_rate_hz": (0.0, "the robot's state rate; 0 = its own (Unitree 500, ANYmal 400)"),
     "replay_dir": ("", "onboard replay directory ('' = no replay log)"),
     "deploy_config": ("", "deploy settings YAML (default configs/deploy/<robot>.yaml if present)"),
-    "diagnostics_rate_hz": (2.0, "rate of ~/diagnostics"),
-    "joint_states_rate_hz": (50.0, "rate of /joint_states"),
+    "diagnostics_rate_hz": (2.0, "rate of /diagnostics"),
+    "joint_states_rate_hz": (50.0, "rate of joint_states, imu and the odom->base TF"),
+    "autostart": (True, "configure and activate at start (false: wait for `ros2 lifecycle set`)"),
+    "rt_priority": (0, "SCHED_FIFO priority of the control loop thread (0 = normal scheduling; "
+                       "needs CAP_SYS_NICE or an rtprio limit, else it runs normally and "
+                       "diagnostics say why)"),
+    "odom_frame": ("odom", "TF parent frame of the estimated base pose"),
+    "base_frame": ("base_link", "TF child frame; frame_id of joint_states and imu"),
     "limits.max_speed_fraction": (1.0, "fraction (0, 1] of the spec's command ranges /cmd_vel may use"),
     "limits.cmd_vel_timeout_s": (0.5, "no /cmd_vel for this long: command zero (0 = never)"),
     "limits.max_state_age_s": (0.0, "older robot state faults the controller, and a state may be "
@@ -102,6 +115,10 @@ class Settings:
     deploy_config: str
     diagnostics_rate_hz: float
     joint_states_rate_hz: float
+    autostart: bool
+    rt_priority: int
+    odom_frame: str
+    base_frame: str
     max_speed_fraction: float
     cmd_vel_timeout_s: float
     max_state_age_s: float
@@ -133,6 +150,12 @@ def parse_parameters(values: dict[str, object]) -> Settings:
         raise ParameterError("parameter 'robot' is required (g1, go2, anymal_d or a spec YAML)")
     if v["backend"] not in BACKENDS:
         raise ParameterError(f"parameter 'backend' is '{v['backend']}', not one of {', '.join(BACKENDS)}")
+    if not 0 <= v["rt_priority"] <= 99:
+        raise ParameterError(f"parameter 'rt_priority' {v['rt_priority']} is outside 0..99")
+    for name in ("odom_frame", "base_frame"):
+        if not v[name] or v[name].startswith("/"):
+            raise ParameterError(f"parameter '{name}' must be a frame name without a leading "
+                                 f"'/', got {v[name]!r}")
     if not 0 <= v["dds_domain"] <= 232:
         raise ParameterError(f"parameter 'dds_domain' {v['dds_domain']} is outside 0..232")
     if not 0.0 < v["limits.max_speed_fraction"] <= 1.0:
@@ -173,9 +196,16 @@ def build_backend(settings: Settings, spec):
     stale = settings.backend_stale_timeout_s
     if settings.backend == "unitree":
         from deploy.backends.unitree import STATE_RATE_HZ, UnitreeBackend
-        return UnitreeBackend(spec, settings.network_interface, settings.dds_domain,
-                              state_rate_hz=rate or STATE_RATE_HZ, stale_timeout_s=stale,
-                              release_motion_mode=settings.release_motion_mode)
+        backend = UnitreeBackend(spec, settings.network_interface, settings.dds_domain,
+                                 state_rate_hz=rate or STATE_RATE_HZ, stale_timeout_s=stale,
+                                 release_motion_mode=settings.release_motion_mode,
+                                 take_control=False)
+        try:
+            backend.check_robot()
+        except BaseException:
+            backend.close()
+            raise
+        return backend
     if settings.backend == "ros2":
         from deploy.backends.ros2_topics import STATE_RATE_HZ, Ros2TopicsBackend
         return Ros2TopicsBackend(spec, settings.namespace, state_rate_hz=rate or STATE_RATE_HZ,
@@ -189,17 +219,27 @@ def build_backend(settings: Settings, spec):
 def _import_ros():
     try:
         import rclpy  # noqa: F401
-        from rclpy.node import Node
+        from rclpy.lifecycle import LifecycleNode
     except ModuleNotFoundError as exc:
         raise SystemExit(f"policy_runner: rclpy is not importable ({exc}); source a ROS 2 install "
                          f"or pip install -e '.[ros2]' (see ros2_ws/src/policy_runner/README.md)")
-    return Node
+    return LifecycleNode
 
 
-Node = _import_ros()
+LifecycleNode = _import_ros()
+STARTUP_ERRORS = ("ParameterError", "ConfigError", "BundleError", "RegistryError",
+                  "UnitreeBackendError", "Ros2BackendError", "PolicyRefused")
 
 
-class PolicyRunner(Node):
+class PolicyRunner(LifecycleNode):
+    """A managed (lifecycle) node: the constructor reads and checks parameters, the spec and the
+    policy bundle; configure joins the robot's middleware and checks the robot (UnitreeBackend.
+    check_robot: a valid lowstate, no health fault, nobody else sending rt/lowcmd); activate
+    takes control (the built-in motion mode released, StandDown first) and starts the control
+    loop; deactivate damps (the loop keeps commanding damping); cleanup and shutdown stop the
+    loop and leave the middleware. With autostart (default) the node configures and activates
+    itself, as nav2's lifecycle manager would."""
+
     def __init__(self, *, context=None, cli_args=None, parameter_overrides=None):
         super().__init__("policy_runner", context=context, cli_args=cli_args,
                          parameter_overrides=parameter_overrides,
@@ -207,11 +247,10 @@ class PolicyRunner(Node):
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist, TwistStamped
         from rclpy.qos import DurabilityPolicy, QoSProfile
-        from sensor_msgs.msg import JointState
+        from sensor_msgs.msg import Imu, JointState
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
 
-        from deploy.controller import Controller
         from deploy.deploy_config import DeployConfig
         from deploy.signing import TrustCheck
         from deploy.spec import RobotSpec
@@ -245,18 +284,10 @@ class PolicyRunner(Node):
         self.cmd_low = spec.commands.low * s.max_speed_fraction
         self.cmd_high = spec.commands.high * s.max_speed_fraction
 
-        self.replay = None
-        if s.replay_dir:
-            from deploy.observations import ObservationPipeline
-            from deploy.replay import ReplayWriter, TransitionLayout
-            self.replay = ReplayWriter(s.replay_dir, TransitionLayout.from_spec(
-                spec, ObservationPipeline(spec).layout)).start()
-        self.backend = build_backend(s, spec)
-        try:
-            self.controller = Controller(spec, self.backend, bundle, replay=self.replay, config=config)
-        except Exception:
-            self.backend.close()
-            raise
+        self.config, self.bundle = config, bundle
+        self.replay = self.backend = self.controller = None
+        self.startup_error: Exception | None = None
+        self.odometry = None
 
         self.counters = {"cmd_vel_received": 0, "cmd_vel_rejected": 0, "cmd_vel_timeouts": 0,
                          "services_refused": 0}
@@ -265,25 +296,126 @@ class PolicyRunner(Node):
         self._want_policy = False
         self._published_policy_id = None
 
-        self.create_subscription(TwistStamped if s.cmd_vel_stamped else Twist, "/cmd_vel",
+        # relative names resolve under the launch file's namespace (cmd_vel, joint_states, imu)
+        self.create_subscription(TwistStamped if s.cmd_vel_stamped else Twist, "cmd_vel",
                                  self._on_cmd_vel, 10)
         for name in ("start", "stop", "estop", "reset"):
             self.create_service(Trigger, f"~/{name}", getattr(self, f"_on_{name}"))
-        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "~/diagnostics", 10)
+        self.joint_pub = self.create_lifecycle_publisher(JointState, "joint_states", 10)
+        self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", 10)
+        self.tf_pub = self._tf_publisher()
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.policy_pub = self.create_publisher(String, "~/policy_id", latched)
         self._String, self._JointState, self._DiagnosticArray = String, JointState, DiagnosticArray
-        self.create_timer(0.05, self._supervise)
-        self.create_timer(1.0 / s.joint_states_rate_hz, self._publish_joint_states)
+        self._Imu = Imu
+        self.create_timer(0.05, self._publish_policy_id_if_changed)
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_stop = threading.Event()
+        self._cmd_lock = threading.Lock()     # /cmd_vel callback vs the supervisor's timeout
+        self.create_timer(1.0 / s.joint_states_rate_hz, self._publish_state)
         self.create_timer(1.0 / s.diagnostics_rate_hz, self._publish_diagnostics)
-
-        self.controller.start()
-        self._publish_policy_id()
         self.add_on_set_parameters_callback(self._on_set_parameters)   # after every declaration
+        if s.autostart:
+            self._autostart()
+        else:
+            self.get_logger().info(f"{spec.name} on {s.backend}: unconfigured, waiting for "
+                                   f"lifecycle transitions (ros2 lifecycle set {self.get_fully_qualified_name()} configure)")
+
+    def _tf_publisher(self):
+        """/tf as tf2_msgs/TFMessage where tf2_msgs is importable (every ROS 2 install; the PyPI
+        wheels this project's CI uses have no tf2_msgs, so there the TF is not published and
+        diagnostics say so)."""
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ModuleNotFoundError:
+            return None
+        self._TFMessage = TFMessage
+        return self.create_lifecycle_publisher(TFMessage, "/tf", 10)
+
+    def _autostart(self) -> None:
+        """configure + activate now; a startup error is raised to main() (exit 2, its message)."""
+        self.trigger_configure()
+        if self.startup_error is None:
+            self.trigger_activate()
+        if self.startup_error is not None:
+            raise self.startup_error
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state):
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        from deploy.controller import Controller
+        from deploy.remote import controller_handler
+        from policy_runner.outputs import Odometry
+        s, spec = self.settings, self.spec
+        try:
+            if s.replay_dir:
+                from deploy.robot_rewards import robot_replay_writer
+                self.replay = robot_replay_writer(s.replay_dir, spec, self.bundle).start()
+            self.backend = build_backend(s, spec)
+            self.controller = Controller(spec, self.backend, self.bundle, replay=self.replay,
+                                         config=self.config)
+        except Exception as exc:
+            return self._failed("configure", exc)
+        if hasattr(self.backend, "remote_handler"):
+            self.backend.remote_handler = controller_handler(self.controller)
+        self.odometry = Odometry()
+        self.get_logger().info(f"configured: {spec.name} on {s.backend}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        try:
+            take = getattr(self.backend, "take_control", None)
+            if take is not None:
+                released = take()
+                if released:
+                    self.get_logger().info(f"released the built-in motion mode '{released}'")
+        except Exception as exc:
+            return self._failed("activate", exc)
+        if not self.controller.running:      # (after deactivate it still runs, damping)
+            self.controller.start(rt_priority=self.settings.rt_priority or None)
+        self._start_supervisor()
+        self._publish_policy_id()
+        result = super().on_activate(state)
         self.get_logger().info(
-            f"{spec.name} on {s.backend}: policy {self.controller.policy_id or 'none'}, mode "
-            f"{self.controller.mode.value}; ~/start to stand and run")
+            f"{self.spec.name} on {self.settings.backend}: policy "
+            f"{self.controller.policy_id or 'none'}, mode {self.controller.mode.value}; "
+            f"~/start to stand and run")
+        return result
+
+    def on_deactivate(self, state):
+        self._want_policy = False
+        tick = self.controller.request_damping()
+        self.get_logger().warning(f"deactivated: damping from tick {tick}")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        from rclpy.lifecycle import TransitionCallbackReturn
+        self._teardown(damp=False)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        from rclpy.lifecycle import TransitionCallbackReturn
+        self._teardown(damp=True)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        from rclpy.lifecycle import TransitionCallbackReturn
+        self._teardown(damp=True)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _failed(self, transition: str, exc: Exception):
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        self.startup_error = exc
+        self.get_logger().error(f"{transition} failed: {exc}")
+        self._teardown(damp=False)
+        return TransitionCallbackReturn.FAILURE
+
+    @property
+    def active(self) -> bool:
+        return self.controller is not None and self.controller.running
 
     # ---- runtime parameters: the policy hot swap ------------------------------------------------
     def _on_set_parameters(self, params):
@@ -300,6 +432,8 @@ class PolicyRunner(Node):
         if ref.strip().lower() == "none":
             return SetParametersResult(successful=False, reason=(
                 "policy 'none' cannot be swapped in; ~/stop holds the robot in STAND instead"))
+        if self.controller is None:
+            return SetParametersResult(successful=False, reason="the node is not configured")
         try:
             bundle = resolve_policy(replace(self.settings, policy=ref), self.spec, self.controller.trust)
             result = self.controller.swap_policy(bundle)
@@ -314,15 +448,17 @@ class PolicyRunner(Node):
         from deploy.controller import CommandRefused
 
         self.counters["cmd_vel_received"] += 1
+        if self.controller is None:
+            return
         try:
             command = twist_command(msg, tuple(self.cmd_low), tuple(self.cmd_high))
-            self.controller.set_command(*command)
+            with self._cmd_lock:
+                self.controller.set_command(*command)
+                self._last_cmd_vel = time.monotonic()
         except (InputRefused, CommandRefused) as exc:
             self.counters["cmd_vel_rejected"] += 1
             self.last_cmd_vel_problem = f"/cmd_vel refused, previous command kept: {exc}"
             self.get_logger().warning(self.last_cmd_vel_problem, throttle_duration_sec=1.0)
-            return
-        self._last_cmd_vel = time.monotonic()
 
     def _answer(self, response, ok: bool, message: str):
         """A service reply; a refusal (the mode forbids the service) is counted and logged."""
@@ -332,7 +468,17 @@ class PolicyRunner(Node):
             self.get_logger().warning(message, throttle_duration_sec=1.0)
         return response
 
+    def _inactive(self, response, name: str):
+        """A service asked of a node that is not active answers so and changes nothing."""
+        if self.active:
+            return None
+        return self._answer(response, False, f"~/{name} refused: the node is not active "
+                                             f"(ros2 lifecycle set /policy_runner activate). "
+                                             f"Nothing changed")
+
     def _on_start(self, request, response):
+        if (refused := self._inactive(response, "start")) is not None:
+            return refused
         ctrl, M = self.controller, self.Mode
         mode, has_policy = ctrl.mode, ctrl.bundle is not None
         if mode is M.DAMPING and ctrl.latched:
@@ -353,6 +499,8 @@ class PolicyRunner(Node):
                                              f"Nothing changed")
 
     def _on_stop(self, request, response):
+        if (refused := self._inactive(response, "stop")) is not None:
+            return refused
         mode, M = self.controller.mode, self.Mode
         if mode is M.POLICY:
             self._want_policy = False
@@ -366,6 +514,8 @@ class PolicyRunner(Node):
                                              f"Nothing changed")
 
     def _on_estop(self, request, response):
+        if self.controller is None:
+            return self._answer(response, True, "not configured: nothing drives the motors")
         self._want_policy = False
         was = self.controller.mode.value
         tick = self.controller.estop()
@@ -373,6 +523,8 @@ class PolicyRunner(Node):
         return self._answer(response, True, f"damping requested at tick {tick} (mode was {was})")
 
     def _on_reset(self, request, response):
+        if (refused := self._inactive(response, "reset")) is not None:
+            return refused
         ctrl = self.controller
         if ctrl.mode is not self.Mode.DAMPING or not ctrl.latched:
             return self._answer(response, False, f"~/reset refused in {ctrl.mode.value}: nothing "
@@ -381,20 +533,50 @@ class PolicyRunner(Node):
         return self._answer(response, True, f"reset of latched DAMPING ({ctrl.latched}) requested "
                                             f"at tick {tick}; DAMPING holds until ~/start")
 
-    # ---- timers ----------------------------------------------------------------------------------
+    # ---- the supervisor thread and timers ---------------------------------------------------------
+    def _start_supervisor(self) -> None:
+        """The /cmd_vel timeout and the STAND -> POLICY hand-off run in a thread of their own at
+        20 Hz, not in a ROS timer: a stalled executor (a slow callback, a parameter swap being
+        verified) must not leave the last velocity command in force."""
+        self._stop_supervisor()
+        self._supervisor_stop.clear()
+        self._supervisor = threading.Thread(target=self._supervisor_loop, name="supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+
+    def _stop_supervisor(self) -> None:
+        self._supervisor_stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(1.0)
+            self._supervisor = None
+
+    def _supervisor_loop(self) -> None:
+        while not self._supervisor_stop.wait(0.05):
+            try:
+                self._supervise()
+            except Exception as exc:    # never let the watchdog thread die silently
+                self.get_logger().error(f"supervisor: {exc!r}", throttle_duration_sec=1.0)
+
     def _supervise(self) -> None:
-        M, mode = self.Mode, self.controller.mode
+        ctrl = self.controller
+        if ctrl is None:
+            return
+        M, mode = self.Mode, ctrl.mode
         if self._want_policy:
-            if mode is M.STAND and self.controller.diagnostics()["pending_request"] is None:
-                self.controller.request_policy()      # waits in STAND until the pose is reached
+            if mode is M.STAND and ctrl.diagnostics()["pending_request"] is None:
+                ctrl.request_policy()                 # waits in STAND until the pose is reached
             elif mode in (M.POLICY, M.DAMPING):
                 self._want_policy = False
         timeout = self.settings.cmd_vel_timeout_s
-        if timeout > 0 and self._last_cmd_vel is not None and time.monotonic() - self._last_cmd_vel > timeout:
-            self.controller.set_command(0.0, 0.0, 0.0)
-            self._last_cmd_vel = None
-            self.counters["cmd_vel_timeouts"] += 1
-        if self.controller.policy_id != self._published_policy_id:
+        with self._cmd_lock:
+            last = self._last_cmd_vel
+            if timeout > 0 and last is not None and time.monotonic() - last > timeout:
+                ctrl.set_command(0.0, 0.0, 0.0)
+                self._last_cmd_vel = None
+                self.counters["cmd_vel_timeouts"] += 1
+
+    def _publish_policy_id_if_changed(self) -> None:
+        if self.controller is not None and self.controller.policy_id != self._published_policy_id:
             self._publish_policy_id()
 
     def _publish_policy_id(self) -> None:
@@ -402,21 +584,28 @@ class PolicyRunner(Node):
         self.policy_pub.publish(self._String(data=pid or ""))
         self._published_policy_id = pid
 
-    def _publish_joint_states(self) -> None:
-        sample = self.backend.read_state()
+    def _publish_state(self) -> None:
+        """joint_states, imu and odom->base, each stamped at the sample's measurement time (the
+        backend's monotonic receive stamp carried over to the ROS clock)."""
+        sample = self.backend.read_state() if self.backend is not None else None
         if sample is None:
             return
-        msg = self._JointState()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.name = self.spec.joint_names
-        st = sample.state
-        msg.position = [float(x) for x in st.joint_pos[0]]
-        msg.velocity = [float(x) for x in st.joint_vel[0]]
-        msg.effort = [float(x) for x in sample.joint_torque]
-        self.joint_pub.publish(msg)
+        from policy_runner.outputs import imu_message, joint_state_message, ros_stamp, tf_message
+        stamp = ros_stamp(self.get_clock().now(), sample.stamp)
+        frame = self.settings.base_frame
+        self.joint_pub.publish(joint_state_message(self._JointState(), sample, self.spec, stamp, frame))
+        self.imu_pub.publish(imu_message(self._Imu(), sample, stamp, frame))
+        pose = self.odometry.update(sample) if self.odometry is not None else None
+        if self.tf_pub is not None and pose is not None:
+            self.tf_pub.publish(tf_message(self._TFMessage(), pose, stamp,
+                                           self.settings.odom_frame, frame))
 
     def diagnostics_status(self) -> list[dict]:
-        """The ~/diagnostics content as plain dicts (name, level, message, values)."""
+        """The /diagnostics content as plain dicts (name, level, message, values)."""
+        if self.controller is None:
+            state = self._state_machine.current_state[1]
+            return [{"name": "policy_runner: controller", "level": 1,
+                     "message": f"node {state}: not configured", "values": {"lifecycle": state}}]
         d = self.controller.diagnostics()
         loop, safety, replay = d["loop"], d["safety"], d["replay"] or {}
         period, jitter = loop.get("period_ms") or {}, loop.get("jitter_ms") or {}
@@ -444,6 +633,9 @@ class PolicyRunner(Node):
             "last_request": json.dumps(d["last_request"]),
             "transitions": json.dumps(d["transitions"]),
             **self.counters, "last_cmd_vel_problem": self.last_cmd_vel_problem,
+            "lifecycle": self._state_machine.current_state[1],
+            "scheduling": str(d["loop"].get("scheduling", "")),
+            "tf": "published" if self.tf_pub is not None else "not published: no tf2_msgs",
         }
         if base_pos is not None:
             values["base_pos"] = ",".join(f"{x:.4f}" for x in base_pos)
@@ -477,14 +669,23 @@ class PolicyRunner(Node):
     # ---- shutdown ------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Damping first, then stop the loop, the backend and the replay writer."""
+        self._teardown(damp=True)
+
+    def _teardown(self, damp: bool) -> None:
+        self._stop_supervisor()
+        ctrl, backend, replay = self.controller, self.backend, self.replay
+        self.controller = self.backend = self.replay = None
         try:
-            self.controller.request_damping()
-            time.sleep(3 * self.spec.policy_dt)
+            if damp and ctrl is not None and ctrl.running:
+                ctrl.request_damping()
+                time.sleep(3 * self.spec.policy_dt)
         finally:
-            self.controller.stop()
-            self.backend.close()
-            if self.replay is not None:
-                self.replay.close()
+            if ctrl is not None:
+                ctrl.stop()
+            if backend is not None:
+                backend.close()
+            if replay is not None:
+                replay.close()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -492,27 +693,18 @@ def main(args: list[str] | None = None) -> int:
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
-    from deploy.bundle import BundleError
-    from deploy.config import ConfigError
-    from deploy.registry import RegistryError
-
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     argv = sys.argv if args is None else args
     rclpy.init(args=argv)
     node = None
     try:
         node = PolicyRunner()
-    except (ParameterError, ConfigError, BundleError, RegistryError) as exc:
+    except Exception as exc:
+        if type(exc).__name__ not in STARTUP_ERRORS:
+            raise
         print(f"policy_runner: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    except Exception as exc:
-        name = type(exc).__name__
-        if name in ("UnitreeBackendError", "Ros2BackendError", "PolicyRefused"):
-            print(f"policy_runner: error: {exc}", file=sys.stderr)
-            rclpy.try_shutdown()
-            return 2
-        raise
     sys.setswitchinterval(0.001)       # the control loop thread gets the GIL sooner
     try:
         rclpy.spin(node)

@@ -1,16 +1,18 @@
-"""Reward terms of rsl_rl_sac.md Appendix B, vectorized over envs, keyed by IsaacLab's term names.
+"""Reward terms of rsl_rl_sac.md Appendix B, vectorized over envs, keyed by IsaacLab's term names:
+the one reward module of the training env and of the robot (deploy/robot_rewards.py).
 
 A task config lists terms by name with a weight and optional parameters (a joint-name regex for
 grouped terms, an air-time threshold); unknown names are refused when the task loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
-from deploy.config import Section
-from deploy.spec import RobotSpec
+from deploy.config import ConfigError, Section, load_yaml
+from deploy.spec import REPO_ROOT, RobotSpec, available_robots
 
 
 @dataclass
@@ -179,3 +181,60 @@ class CommandReward:
 
 
 COMMAND_TERMS = ("track_lin_vel_xy_exp", "track_ang_vel_z_exp", *AIR_TIME)
+
+
+# ---- one task's reward, shared by the training env and the robot --------------------------------
+TASKS_DIR = REPO_ROOT / "configs" / "tasks"
+
+
+def task_section(task: str) -> Section:
+    """configs/tasks/<task>.yaml as a Section (the training env validates the rest of it)."""
+    path = TASKS_DIR / f"{task}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
+        raise ConfigError(path, "task", f"unknown task '{task}' (known: {known})")
+    return Section(load_yaml(path), path)
+
+
+@dataclass(frozen=True)
+class TaskRewards:
+    """A task's reward terms for one robot, with what turns them into one step's reward."""
+    terms: tuple[RewardTerm, ...]
+    sigma: float
+    scale: float                    # the policy dt when the task scales rewards by it, else 1
+
+    @classmethod
+    def from_section(cls, root: Section, spec: RobotSpec) -> "TaskRewards":
+        per_robot = root.sub("rewards")
+        per_robot.allow([], available_robots())
+        if spec.name not in per_robot.data:
+            raise per_robot.error(spec.name, f"no reward weights for robot '{spec.name}' "
+                                  f"(robots here: {', '.join(per_robot.data)})")
+        scaled = root.get("reward_dt_scaling", bool)
+        return cls(tuple(parse_rewards(per_robot.sub(spec.name), spec)),
+                   root.number("tracking_sigma", low=0.0, high=100.0, open_low=True),
+                   spec.policy_dt if scaled else 1.0)
+
+    @classmethod
+    def load(cls, task: str, spec: RobotSpec) -> "TaskRewards":
+        return cls.from_section(task_section(task), spec)
+
+    @cached_property
+    def command_reward(self) -> CommandReward:
+        return CommandReward.of(list(self.terms), self.sigma, self.scale)
+
+    def step(self, x: RewardInputs) -> tuple[np.ndarray, dict, dict]:
+        """(reward, each term's weighted part, the relabeling pieces) of one step."""
+        terms = list(self.terms)
+        reward, parts = compute_rewards(terms, x, self.scale)
+        return reward, parts, self.command_reward.pieces(terms, parts, x, self.scale, reward)
+
+
+def foot_timers(feet: np.ndarray, air_time: np.ndarray, contact_time: np.ndarray,
+                dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first_contact, last_air_time, air_time, contact_time) after a step with contacts `feet`:
+    the bookkeeping of the air-time terms, as IsaacLab's contact sensor keeps it."""
+    first_contact = feet & (air_time > 0)
+    last_air = np.where(first_contact, air_time + dt, 0.0)
+    return (first_contact, last_air, np.where(feet, 0.0, air_time + dt),
+            np.where(feet, contact_time + dt, 0.0))

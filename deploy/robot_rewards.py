@@ -1,0 +1,131 @@
+"""The training task's reward for a robot's own transitions, computed on the replay writer's thread.
+
+The learner on robot data must be paid what the training env pays (rsl_rl_sac.md: the same algorithm
+in simulation and on the robot), so the reward comes from deploy/rewards.py, the module the training
+env uses, fed with what the robot measures:
+
+| reward input        | training env (MuJoCo)          | robot path (this module)                       |
+|---------------------|--------------------------------|------------------------------------------------|
+| base linear velocity| simulator                      | the record's base_lin_vel (the estimator's)    |
+| angular velocity    | simulator                      | IMU gyro                                       |
+| gravity             | base orientation               | IMU orientation                                |
+| joint acceleration  | MuJoCo qacc                    | the change of joint velocity over one policy   |
+|                     |                                | period (a simulator may hand `joint_acc`)      |
+| foot contact        | simulator contacts             | foot_contact, else foot_force > threshold      |
+| foot slip speed     | simulator                      | not measured: 0 (feet_slide pays nothing)      |
+| penalized contacts  | simulator                      | not measured: 0 (undesired_contacts)           |
+| action, last action | the policy's                   | the applied action (after the safety filter)   |
+
+A reward that needs an unknown input (no velocity estimate, no contact information for a task with
+air-time terms) stays NaN: the learner refuses NaN rewards with the record named, rather than
+learning from a made-up number. The bookkeeping (air and contact times, last action, last joint
+velocity) restarts at every episode end and every gap (a dropped transition)."""
+from __future__ import annotations
+
+from typing import Any, MutableMapping
+
+import numpy as np
+
+from deploy.observations import projected_gravity
+from deploy.rewards import AIR_TIME, RewardInputs, TaskRewards, foot_timers
+from deploy.spec import RobotSpec
+
+CONTACT_FORCE_N = 10.0   # N: a foot sensor reading above this is contact (IsaacLab's contact
+                         # sensors use 1 N on clean simulated forces; robot foot sensors are noisier)
+
+
+class RobotRewards:
+    """Fills a transition's reward fields (reward, reward_velocity, reward_air, reward_base) and
+    its applied action from its measured fields. Callable as a ReplayWriter `enrich` hook."""
+
+    def __init__(self, spec: RobotSpec, task: TaskRewards):
+        self.spec, self.task = spec, task
+        self.default = spec.default_pos.astype(np.float64)
+        self.scale = float(spec.action_scale)
+        self.needs_contact = any(t.term in AIR_TIME or t.term == "feet_slide" for t in task.terms)
+        self._dropped: int | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        f = len(self.spec.foot_bodies)
+        self.air_time, self.contact_time = np.zeros((1, f)), np.zeros((1, f))
+        self.last_action: np.ndarray | None = None
+        self.last_joint_vel: np.ndarray | None = None
+
+    def __call__(self, fields: MutableMapping[str, Any]) -> None:
+        """Complete `fields` in place; runs on the writer's thread, never in the control loop."""
+        target = np.asarray(fields.get("joint_target", np.nan), np.float64)
+        action = np.asarray(fields["action"], np.float64)
+        applied = (target - self.default) / self.scale
+        if np.isfinite(applied).all():
+            fields["applied_action"] = applied
+            fields["action_filtered"] = bool(np.abs(applied - action).max() > 1e-4)
+        else:
+            applied = action
+        dropped = int(fields.get("dropped", 0))
+        if dropped != self._dropped:
+            self._restart()                       # a gap: this transition's predecessor is lost
+        self._dropped = dropped
+        self._pay(fields, applied)
+        if fields["terminated"] or fields["truncated"]:
+            self._restart()
+
+    def _pay(self, fields: MutableMapping[str, Any], applied: np.ndarray) -> None:
+        dt = self.spec.policy_dt
+        joint_vel = np.asarray(fields["joint_vel"], np.float64)[None]
+        last_vel = joint_vel if self.last_joint_vel is None else self.last_joint_vel
+        joint_acc = fields.get("joint_acc")
+        joint_acc = (joint_vel - last_vel) / dt if joint_acc is None else np.asarray(joint_acc)[None]
+        # an episode starts from a zero last action, as the training env and the observation do
+        last_action = np.zeros((1, len(applied))) if self.last_action is None else self.last_action
+        self.last_joint_vel, self.last_action = joint_vel, applied[None]
+        feet = self._contacts(fields)
+        first, last_air, self.air_time, self.contact_time = foot_timers(
+            feet, self.air_time, self.contact_time, dt)
+        lin_vel = np.asarray(fields.get("base_lin_vel", np.full(3, np.nan)), np.float64)[None]
+        if not np.isfinite(lin_vel).all() or (self.needs_contact and not np.isfinite(
+                np.asarray(fields.get("foot_contact", np.nan), np.float64)).all()):
+            return                                 # an unknown input: the reward stays NaN
+        quat = np.asarray(fields["imu_quat"], np.float64)[None]
+        f = len(self.spec.foot_bodies)
+        inputs = RewardInputs(
+            command=np.asarray(fields["command"], np.float64)[None], lin_vel=lin_vel,
+            ang_vel=np.asarray(fields["imu_gyro"], np.float64)[None],
+            gravity=projected_gravity(quat), joint_pos=np.asarray(fields["joint_pos"], np.float64)[None],
+            joint_torque=np.asarray(fields["joint_torque"], np.float64)[None], joint_acc=joint_acc,
+            action=applied[None], last_action=last_action, foot_contact=feet, first_contact=first,
+            last_air_time=last_air, air_time=self.air_time, contact_time=self.contact_time,
+            foot_speed_xy=np.zeros((1, f)), penalized_contacts=np.zeros(1),
+            terminated=np.array([bool(fields["terminated"])]), spec=self.spec, sigma=self.task.sigma)
+        reward, _, pieces = self.task.step(inputs)
+        fields["reward"] = float(reward[0])
+        fields["reward_velocity"] = pieces["velocity"][0]
+        fields["reward_air"] = float(pieces["air"][0])
+        fields["reward_base"] = float(pieces["base"][0])
+
+    def _contacts(self, fields: MutableMapping[str, Any]) -> np.ndarray:
+        """(1, F) bool: the logged contact where known, else the foot force over a threshold;
+        unknown feet count as in contact (the reward is then not paid, see _pay)."""
+        f = len(self.spec.foot_bodies)
+        contact = np.asarray(fields.get("foot_contact", np.full(f, np.nan)), np.float64)
+        if not np.isfinite(contact).all():
+            force = np.asarray(fields.get("foot_force", np.full(f, np.nan)), np.float64)
+            if np.isfinite(force).all():
+                contact = (force > CONTACT_FORCE_N).astype(np.float64)
+                fields["foot_contact"] = contact
+        return (np.nan_to_num(contact, nan=1.0) > 0.5)[None]
+
+
+def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bool = False):
+    """The replay writer a robot's control loop logs into, with the reward of the task the bundle
+    was trained on (its policy.json's training.task; velocity_flat without a bundle) filled in on
+    the writer's thread. Not started."""
+    from deploy.observations import ObservationPipeline
+    from deploy.replay import ReplayWriter, TransitionLayout
+
+    task = "velocity_flat"
+    if bundle is not None:
+        task = (bundle.meta.get("training") or {}).get("task") or task
+    layout = TransitionLayout.from_spec(spec, ObservationPipeline(spec, height_scan=height_scan).layout)
+    return ReplayWriter(directory, layout, enrich=RobotRewards(spec, TaskRewards.load(task, spec)),
+                        header_extra={"task": task})

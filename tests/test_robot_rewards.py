@@ -1,0 +1,103 @@
+"""The robot-side data contract: the task's reward computed on the replay writer's thread from what a
+robot measures (deploy/robot_rewards.py) equals what the training env paid for the same step, and
+what the Controller logs is what a fine-tuning learner needs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_logs import walk_and_log
+
+from deploy.action_map import ActionMap
+from deploy.replay import ReplayReader
+from deploy.rewards import TaskRewards
+from deploy.robot_rewards import RobotRewards
+from deploy.spec import RobotSpec
+
+pytest.importorskip("torch")
+from training.envs.velocity import TaskConfig, VelocityEnv  # noqa: E402
+
+
+def _logged(env: VelocityEnv, action: np.ndarray, terminated: bool) -> dict:
+    """What a MuJoCo-backed robot logs for env 0's step: measured state, the target sent, the
+    contacts; joint_acc as a simulator can hand it."""
+    spec, w = env.spec, env.world
+    st = w.read_state()
+    _, _, feet = w.contacts()
+    return {"action": action, "joint_target": ActionMap(spec).joint_targets(action[None])[0],
+            "command": env.command[0].copy(), "base_lin_vel": st.base_lin_vel[0],
+            "imu_gyro": st.base_ang_vel[0], "imu_quat": st.base_quat[0],
+            "joint_pos": st.joint_pos[0], "joint_vel": st.joint_vel[0],
+            "joint_torque": w.joint_torque[0], "joint_acc": w.joint_acc[0],
+            "foot_contact": feet[0].astype(np.float64), "terminated": terminated, "truncated": False,
+            "dropped": 0}
+
+
+@pytest.mark.parametrize("robot", ["go2", "g1"])
+def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
+    spec = RobotSpec.load(robot)
+    task = TaskConfig.load("velocity_flat", spec)
+    env = VelocityEnv(spec, task, 1, seed=3, randomize=False, obs_noise=False)
+    env.reset(seed=3, stagger=False)
+    robot_path = RobotRewards(spec, TaskRewards.load("velocity_flat", spec))
+    amap = ActionMap(spec)
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(40):
+        action = rng.uniform(amap.low, amap.high) * 0.3       # inside the bounds: no clamp
+        r = env.step(action[None])
+        if r.terminated[0] or r.truncated[0]:
+            break                      # the env has reset: its state is the next episode's
+        fields = _logged(env, action, False)
+        robot_path(fields)
+        pieces = r.info["relabel"]
+        # the one term a robot cannot measure (foot slip speed: the G1's feet_slide) pays 0 there
+        slip = r.info["reward_terms"].get("feet_slide", 0.0)
+        assert fields["reward"] == pytest.approx(float(r.reward[0]) - slip, rel=1e-9, abs=1e-12)
+        np.testing.assert_allclose(fields["reward_velocity"], pieces["velocity"][0], rtol=1e-12)
+        assert fields["reward_air"] == pytest.approx(float(pieces["air"][0]), abs=1e-12)
+        assert fields["reward_base"] == pytest.approx(float(pieces["base"][0]) - slip, rel=1e-9,
+                                                      abs=1e-12)
+        np.testing.assert_allclose(fields["applied_action"], action, atol=1e-9)
+        assert fields["action_filtered"] is False
+        compared += 1
+    env.close()
+    assert compared >= 10
+
+
+def test_without_a_velocity_estimate_or_contacts_the_reward_stays_unknown():
+    spec = RobotSpec.load("go2")
+    path = RobotRewards(spec, TaskRewards.load("velocity_flat", spec))
+    j = spec.num_joints
+    base = {"action": np.zeros(j), "joint_target": spec.default_pos.copy(), "command": np.zeros(3),
+            "imu_gyro": np.zeros(3), "imu_quat": np.array([1.0, 0, 0, 0]), "joint_pos": spec.default_pos,
+            "joint_vel": np.zeros(j), "joint_torque": np.zeros(j), "terminated": False,
+            "truncated": False, "dropped": 0}
+    fields = dict(base, base_lin_vel=np.full(3, np.nan), foot_force=np.full(4, 50.0))
+    path(fields)
+    assert "reward" not in fields and fields["foot_contact"].tolist() == [1.0] * 4
+    fields = dict(base, base_lin_vel=np.zeros(3))              # no force, no contact: air time unknown
+    path(fields)
+    assert "reward" not in fields
+    fields = dict(base, base_lin_vel=np.zeros(3), foot_force=np.array([50.0, 0.0, 50.0, 3.0]))
+    path(fields)
+    assert np.isfinite(fields["reward"]) and fields["foot_contact"].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_the_controller_logs_what_a_learner_needs(tmp_path):
+    """The shipped Go2 policy walks on the MuJoCo backend with the robot's replay writer; the log
+    has finite rewards from the task, the applied action of the target sent, measured contacts,
+    and the operator's stop as a truncation with its reason."""
+    ctrl = walk_and_log(tmp_path)
+    spec = ctrl.spec
+    data = ReplayReader(tmp_path).load()
+    f = data.fields
+    assert len(data) > 100 and np.isfinite(data.rewards).all()
+    np.testing.assert_allclose(f["applied_action"], (f["joint_target"] - spec.default_pos) / spec.action_scale,
+                               rtol=1e-5, atol=1e-5)
+    assert set(np.unique(f["foot_contact"])) <= {0.0, 1.0} and f["foot_contact"].mean() > 0.3
+    walking = f["command"][:, 0] > 0.4
+    assert f["reward_velocity"][walking, 0].mean() > 0.25         # it walks forward, paid for it
+    assert f["end_reason"][-1] == 2 and data.truncated[-1] and not data.terminated.any()
+    assert (f["end_reason"][:-1] == 0).all()
+    assert set(f["policy_id"]) == {ctrl.bundle.id.encode()}
