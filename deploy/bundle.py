@@ -43,6 +43,9 @@ MANIFEST_FILE = "manifest.sha256"
 PENDING_MANIFEST = ".manifest.sha256.pending"   # written before a verdict update renames files
 INPUT_NAME = "obs"
 OUTPUT_NAME = "actions"
+# Optional outputs for exploration on the robot: the pre-squash mean (anchor included) and standard
+# deviation, so a = center + half_range * tanh(mean + scale * std * eps) samples the trained policy.
+EXPLORE_OUTPUTS = ("mean", "std")
 GOLDEN_TOLERANCE = 1e-5
 VERDICT_KEYS = {"passed": bool, "report": str, "spec_hash": str, "onnx_sha256": str, "created": str}
 VERDICT_OPTIONAL = {"metrics": dict}
@@ -368,10 +371,14 @@ def make_session(onnx_path: str | Path, providers: Sequence | str = "auto"):
 def _check_session_io(session, meta: dict, where) -> None:
     ins, outs = session.get_inputs(), session.get_outputs()
     obs_dim, act_dim = meta["observation"]["dim"], meta["action"]["dim"]
-    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
-        raise BundleError(where, ONNX_FILE, f"expected one input '{INPUT_NAME}' and one output "
-                          f"'{OUTPUT_NAME}', found inputs {[i.name for i in ins]}, outputs "
-                          f"{[o.name for o in outs]}")
+    names = [o.name for o in outs]
+    if [i.name for i in ins] != [INPUT_NAME] or names not in ([OUTPUT_NAME], [OUTPUT_NAME, *EXPLORE_OUTPUTS]):
+        raise BundleError(where, ONNX_FILE, f"expected one input '{INPUT_NAME}' and the outputs "
+                          f"'{OUTPUT_NAME}' (optionally followed by {', '.join(EXPLORE_OUTPUTS)}), "
+                          f"found inputs {[i.name for i in ins]}, outputs {names}")
+    if any(len(o.shape) != 2 or o.shape[1] != act_dim for o in outs[1:]):
+        raise BundleError(where, ONNX_FILE, f"exploration outputs must be (batch, {act_dim}), found "
+                          f"{[o.shape for o in outs[1:]]}")
     if len(ins[0].shape) != 2 or ins[0].shape[1] != obs_dim or isinstance(ins[0].shape[0], int):
         raise BundleError(where, ONNX_FILE, f"input shape {ins[0].shape} is not (batch, {obs_dim}) "
                           f"with a dynamic batch")
@@ -440,6 +447,9 @@ class PolicyBundle:
         self.golden_error = golden_error
         self.signature = signature     # signature.json as read at load (None: unsigned)
         self._out = [OUTPUT_NAME]
+        self.can_explore = [o.name for o in session.get_outputs()][1:] == list(EXPLORE_OUTPUTS)
+        low, high = (np.asarray(meta["action"][k], dtype=np.float64) for k in ("low", "high"))
+        self._center, self._half = (high + low) / 2, (high - low) / 2
 
     @classmethod
     def load(cls, path: str | Path, spec: RobotSpec, layout: ObservationLayout | None = None,
@@ -534,6 +544,15 @@ class PolicyBundle:
                              f"{self.obs_dim}")
         y = self.session.run(self._out, {INPUT_NAME: x})[0]
         return y[0] if single else y
+
+    def explore(self, obs: np.ndarray, scale: float, eps: np.ndarray) -> np.ndarray:
+        """(obs_dim,) -> (joints,) float32: the policy's action sampled with its own std times
+        `scale` and standard normal `eps` (joints,), squashed into the bounds as in training.
+        Only for a bundle exported with the exploration outputs (`can_explore`)."""
+        x = np.ascontiguousarray(np.asarray(obs, dtype=np.float32).reshape(1, -1))
+        mean, std = self.session.run(list(EXPLORE_OUTPUTS), {INPUT_NAME: x})
+        u = mean[0].astype(np.float64) + scale * std[0].astype(np.float64) * eps
+        return (self._center + self._half * np.tanh(u)).astype(np.float32)
 
     __call__ = act
 

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domain", type=int, help="DDS domain (unitree and ros2 backends)")
     p.add_argument("--policy", required=True, help="current (the robot's current bundle), bundle folder, ID, ROBOT/ID or ID prefix")
     p.add_argument("--duration", type=float, default=10.0, help="seconds under the policy")
+    p.add_argument("--explore", type=float, default=0.0,
+                   help="sample actions within the bundle's std times this (0: deterministic; "
+                        "for collecting fine-tuning data)")
     p.add_argument("--command", default="0.5,0,0", help="vx,vy,wz (clamped to the spec)")
     p.add_argument("--viewer", action="store_true", help="MuJoCo passive viewer (needs a display)")
     p.add_argument("--fast", action="store_true", help="lockstep simulation, faster than real time")
@@ -89,6 +92,11 @@ def _run(args: argparse.Namespace) -> int:
     if hasattr(backend, "remote_handler"):      # the robot's wireless remote: damping always works
         from deploy.remote import controller_handler
         backend.remote_handler = controller_handler(ctrl)
+    try:
+        ctrl.set_exploration(args.explore)
+    except ValueError as exc:
+        print(f"sac2real run: --explore: {exc}", file=sys.stderr)
+        return 2
     applied = ctrl.set_command(*cmd)
     print(f"run: {spec.name} on {args.backend}{' (lockstep)' if not realtime else ''}, policy "
           f"{bundle.id}, command {applied}", file=sys.stderr)

@@ -101,6 +101,7 @@ log = logging.getLogger("deploy.controller")
 PHYSICAL_FAULTS = frozenset({"tilt", "joint_limit", "joint_velocity"})
 STAGES = ("state", "obs", "inference", "safety", "command", "replay", "tick")
 COMMAND_AXES = ("vx", "vy", "wz")
+MAX_EXPLORATION = 3.0    # x the policy's own std: beyond it the robot is not running the policy
 
 
 class PolicyRefused(ValueError):
@@ -182,6 +183,12 @@ class Controller:
         self._prev_action: np.ndarray | None = None
         self._prev_target: np.ndarray | None = None     # the filtered target of _prev_action
         self._prev_policy = ""                          # the id of the bundle that chose it
+        self._prev_scale = 0.0                          # and the exploration scale it sampled with
+        # Exploration on the robot (fine-tuning): actions sampled around the mean within the
+        # bundle's own std times this scale, before the safety filter. 0 (the default) runs the
+        # deterministic policy exactly as deployment does.
+        self.exploration_scale = 0.0
+        self._noise = np.random.default_rng()
         self._last_obs: np.ndarray | None = None
         self._last_sample: StateSample | None = None
         self._repeats = 0                    # consecutive ticks that read the same sample again
@@ -268,6 +275,19 @@ class Controller:
                for t, v, step in zip(self._command[0].tolist(), now, self._cmd_step)]
         if new != now:
             self._applied = np.array([new])
+
+    def set_exploration(self, scale: float, seed: int | None = None) -> float:
+        """The runtime exploration scale (a multiple of the bundle's std; 0 = deterministic).
+        Refused unless finite and in [0, MAX_EXPLORATION]; a bundle exported without the
+        exploration outputs stays deterministic whatever the scale."""
+        real = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+        if not real or not math.isfinite(scale) or not 0.0 <= scale <= MAX_EXPLORATION:
+            raise ValueError(f"exploration scale {scale!r}: allowed values are finite numbers in "
+                             f"[0, {MAX_EXPLORATION:g}]")
+        if seed is not None:
+            self._noise = np.random.default_rng(seed)
+        self.exploration_scale = float(scale)
+        return self.exploration_scale
 
     @property
     def policy_id(self) -> str | None:
@@ -454,7 +474,9 @@ class Controller:
         action = None
         if self.mode is Mode.POLICY and obs is not None:
             try:
-                action = self.bundle.act(obs)
+                scale = self.exploration_scale
+                action = self.bundle.explore(obs, scale, self._noise.standard_normal(self.spec.num_joints)) \
+                    if scale > 0.0 and self.bundle.can_explore else self.bundle.act(obs)
             except Exception as exc:
                 sup.record("policy_error", f"inference raised {exc!r}", False)
                 action = np.full(self.spec.num_joints, np.nan, dtype=np.float32)
@@ -487,6 +509,7 @@ class Controller:
         if self.mode is Mode.POLICY and action is not None and afault is None:
             self._prev_obs, self._prev_action, self._prev_target = obs, action, safe
             self._prev_policy = self.bundle.id      # a rollback at the next tick must not rename it
+            self._prev_scale = self.exploration_scale if self.bundle.can_explore else 0.0
             self._last_action = action.reshape(1, -1).astype(np.float32, copy=False)
         else:
             self._prev_obs = self._prev_action = None
@@ -609,7 +632,8 @@ class Controller:
             joint_torque=sample.joint_torque, imu_quat=st.base_quat[0], imu_gyro=st.base_ang_vel[0],
             imu_accel=sample.imu_accel,
             base_pos=sample.base_pos if sample.base_pos is not None else _NAN3,
-            policy_id=self._prev_policy, joint_target=self._prev_target, end_reason=reason,
+            policy_id=self._prev_policy, joint_target=self._prev_target,
+            exploration_scale=self._prev_scale, end_reason=reason,
             base_lin_vel=st.base_lin_vel[0] if st.base_lin_vel is not None else _NAN3,
             **({} if sample.foot_force is None else {"foot_force": sample.foot_force}))
 
@@ -627,6 +651,7 @@ class Controller:
             "mode": self.mode.value, "tick": self._tick, "time": self._now,
             "command": self.command.tolist(), "command_applied": self.applied_command.tolist(),
             "command_note": self.command_note, "latched": self.latched, "policy_id": self.policy_id,
+            "exploration_scale": self.exploration_scale,
             "pending_swap": getattr(self._pending_bundle, "id", None),
             "pending_request": pending, "last_request": dict(self.last_request),
             "state_age_ms": None if math.isnan(self._state_age) else round(self._state_age * 1e3, 3),

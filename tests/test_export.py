@@ -95,15 +95,15 @@ def test_policy_json_describes_everything_a_deployment_must_agree_on(exported, r
 
 def test_onnx_has_named_io_dynamic_batch_and_opset_18(exported):
     model = onnx.load(exported / "policy.onnx")
-    (inp,), (out,) = model.graph.input, model.graph.output
-    assert inp.name == "obs" and out.name == "actions"
+    (inp,), outs = model.graph.input, model.graph.output
+    assert inp.name == "obs" and [o.name for o in outs] == ["actions", "mean", "std"]
     batch, dim = inp.type.tensor_type.shape.dim
     assert batch.dim_param and not batch.dim_value and dim.dim_value == 48
-    assert out.type.tensor_type.shape.dim[1].dim_value == 12
+    assert all(o.type.tensor_type.shape.dim[1].dim_value == 12 for o in outs)
     assert {o.domain: o.version for o in model.opset_import}[""] == 18
     session = B.make_session(exported / "policy.onnx", "cpu")
     for n in (1, 7, 300):
-        assert session.run(None, {"obs": np.zeros((n, 48), np.float32)})[0].shape == (n, 12)
+        assert all(y.shape == (n, 12) for y in session.run(None, {"obs": np.zeros((n, 48), np.float32)}))
 
 
 def test_parity_on_10000_random_observations(exported, agent):

@@ -99,5 +99,5 @@ def test_the_controller_logs_what_a_learner_needs(tmp_path):
     walking = f["command"][:, 0] > 0.4
     assert f["reward_velocity"][walking, 0].mean() > 0.25         # it walks forward, paid for it
     assert f["end_reason"][-1] == 2 and data.truncated[-1] and not data.terminated.any()
-    assert (f["end_reason"][:-1] == 0).all()
+    assert (f["end_reason"][:-1] == 0).all() and (f["exploration_scale"] == 0).all()
     assert set(f["policy_id"]) == {ctrl.bundle.id.encode()}

@@ -108,6 +108,21 @@ class DeterministicPolicy(nn.Module):
         return torch.cat([self(x[i:i + chunk]) for i in range(0, len(x), chunk)]).numpy()
 
 
+class ExportedGraph(nn.Module):
+    """What policy.onnx computes: the deterministic action (the policy's own graph, unchanged) and,
+    for exploration on the robot, the pre-squash mean (anchor included) and standard deviation from
+    the same normalized observation (deploy.bundle.PolicyBundle.explore)."""
+
+    def __init__(self, policy: DeterministicPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        actor = self.policy.actor
+        mean, log_std = actor.distribution_params(self.policy.normalizer(obs.to(actor.center.dtype)))
+        return (self.policy(obs), (mean + actor.anchor).to(obs.dtype), log_std.exp().to(obs.dtype))
+
+
 def deterministic_policy(agent: SAC, dtype: torch.dtype = torch.float64) -> DeterministicPolicy:
     """A detached CPU copy of the agent's acting path, in eval mode, computing in `dtype`."""
     policy = DeterministicPolicy(copy.deepcopy(agent.actor_norm).float(), copy.deepcopy(agent.actor).float())
@@ -116,7 +131,7 @@ def deterministic_policy(agent: SAC, dtype: torch.dtype = torch.float64) -> Dete
 
 def export_onnx(policy: DeterministicPolicy, path: str | Path, opset: int = OPSET) -> Path:
     """torch.onnx.export (the torch.export-based exporter) with a dynamic batch axis, input `obs`,
-    output `actions`, weights inside the file."""
+    outputs `actions` and the exploration outputs `mean`, `std`, weights inside the file."""
     path = Path(path)
     example = torch.zeros(1, policy.obs_dim)
     quiet = logging.getLogger("torch.onnx")
@@ -125,8 +140,9 @@ def export_onnx(policy: DeterministicPolicy, path: str | Path, opset: int = OPSE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(policy, (example,), str(path), input_names=[B.INPUT_NAME],
-                              output_names=[B.OUTPUT_NAME], opset_version=opset, dynamo=True,
+            torch.onnx.export(ExportedGraph(policy), (example,), str(path), input_names=[B.INPUT_NAME],
+                              output_names=[B.OUTPUT_NAME, *B.EXPLORE_OUTPUTS], opset_version=opset,
+                              dynamo=True,
                               external_data=False, verbose=False,
                               dynamic_shapes={"obs": {0: torch.export.Dim("batch")}})
     finally:
@@ -272,6 +288,7 @@ def bundle_meta(spec: RobotSpec, ckpt: dict, checkpoint: Path, layout: list[dict
         "timing": {"policy_dt": spec.policy_dt, "sim_dt": spec.sim_dt, "decimation": spec.decimation},
         "gains": {"kp": spec.kp.tolist(), "kd": spec.kd.tolist()},
         "onnx": {"file": B.ONNX_FILE, "input": B.INPUT_NAME, "output": B.OUTPUT_NAME,
+                 "exploration_outputs": list(B.EXPLORE_OUTPUTS),
                  "opset": OPSET, "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
                  "path": "obs -> (obs - mean) / sqrt(var + eps) -> trunk -> mean head -> tanh -> "
                          "center + half_range * tanh"},
