@@ -69,35 +69,3 @@ def test_defaults_are_one_process_and_batches_must_divide():
     assert distributed.per_rank_batch(4096, distributed.DistInfo(1, 4, 1)) == 1024
     with pytest.raises(ValueError, match="batch_size 10 does not divide among 4 processes"):
         distributed.per_rank_batch(10, distributed.DistInfo(1, 4, 1))
-
-
-def test_sac2real_train_runs_as_a_torchrun_group_and_only_rank_0_writes(tmp_path):
-    """`torchrun -m deploy.cli train`: both ranks train (the batch split between them), rank 0 alone
-    evaluates and checkpoints, and the checkpoint resumes as a single process."""
-    from train_profiles import cpu_profile_with
-
-    from deploy.spec import RobotSpec
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
-
-    cfg = cpu_profile_with(tmp_path / "tiny.yaml", num_envs=4, steps_per_env=4, batch_size=32,
-                           updates_per_iteration=2, learning_starts=1, buffer_size=4000,
-                           eval={"interval": 3, "episodes": 1}, checkpoint={"interval": 3, "keep": 2},
-                           sac={"actor_hidden": [32, 32], "critic_hidden": [32, 32]})
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node", "2", "-m", "deploy.cli", "train", "--robot", "go2",
-                          "--config", str(cfg), "--out", str(out), "--steps", str(6 * 16),
-                          "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    ckpt = load_checkpoint(resolve_checkpoint(out / "checkpoints" / "latest.pt"), RobotSpec.load("go2"))
-    assert ckpt["progress"]["iteration"] == 6 and ckpt["progress"]["updates"] == 10
-    assert ckpt["config"]["batch_size"] == 16                      # each rank's half of 32
-    assert len(list((out / "checkpoints").glob("model_*.pt"))) == 2
-    resumed = subprocess.run([sys.executable, "-m", "deploy.cli", "train", "--robot", "go2",
-                              "--config", str(cfg), "--out", str(tmp_path / "single"), "--steps",
-                              str(7 * 16), "--no-progress", "--resume",
-                              str(out / "checkpoints" / "latest.pt")],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
