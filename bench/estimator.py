@@ -24,7 +24,7 @@ from deploy.bundle import PolicyBundle  # noqa: E402
 from deploy.observations import ObservationPipeline  # noqa: E402
 from deploy.registry import PolicyRegistry  # noqa: E402
 from deploy.rewards import TaskRewards  # noqa: E402
-from deploy.robot_rewards import RobotRewards  # noqa: E402
+from deploy.robot_rewards import RobotRewards, simulated_fields  # noqa: E402
 from deploy.sim_world import SimWorld  # noqa: E402
 from deploy.spec import RobotSpec  # noqa: E402
 from deploy.velocity_estimator import LegOdometry  # noqa: E402
@@ -66,16 +66,11 @@ def run(spec: RobotSpec, bundle: PolicyBundle, seconds: float, seed: int) -> dic
                 v_est = v
         truth = world.read_state()
         errors.append(v_est[0] - truth.base_lin_vel[0])
-        fell, _, feet = world.contacts()
+        fell, _, _ = world.contacts()
         if fell[0]:
             break
         for name, vel in (("estimate", v_est[0]), ("truth", truth.base_lin_vel[0])):
-            fields = {"action": action, "joint_target": amap.joint_targets(action[None])[0],
-                      "command": command, "base_lin_vel": vel, "imu_gyro": truth.base_ang_vel[0],
-                      "imu_quat": truth.base_quat[0], "joint_pos": truth.joint_pos[0],
-                      "joint_vel": truth.joint_vel[0], "joint_torque": world.joint_torque[0],
-                      "foot_contact": feet[0].astype(np.float64), "terminated": False,
-                      "truncated": False, "dropped": 0}
+            fields = {**simulated_fields(world, spec, action, command), "base_lin_vel": vel}
             paid[name](fields)
             rewards[name].append(fields["reward"])
             tracking[name].append(fields["reward"] - fields["reward_base"] - fields["reward_air"])

@@ -129,3 +129,21 @@ def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bo
     layout = TransitionLayout.from_spec(spec, ObservationPipeline(spec, height_scan=height_scan).layout)
     return ReplayWriter(directory, layout, enrich=RobotRewards(spec, TaskRewards.load(task, spec)),
                         header_extra={"task": task})
+
+
+def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.ndarray,
+                     robot: int = 0) -> dict:
+    """The fields a MuJoCo robot's transition carries into the reward path (RobotRewards) for the
+    step `world` just took: measured state, the target sent for `action`, the true velocity (a
+    caller with an estimator puts its estimate in base_lin_vel) and the simulator's contacts."""
+    from deploy.action_map import ActionMap
+
+    st = world.read_state()
+    _, _, feet = world.contacts()
+    return {"action": action, "joint_target": ActionMap(spec).joint_targets(action[None])[0],
+            "command": np.asarray(command, dtype=np.float64).copy(),
+            "base_lin_vel": st.base_lin_vel[robot], "imu_gyro": st.base_ang_vel[robot],
+            "imu_quat": st.base_quat[robot], "joint_pos": st.joint_pos[robot],
+            "joint_vel": st.joint_vel[robot], "joint_torque": world.joint_torque[robot],
+            "foot_contact": feet[robot].astype(np.float64), "terminated": False,
+            "truncated": False, "dropped": 0}

@@ -11,26 +11,17 @@ from robot_logs import walk_and_log
 from deploy.action_map import ActionMap
 from deploy.replay import ReplayReader
 from deploy.rewards import TaskRewards
-from deploy.robot_rewards import RobotRewards
+from deploy.robot_rewards import RobotRewards, simulated_fields
 from deploy.spec import RobotSpec
 
 pytest.importorskip("torch")
 from training.envs.velocity import TaskConfig, VelocityEnv  # noqa: E402
 
 
-def _logged(env: VelocityEnv, action: np.ndarray, terminated: bool) -> dict:
-    """What a MuJoCo-backed robot logs for env 0's step: measured state, the target sent, the
-    contacts; joint_acc as a simulator can hand it."""
-    spec, w = env.spec, env.world
-    st = w.read_state()
-    _, _, feet = w.contacts()
-    return {"action": action, "joint_target": ActionMap(spec).joint_targets(action[None])[0],
-            "command": env.command[0].copy(), "base_lin_vel": st.base_lin_vel[0],
-            "imu_gyro": st.base_ang_vel[0], "imu_quat": st.base_quat[0],
-            "joint_pos": st.joint_pos[0], "joint_vel": st.joint_vel[0],
-            "joint_torque": w.joint_torque[0], "joint_acc": w.joint_acc[0],
-            "foot_contact": feet[0].astype(np.float64), "terminated": terminated, "truncated": False,
-            "dropped": 0}
+def _logged(env: VelocityEnv, action: np.ndarray) -> dict:
+    """What a MuJoCo-backed robot logs for env 0's step, with joint_acc as a simulator can hand it."""
+    return {**simulated_fields(env.world, env.spec, action, env.command[0]),
+            "joint_acc": env.world.joint_acc[0]}
 
 
 @pytest.mark.parametrize("robot", ["go2", "g1"])
@@ -48,7 +39,7 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
         r = env.step(action[None])
         if r.terminated[0] or r.truncated[0]:
             break                      # the env has reset: its state is the next episode's
-        fields = _logged(env, action, False)
+        fields = _logged(env, action)
         robot_path(fields)
         pieces = r.info["relabel"]
         # the one term a robot cannot measure (foot slip speed: the G1's feet_slide) pays 0 there
