@@ -1,14 +1,16 @@
-"""The presets (`--algo sac | fastdsac`) and single-switch ablations on the Gymnasium tasks, seeds and
-budget of bench/sac_vs_sb3.py (its learner loop and hyperparameters, the switches on top), and on
-the Go2 velocity task for a fixed number of iterations of each preset's CPU profile. Prints one JSON
-object: per task and variant the returns of every seed, their mean and standard deviation, and wall
-time.
+"""The presets (`--algo sac | fastdsac | dsac_e`) and single-switch ablations on the Gymnasium
+tasks, seeds and budget of bench/sac_vs_sb3.py (its learner loop and hyperparameters, the switches
+on top), and on the Go2 velocity task for a fixed number of iterations of each preset's CPU
+profile. Prints one JSON object: per task and variant the returns of every seed, their mean and
+standard deviation, and wall time.
 
     python3 bench/algo_ablation.py [--steps 30000] [--seeds 0 1] [--tasks Hopper-v5 HalfCheetah-v5]
-                                   [--variants sac fastdsac dem_only gaussian_only] [--go2-iterations 200]
+                                   [--variants sac fastdsac dsac_e dem_only gaussian_only trajectory_only]
+                                   [--go2-iterations 200]
 
 `--go2-iterations 0` skips the Go2 runs. The switches' hyperparameters are the presets'
-(configs/train/fastdsac_cpu.yaml)."""
+(configs/train/fastdsac_cpu.yaml, dsac_e_cpu.yaml). `trajectory_only` is DSAC-E's temperature and
+entropy critic on the plain SAC critic (the paper's DSAC-E is on the DSAC-T critic: `dsac_e`)."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +34,11 @@ PRESET = load_train_config(resolve_config(None, "fastdsac", False)).sac
 DEM = dict(actor="dem", dem_temperature=PRESET.dem_temperature)
 GAUSSIAN = dict(critic="gaussian", critic_stabilizer=PRESET.critic_stabilizer,
                 critic_stat_rate=PRESET.critic_stat_rate)
-VARIANTS = {"sac": {}, "fastdsac": {**DEM, **GAUSSIAN}, "dem_only": DEM, "gaussian_only": GAUSSIAN}
+TRAJECTORY = dict(temperature="trajectory", entropy_budget_scale=load_train_config(
+    resolve_config(None, "dsac_e", False)).sac.entropy_budget_scale)
+VARIANTS = {"sac": {}, "fastdsac": {**DEM, **GAUSSIAN}, "dsac_e": {**GAUSSIAN, **TRAJECTORY},
+            "dem_only": DEM, "gaussian_only": GAUSSIAN, "trajectory_only": TRAJECTORY}
+GO2_PRESETS = ("sac", "fastdsac", "dsac_e")
 
 
 def gym_row(task: str, variant: str, seeds: list[int], steps: int) -> dict:
@@ -90,7 +96,7 @@ def main() -> None:
               "tasks": {t: {v: gym_row(t, v, args.seeds, args.steps) for v in args.variants}
                         for t in args.tasks}}
     if args.go2_iterations > 0:
-        result["go2"] = {algo: go2_row(algo, args.seeds, args.go2_iterations) for algo in ("sac", "fastdsac")}
+        result["go2"] = {algo: go2_row(algo, args.seeds, args.go2_iterations) for algo in GO2_PRESETS}
     print(json.dumps(result))
 
 

@@ -29,9 +29,13 @@ class StateSample:
     stamp: float                    # time.monotonic() when the backend received it
     base_pos: np.ndarray | None = None   # (3,) world position where known (simulation, mocap)
     sequence: int = 0               # backend's own counter (lowstate tick, message count)
-    # (F,) N per foot in spec.feet order, where the robot measures it (Go2 foot sensors, MuJoCo);
-    # None where it does not (G1, ANYmal over topics): contact is then estimated (deploy/contacts.py)
+    # (F,) per foot in spec.feet order, where the robot measures it: N from MuJoCo, the sensor's
+    # raw counts from a Go2 (Unitree documents no unit); None where it does not (G1, ANYmal over
+    # topics). Compare it only with a threshold in the same units (deploy/contacts.py)
     foot_force: np.ndarray | None = None
+    # (F,) 1 on the ground, 0 in the air, NaN unknown, spec.feet order: the backend's decision,
+    # where the sensor's units are known (deploy/contacts.py); None: the reward path decides
+    foot_contact: np.ndarray | None = None
     # what the robot reports of its own health, judged by the backend (deploy/robot_health.py:
     # motor errors, temperatures, battery, G1 variant); None where the robot reports none
     health: "RobotHealth | None" = None

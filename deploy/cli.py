@@ -15,6 +15,7 @@ STAGES = [
     ("deploy.replay.cli", "register"),
     ("training.cli_export", "register"),
     ("training.cli_finetune", "register"),
+    ("training.cli_demo", "register"),
     ("training.isaaclab_parity", "register"),
     ("deploy.cli_models", "register"),
     ("deploy.cli_keys", "register"),

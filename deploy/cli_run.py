@@ -26,7 +26,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explore", type=float, default=0.0,
                    help="sample actions within the bundle's std times this (0: deterministic; "
                         "for collecting fine-tuning data)")
-    p.add_argument("--command", default="0.5,0,0", help="vx,vy,wz (clamped to the spec)")
+    p.add_argument("--command", default="0.5,0,0",
+                   help="vx,vy,wz (clamped to the spec), or `random` with --episodes: drawn as "
+                        "training draws them, every resampling_time of the spec")
+    p.add_argument("--episodes", type=float, metavar="S",
+                   help="mujoco: run episodes of S seconds for --duration in all, the simulated "
+                        "robot put back on its feet after each episode and each fall "
+                        "(deploy/sim_operator.py)")
+    p.add_argument("--physics", action="append", default=[], metavar="KEY=VALUE",
+                   help="mujoco: the simulated robot's physics differ from training, e.g. "
+                        "added_base_mass=5 payload_offset=-0.2,0.1,0 friction=0.5 "
+                        "motor_strength=0.8 action_latency_s=0.02 (repeatable)")
+    p.add_argument("--follow", action="store_true",
+                   help="follow the robot's `current` pointer: swap to each promoted bundle at a "
+                        "tick boundary, roll back after a fault right after a swap")
+    p.add_argument("--events", help="append episodes, swaps and rollbacks here (JSON lines)")
     p.add_argument("--viewer", action="store_true", help="MuJoCo passive viewer (needs a display)")
     p.add_argument("--fast", action="store_true", help="lockstep simulation, faster than real time")
     p.add_argument("--randomize", action="store_true",
@@ -50,12 +64,9 @@ def _run(args: argparse.Namespace) -> int:
     from deploy.state_machine import Mode
 
     spec = RobotSpec.load(args.robot)
-    try:
-        cmd = [float(v) for v in args.command.split(",")]
-        assert len(cmd) == 3 and all(math.isfinite(v) for v in cmd)
-    except (ValueError, AssertionError):
-        print(f"sac2real run: --command expects three finite numbers vx,vy,wz, got "
-              f"{args.command!r}", file=sys.stderr)
+    problem, cmd, physics = _check_session_args(args)
+    if problem:
+        print(f"sac2real run: {problem}", file=sys.stderr)
         return 2
     try:
         path = PolicyRegistry().resolve(args.policy, spec.name)
@@ -75,8 +86,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.viewer and not realtime:
             print("sac2real run: --viewer needs real time; ignoring --fast", file=sys.stderr)
             realtime = True
+        from deploy.backends.mujoco_backend import SimConditions
+        conditions = SimConditions(**physics) if physics else None
         backend = make_backend("mujoco", spec, seed=args.seed, randomize=args.randomize,
-                               realtime=realtime, viewer=args.viewer)
+                               realtime=realtime, viewer=args.viewer, conditions=conditions)
         if realtime:      # the physics thread runs when this host schedules it, not as a robot
             config = config.repeats_within_age(spec)
     writer = None
@@ -89,6 +102,9 @@ def _run(args: argparse.Namespace) -> int:
     except PolicyRefused as exc:
         print(f"sac2real run: {exc}", file=sys.stderr)
         return 1
+    if args.backend == "mujoco":     # a G1 hangs from its stand gantry until the policy blended in
+        from deploy.backends.mujoco_backend import release_after_blend_in
+        release_after_blend_in(ctrl, backend)
     if hasattr(backend, "remote_handler"):      # the robot's wireless remote: damping always works
         from deploy.remote import controller_handler
         backend.remote_handler = controller_handler(ctrl)
@@ -97,13 +113,19 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sac2real run: --explore: {exc}", file=sys.stderr)
         return 2
-    applied = ctrl.set_command(*cmd)
+    applied = ctrl.set_command(*cmd) if cmd is not None else "random"
     print(f"run: {spec.name} on {args.backend}{' (lockstep)' if not realtime else ''}, policy "
           f"{bundle.id}, command {applied}", file=sys.stderr)
+    follower = None
+    if args.follow:
+        from deploy.follow import PolicyFollower
+        follower = PolicyFollower(ctrl, PolicyRegistry(), log_path=args.events).start()
     sys.setswitchinterval(0.001)     # a waiting loop thread gets the GIL sooner
     signal.signal(signal.SIGTERM, _interrupt)     # `kill`, systemd, a launcher: damp as for Ctrl-C
     try:
-        if realtime:
+        if args.episodes:
+            _run_episodes(ctrl, backend, args, cmd)
+        elif realtime:
             _run_realtime(ctrl, backend, args.duration, Mode, args.rt_priority)
         else:
             _run_lockstep(ctrl, backend, args.duration, Mode)
@@ -115,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             time.sleep(3 * spec.policy_dt)
     finally:
+        if follower is not None:
+            follower.stop()
         ctrl.stop()
         backend.close()
         if writer is not None:
@@ -123,6 +147,51 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({k: d[k] for k in ("mode", "tick", "policy_id", "state_age_ms", "loop",
                                         "replay", "safety", "transitions")}, indent=1))
     return 0 if not d["safety"]["last_fatal"] else 1
+
+
+def _check_session_args(args: argparse.Namespace) -> tuple[str | None, list | None, dict]:
+    """(why the arguments do not fit together, or None; the fixed command or None for random;
+    the simulated robot's physics)."""
+    from deploy.sim2sim.scenarios import parse_physics
+
+    sim_only = [name for name, given in (("--episodes", args.episodes), ("--physics", args.physics))
+                if given]
+    if args.backend != "mujoco" and sim_only:
+        return f"{', '.join(sim_only)}: only for the mujoco backend", None, {}
+    if args.episodes is not None and not (math.isfinite(args.episodes) and args.episodes > 0):
+        return f"--episodes {args.episodes}: a finite number of seconds > 0", None, {}
+    if args.episodes and args.fast:
+        return "--episodes runs in real time (the Controller's own loop); drop --fast", None, {}
+    if args.physics and args.randomize:
+        return "--physics and --randomize: give one", None, {}
+    try:
+        physics = parse_physics(args.physics)
+    except ValueError as exc:
+        return str(exc), None, {}
+    if args.command == "random":
+        if not args.episodes:
+            return "--command random needs --episodes", None, physics
+        return None, None, physics
+    try:
+        cmd = [float(v) for v in args.command.split(",")]
+        assert len(cmd) == 3 and all(math.isfinite(v) for v in cmd)
+    except (ValueError, AssertionError):
+        return (f"--command expects three finite numbers vx,vy,wz or `random`, got "
+                f"{args.command!r}"), None, physics
+    return None, cmd, physics
+
+
+def _run_episodes(ctrl, backend, args: argparse.Namespace, cmd) -> None:
+    from deploy.sim_operator import SimOperator
+
+    backend.start(None if args.rt_priority is None else max(1, args.rt_priority - 1))
+    ctrl.start(rt_priority=args.rt_priority)
+    operator = SimOperator(ctrl, backend, args.episodes, seed=args.seed,
+                           command=None if cmd is None else tuple(cmd), log_path=args.events,
+                           log=lambda line: print(f"run: {line}", file=sys.stderr, flush=True))
+    operator.run(args.duration)
+    ctrl.request_damping()
+    time.sleep(3 * ctrl.period)
 
 
 def _interrupt(signum, frame) -> None:

@@ -635,7 +635,8 @@ class Controller:
             policy_id=self._prev_policy, joint_target=self._prev_target,
             exploration_scale=self._prev_scale, end_reason=reason,
             base_lin_vel=st.base_lin_vel[0] if st.base_lin_vel is not None else _NAN3,
-            **({} if sample.foot_force is None else {"foot_force": sample.foot_force}))
+            **({} if sample.foot_force is None else {"foot_force": sample.foot_force}),
+            **({} if sample.foot_contact is None else {"foot_contact": sample.foot_contact}))
 
     # ---- diagnostics -----------------------------------------------------------------------------
     def diagnostics(self) -> dict:

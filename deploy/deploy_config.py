@@ -24,6 +24,11 @@ RobotSpec, so gains, limits and rates are never typed twice:
       max_accel_vx: null        # m/s^2; default: the spec's lin_vel_x range / range_time_s
       max_accel_vy: null        # m/s^2; default: lin_vel_y range / range_time_s
       max_accel_wz: null        # rad/s^2; default: ang_vel_z range / range_time_s
+    contact:                    # foot contact for the reward path (deploy/contacts.py)
+      foot_force_threshold: null   # a foot sensor reading over this is contact, in the units
+                                # the robot's hardware reports (Go2 lowstate: raw counts); only
+                                # for interfaces with foot sensors (FOOT_FORCE_INTERFACES); null:
+                                # contact is estimated from leg kinematics
     trust:                      # which signed bundles this robot drives (deploy/signing.py)
       require_signature: null   # null: required on hardware backends (unitree, ros2), not on mujoco
       keys: []                  # public keys: names in configs/keys/<name>.pub, or PEM paths
@@ -44,6 +49,10 @@ from deploy.signing import SigningError, TrustConfig, trusted_keys
 from deploy.spec import REPO_ROOT, RobotSpec
 
 DEPLOY_DIR = REPO_ROOT / "configs" / "deploy"
+# hardware interfaces whose state carries foot sensor readings: the Go2's lowstate foot_force
+# (int16 per foot; the G1's hg lowstate and ANYmal's topics have none)
+FOOT_FORCE_INTERFACES = ("unitree_go",)
+FOOT_FORCE_MAX = 32767.0        # an int16 reading never exceeds it: a threshold above it is a typo
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,15 @@ class CommandConfig:
 
 
 @dataclass(frozen=True)
+class ContactConfig:
+    """Foot contact on the robot (deploy/contacts.py). `foot_force_threshold` is in the units of
+    the robot's own foot sensor readings, which for the Go2 are raw counts, not newtons; None:
+    the kinematic estimate instead."""
+
+    foot_force_threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     controller: ControllerConfig
     safety: SafetyConfig
@@ -109,6 +127,7 @@ class DeployConfig:
     source: str = "<defaults from the spec>"
     extra: dict = field(default_factory=dict)
     trust: TrustConfig = TrustConfig()
+    contact: ContactConfig = ContactConfig()
 
     @classmethod
     def defaults(cls, spec: RobotSpec) -> "DeployConfig":
@@ -123,7 +142,7 @@ class DeployConfig:
                 return cls.defaults(spec)
         path = Path(path)
         root = Section(load_yaml(path), path)
-        root.allow([], ["controller", "safety", "commands", "trust"])
+        root.allow([], ["controller", "safety", "commands", "trust", "contact"])
         c = root.sub("controller", {})
         c.allow([], ["stand_duration_s", "blend_in_s", "damping_kd"])
         kd = c.number("damping_kd", None, low=0.0, high=100.0)
@@ -154,7 +173,8 @@ class DeployConfig:
             **{k: m.number(k, None, low=0.0, high=100.0, open_low=True)
                for k in ("max_accel_vx", "max_accel_vy", "max_accel_wz")})
         trust = load_trust(root.sub("trust", {}), path)
-        return cls(controller, safety, commands, str(path), trust=trust)
+        return cls(controller, safety, commands, str(path), trust=trust,
+                   contact=load_contact(root.sub("contact", {}), spec))
 
     def with_safety(self, **over) -> "DeployConfig":
         return replace(self, safety=replace(self.safety, **over))
@@ -171,6 +191,18 @@ class DeployConfig:
         a state whenever the host schedules it, or a machine too loaded to keep the 2-tick bound."""
         ticks = math.ceil(self.safety.max_state_age_s / spec.policy_dt - 1e-9) - 1
         return self.with_safety(max_repeated_ticks=max(self.safety.max_repeated_ticks, ticks))
+
+
+def load_contact(c: Section, spec: RobotSpec) -> ContactConfig:
+    """The `contact:` section: a foot force threshold only for a robot whose hardware reports
+    foot forces, finite and inside the reading's range."""
+    c.allow([], ["foot_force_threshold"])
+    threshold = c.number("foot_force_threshold", None, low=0.0, high=FOOT_FORCE_MAX, open_low=True)
+    if threshold is not None and spec.interface not in FOOT_FORCE_INTERFACES:
+        raise c.error("foot_force_threshold", f"robot '{spec.name}' (hardware interface "
+                      f"'{spec.interface}') reports no foot force; only "
+                      f"{', '.join(FOOT_FORCE_INTERFACES)} do: remove the key")
+    return ContactConfig(threshold)
 
 
 def load_trust(t: Section, path: Path) -> TrustConfig:

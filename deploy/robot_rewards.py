@@ -6,12 +6,16 @@ env uses, fed with what the robot measures:
 
 | reward input        | training env (MuJoCo)          | robot path (this module)                       |
 |---------------------|--------------------------------|------------------------------------------------|
-| base linear velocity| simulator                      | the record's base_lin_vel (the estimator's)    |
+| base linear velocity| simulator                      | the record's base_lin_vel (the estimator's;    |
+|                     |                                | hardware backends run it for every robot)      |
 | angular velocity    | simulator                      | IMU gyro                                       |
 | gravity             | base orientation               | IMU orientation                                |
 | joint acceleration  | MuJoCo qacc                    | the change of joint velocity over one policy   |
 |                     |                                | period (a simulator may hand `joint_acc`)      |
-| foot contact        | simulator contacts             | foot_contact, else foot_force > threshold      |
+| foot contact        | simulator contacts             | foot_contact: the backend's (a foot sensor     |
+|                     |                                | over the robot's configured threshold, else    |
+|                     |                                | leg kinematics: deploy/contacts.py); without   |
+|                     |                                | it a simulator's foot_force > CONTACT_FORCE_N  |
 | foot slip speed     | simulator                      | not measured: 0 (feet_slide pays nothing)      |
 | penalized contacts  | simulator                      | not measured: 0 (undesired_contacts)           |
 | action, last action | the policy's                   | the applied action (after the safety filter)   |
@@ -26,12 +30,16 @@ from typing import Any, MutableMapping
 
 import numpy as np
 
+from deploy.contacts import force_contact
 from deploy.observations import projected_gravity
 from deploy.rewards import AIR_TIME, RewardInputs, TaskRewards, foot_timers
 from deploy.spec import RobotSpec
 
-CONTACT_FORCE_N = 10.0   # N: a foot sensor reading above this is contact (IsaacLab's contact
-                         # sensors use 1 N on clean simulated forces; robot foot sensors are noisier)
+# N: a record's foot_force above this is contact where the record carries no foot_contact, which
+# only a simulator's does (MuJoCo's forces are in newtons; IsaacLab's contact sensors use 1 N). A
+# robot's foot sensors are judged by its backend against the deploy config's threshold, in the
+# sensor's own units (a Go2 reports raw counts), and arrive as foot_contact.
+CONTACT_FORCE_N = 10.0
 
 
 class RobotRewards:
@@ -111,7 +119,7 @@ class RobotRewards:
         if not np.isfinite(contact).all():
             force = np.asarray(fields.get("foot_force", np.full(f, np.nan)), np.float64)
             if np.isfinite(force).all():
-                contact = (force > CONTACT_FORCE_N).astype(np.float64)
+                contact = force_contact(force, CONTACT_FORCE_N)
                 fields["foot_contact"] = contact
         return (np.nan_to_num(contact, nan=1.0) > 0.5)[None]
 

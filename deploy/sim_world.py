@@ -138,6 +138,7 @@ class _Shard:
         self.idx = index_world(spec, self.model, n)
         self.nominal_body_mass = self.model.body_mass.copy()
         self.nominal_body_inertia = self.model.body_inertia.copy()
+        self.nominal_body_ipos = self.model.body_ipos.copy()
         self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
         self.gantries: dict[int, Gantry] = {}    # local robot index -> the gantry it hangs from
 
@@ -223,13 +224,28 @@ class SimWorld:
             sh.model.actuator_biasprm[act, 1] = -kpv
             sh.model.actuator_biasprm[act, 2] = -kdv
 
-    def set_added_base_mass(self, added: np.ndarray) -> None:
-        """Add mass to each base, scaling its inertia with it (IsaacLab's add_base_mass event)."""
+    def set_added_base_mass(self, added: np.ndarray, offset: np.ndarray | None = None) -> None:
+        """Add mass to each base, scaling its inertia with it (IsaacLab's add_base_mass event).
+        `offset` (N, 3): where the added mass sits relative to the base's centre of mass, in the
+        base frame (a payload strapped on off-centre): the centre of mass moves by m r / (M + m)
+        and the principal inertia gains the parallel-axis terms of the two masses about it,
+        M m / (M + m) (|r|^2 - r_i^2) (the products of inertia this adds are left out: MuJoCo
+        keeps a body's inertia diagonal in its inertial frame)."""
         for sh in self.shards:
             b = sh.idx.base_body
-            ratio = (sh.nominal_body_mass[b] + self._split(added, sh)) / sh.nominal_body_mass[b]
-            sh.model.body_mass[b] = sh.nominal_body_mass[b] * ratio
+            m, big_m = self._split(added, sh), sh.nominal_body_mass[b]
+            ratio = (big_m + m) / big_m
+            sh.model.body_mass[b] = big_m * ratio
             sh.model.body_inertia[b] = sh.nominal_body_inertia[b] * ratio[:, None]
+            sh.model.body_ipos[b] = sh.nominal_body_ipos[b]
+            if offset is None:
+                continue
+            r = self._split(np.asarray(offset, dtype=np.float64), sh)
+            sh.model.body_ipos[b] += (m / (big_m + m))[:, None] * r
+            r_inertial = quat_rotate_inverse(sh.model.body_iquat[b], r)
+            reduced = (m * big_m / (big_m + m))[:, None]
+            sh.model.body_inertia[b] += reduced * ((r_inertial ** 2).sum(1, keepdims=True)
+                                                   - r_inertial ** 2)
 
     def set_friction(self, friction: np.ndarray) -> None:
         """Sliding friction per robot; MuJoCo takes the larger of two touching geoms' values, so

@@ -95,6 +95,13 @@ class CommandSpec:
     def high(self) -> np.ndarray:
         return np.array([self.lin_vel_x[1], self.lin_vel_y[1], self.ang_vel_z[1]])
 
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, 3) commands as training draws them: uniform in the ranges, a standing_fraction of
+        them zero (the training env and a simulated robot's operator share this rule)."""
+        command = rng.uniform(self.low, self.high, (n, 3))
+        command[rng.random(n) < self.standing_fraction] = 0.0
+        return command
+
 
 @dataclass(frozen=True)
 class TerminationSpec:

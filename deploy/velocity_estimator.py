@@ -13,8 +13,12 @@ for good; a 3e38 m/s^2 spike as a ~6e35 m/s velocity decaying for seconds). The 
 samples at decode; the estimator also protects itself: an accelerometer reading that is not
 finite or beyond `max_accel` is not integrated (the estimate holds for that reading), and an
 estimate that is not finite or faster than `max_speed_mps` is never passed on (NaN, which the
-Controller's state check turns into DAMPING) and is thrown away, so the next reading starts again
-from the legs. One bad sample never outlives itself."""
+Controller's state check turns into DAMPING where the policy reads the term, and which leaves the
+reward unknown where only the reward path does: deploy/backends/hardware_link.py) and is thrown
+away, so the next reading starts again from the legs. One bad sample never outlives itself.
+
+The same kinematics give the sole heights (`sole_heights`) that the contact estimate of robots
+without foot sensors reads (deploy/contacts.py)."""
 from __future__ import annotations
 
 import mujoco
@@ -67,6 +71,8 @@ class LegOdometry:
                 raise ConfigError(spec.mjcf, f"body '{name}'", "a foot body (bodies.feet in "
                                   f"{spec.source}) needs a colliding geom to find its sole")
         self._jacp = np.zeros((3, m.nv))
+        # (F,) each foot's sole above the lowest one (m) at the last reading: deploy/contacts.py
+        self.sole_heights = np.full(len(spec.foot_bodies), np.nan)
         self._v: np.ndarray | None = None
         self._stamp: float | None = None
 
@@ -85,7 +91,8 @@ class LegOdometry:
         mujoco.mj_comPos(m, d)
         feet = mp.foot_bodies
         soles = np.array([self._sole(g) for g in self._foot_geoms])
-        weight = np.clip(1.0 - (soles[:, 2] - soles[:, 2].min()) / self.contact_band_m, 0.0, 1.0)
+        self.sole_heights = soles[:, 2] - soles[:, 2].min()
+        weight = np.clip(1.0 - self.sole_heights / self.contact_band_m, 0.0, 1.0)
         per_foot = np.zeros((len(feet), 3))
         for i, body in enumerate(feet):
             if weight[i] > 0.0:
@@ -120,7 +127,8 @@ class LegOdometry:
     def update(self, state: RobotState, imu_accel: np.ndarray, stamp: float) -> np.ndarray:
         """(1, 3) body-frame base velocity after this reading (stamp in seconds, monotonic). NaN
         when even the legs' answer is not finite or plausible (a bad joint reading): the
-        Controller's state check faults on it, and the next reading starts afresh."""
+        hardware link passes it to a policy that reads it, whose state check then faults, and the
+        next reading starts afresh. Also updates `sole_heights`."""
         dt = 0.0 if self._stamp is None else stamp - self._stamp
         self._stamp = stamp
         accel = np.asarray(imu_accel, dtype=np.float64).reshape(1, 3)

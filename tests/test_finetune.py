@@ -234,3 +234,64 @@ def test_sigkill_mid_update_and_mid_checkpoint_resumes_without_losing_or_repeati
     assert ckpt["lineage"]["robot_data"]["ranges"] == [[0, 0, total - 1]]
     assert ckpt["lineage"]["robot_data"]["transitions"] == total
     assert ckpt["lineage"]["updates"] == total // 2
+
+
+def _actor_and_critic(agent) -> tuple[dict, dict]:
+    state = {k: v.clone() for k, v in agent.state_dict().items()}
+    return ({k: v for k, v in state.items() if k.startswith(("actor.", "temperature."))},
+            {k: v for k, v in state.items() if k.startswith("critic.q.")})
+
+
+def _changed(before: dict, agent) -> set[str]:
+    now = agent.state_dict()
+    return {k for k, v in before.items() if not torch.equal(now[k], v)}
+
+
+def test_critic_warmup_holds_the_actor_and_temperature_then_releases_them(smoke_checkpoint,
+                                                                         tmp_path, layout):
+    write_session(tmp_path / "replay", layout, 600)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft",
+                               critic_warmup=40, max_updates=40), log=lambda s: None)
+    actor, critic = _actor_and_critic(tuner.agent)
+    tuner.run()
+    assert tuner.learner.updates == 40
+    assert not _changed(actor, tuner.agent), "the actor or temperature moved during the warm-up"
+    assert _changed(critic, tuner.agent)
+    tuner.opts.max_updates = 60
+    tuner.run()
+    assert {"actor.trunk.0.weight", "temperature.log_alpha"} <= _changed(actor, tuner.agent)
+    lr = {key: opt.param_groups[0]["lr"] for key, (opt, _) in tuner.agent.optimizers().items()}
+    assert lr["actor_opt"] == tuner.agent.cfg.actor_lr and lr["alpha_opt"] == tuner.agent.cfg.alpha_lr
+
+
+def test_lr_scale_scales_every_rate_and_zero_keeps_the_weights(smoke_checkpoint, tmp_path, layout):
+    write_session(tmp_path / "replay", layout, 600)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "a", lr_scale=0.3),
+                      log=lambda s: None)
+    for key, (opt, lr) in tuner.agent.optimizers().items():
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * lr), key
+    frozen = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "b", lr_scale=0.0,
+                                max_updates=30), log=lambda s: None)
+    actor, critic = _actor_and_critic(frozen.agent)
+    frozen.run()
+    assert frozen.learner.updates == 30
+    assert not _changed(actor, frozen.agent) and not _changed(critic, frozen.agent)
+    with pytest.raises(FinetuneError, match="--lr-scale"):
+        _options(smoke_checkpoint, tmp_path / "replay", tmp_path / "c", lr_scale=float("nan")).check()
+    with pytest.raises(FinetuneError, match="--critic-warmup"):
+        _options(smoke_checkpoint, tmp_path / "replay", tmp_path / "c", critic_warmup=-1).check()
+
+
+def test_the_training_prior_is_rolled_out_under_the_training_randomization(smoke_checkpoint):
+    from training.export import load_agent
+    from training.finetune import prior_rollout
+
+    _, spec, agent, _ = load_agent(smoke_checkpoint)
+    cpu = torch.device("cpu")
+    nominal = prior_rollout(agent, spec, "velocity_flat", 64, 0, cpu, num_envs=4)
+    again = prior_rollout(agent, spec, "velocity_flat", 64, 0, cpu, num_envs=4)
+    randomized = prior_rollout(agent, spec, "velocity_flat", 64, 0, cpu, num_envs=4, randomize=True)
+    assert torch.equal(nominal.obs, again.obs)                 # deterministic for its seed
+    assert not torch.equal(nominal.next_obs, randomized.next_obs)   # other physics, other states
+    with pytest.raises(FinetuneError, match="allowed: nominal, training, none"):
+        FinetuneOptions(smoke_checkpoint, Path("."), Path("."), prior="randomized").check()

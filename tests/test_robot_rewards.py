@@ -70,9 +70,16 @@ def test_without_a_velocity_estimate_or_contacts_the_reward_stays_unknown():
     fields = dict(base, base_lin_vel=np.zeros(3))              # no force, no contact: air time unknown
     path(fields)
     assert "reward" not in fields
+    fields = dict(base, base_lin_vel=np.zeros(3), foot_force=np.array([50.0, np.nan, 50.0, 3.0]))
+    path(fields)                                               # one broken sensor: unknown
+    assert "reward" not in fields
     fields = dict(base, base_lin_vel=np.zeros(3), foot_force=np.array([50.0, 0.0, 50.0, 3.0]))
     path(fields)
     assert np.isfinite(fields["reward"]) and fields["foot_contact"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    fields = dict(base, base_lin_vel=np.zeros(3), foot_contact=np.array([1.0, np.nan, 1.0, 0.0]),
+                  foot_force=np.array([90.0, np.nan, 90.0, 3.0]))     # a backend's, one unknown
+    path(fields)
+    assert "reward" not in fields
 
 
 def test_the_controller_logs_what_a_learner_needs(tmp_path):

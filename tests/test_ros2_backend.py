@@ -63,6 +63,8 @@ def test_anymal_stands_up_over_ros2_topics_and_damps_when_the_bridge_dies(tmp_pa
         # the robot does not send a base velocity; the policy's first term is estimated at the edge
         assert d["base_lin_vel"] == "leg odometry + IMU"
         assert np.abs(s.state.base_lin_vel).max() < 0.1, s.state.base_lin_vel     # standing still
+        # no foot sensors over these topics: the reward path gets the kinematic contact estimate
+        assert s.foot_force is None and s.foot_contact.tolist() == [1.0] * 4, s.foot_contact
 
         bridge.kill()
         wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith("stale joint_states"),

@@ -275,6 +275,40 @@ def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy():
         node.terminate()
 
 
+def test_a_g1_on_mujoco_hangs_from_its_stand_gantry_until_the_policy_has_blended_in(tmp_path):
+    """The G1 cannot stand up on PD alone (configs/robots/g1.yaml stand.gantry): the node's
+    simulated G1 hangs from the gantry from its start through STAND and the blend-in and is let
+    go standing, under the policy (the sim2sim gate's rule), as the backend's diagnostics report;
+    the committed work-in-progress G1 checkpoint, exported, drives it."""
+    from g1_policy import export_g1_wip
+
+    models = tmp_path / "models"
+    bundle = export_g1_wip(models)
+    node = _node_process("robot:=g1", "backend:=mujoco", f"policy:={bundle.name}",
+                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", models=models)
+    client = Client()
+    seen = []           # (mode, gantry, base height) of each diagnostics message
+    try:
+        client.start_robot()
+        end = time.monotonic() + 30
+        while time.monotonic() < end and (not seen or seen[-1][1] == "hung"):
+            client.spin(0.1)
+            status = {s.name: {kv.key: kv.value for kv in s.values}
+                      for s in client.diags[-1].status}
+            c, b = status["policy_runner: controller"], status["policy_runner: backend mujoco"]
+            seen.append((c["mode"], b["stand_gantry"], float(c["base_pos"].split(",")[2])))
+        # limp in PASSIVE it sinks on the gantry (which holds it upright, not up); STAND raises it
+        stand = [s for s in seen if s[0] == "STAND"]
+        assert stand and all(g == "hung" for _, g, _ in stand), seen
+        assert seen[-1][:2] == ("POLICY", "released") and seen[-1][2] > 0.7, seen
+        modes = [(t["from"], t["to"]) for t in _transitions(client.controller())]
+        assert modes[:2] == [("PASSIVE", "STAND"), ("STAND", "POLICY")], modes
+    finally:
+        client.close()
+        node.terminate()
+    assert node.proc.returncode == 0, node.output()
+
+
 def test_an_unknown_parameter_stops_the_node_with_its_name():
     node = _node_process("robot:=go2", "backend:=mujoco", "policy:=none", "robto:=g1",
                          ready="policy_runner: error")

@@ -365,8 +365,9 @@ def test_go2_remote_damps_before_the_next_tick_and_stands_again_from_the_remote(
         bridge.wait_status(lambda s: s["last_kp_max"] > 0, 3, "stand gains applied")
 
         press("L2", "B", action="damping")               # L2+B: no controller tick in between
-        reason = backend.diagnostics()["damping_reason"]
-        assert reason.startswith("wireless remote L2+B"), reason
+        # the count moves on the lowstate, the reason with the I/O thread's next send after it
+        wait_for(lambda: (backend.diagnostics()["damping_reason"] or "").startswith(
+            "wireless remote L2+B"), 1, "the link damping on the remote's stop")
         bridge.wait_status(lambda s: s["last_kp_max"] == 0.0, 3, "the robot receives damping")
         ctrl.tick(time.monotonic())                      # the very next tick latches it
         assert ctrl.mode.value == "DAMPING" and ctrl.latched
@@ -478,3 +479,41 @@ def test_g1_check_refuses_another_variant_and_a_motor_error(tmp_path):
         assert backend.check_robot()["mode_machine"] == 5
     finally:
         shut_down(bridge, None, backend)
+
+
+def test_go2_foot_force_reaches_the_sample_in_the_specs_foot_order():
+    """A lowstate published with unitree_sdk2py's own message and publisher: its foot_force lists
+    the legs FR, FL, RR, RL, the spec's feet are FL, FR, RL, RR. The readings arrive mapped by
+    name, with the contact they show over the deploy config's threshold (40 raw counts)."""
+    from unitree_sdk2py.core.channel import ChannelPublisher
+    from unitree_sdk2py.idl.default import unitree_go_msg_dds__LowState_
+    from unitree_sdk2py.idl.unitree_go.msg.dds_ import LowState_
+    from unitree_sdk2py.utils.crc import CRC
+
+    spec = RobotSpec.load("go2")
+    backend = _backend(spec, take_control=False)
+    publisher = ChannelPublisher("rt/lowstate", LowState_)
+    publisher.Init()
+    try:
+        msg = unitree_go_msg_dds__LowState_()
+        msg.head, msg.level_flag, msg.bms_state.soc = [0xFE, 0xEF], 0xFF, 100
+        msg.imu_state.quaternion = [1.0, 0.0, 0.0, 0.0]
+        msg.imu_state.accelerometer = [0.0, 0.0, 9.8]
+        msg.foot_force = [100, 10, 70, 0]                     # FR, FL, RR, RL
+        for slot, q in zip(spec.policy_to_hardware.tolist(), spec.default_pos.tolist()):
+            msg.motor_state[slot].q = q
+        for tick in range(1, 200):
+            if backend.read_state() is not None:
+                break
+            msg.tick = tick
+            msg.motor_state[spec.policy_to_hardware[0]].q = spec.default_pos[0] + 1e-4 * tick
+            msg.crc = CRC().Crc(msg)
+            publisher.Write(msg)
+            time.sleep(0.02)
+        sample = backend.read_state()
+        assert sample is not None, backend.diagnostics()["states_dropped"]
+        np.testing.assert_array_equal(sample.foot_force, [10, 100, 0, 70])    # FL, FR, RL, RR
+        np.testing.assert_array_equal(sample.foot_contact, [0, 1, 0, 1])
+    finally:
+        publisher.Close()
+        backend.close()

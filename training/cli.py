@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", required=True, help="robot spec name (configs/robots) or YAML path")
     p.add_argument("--task", default="velocity_flat", help="task config name (configs/tasks)")
     p.add_argument("--backend", default="mujoco", choices=BACKENDS)
-    p.add_argument("--algo", default="sac", help="learning algorithm (configs/train/<algo>*.yaml)")
+    p.add_argument("--algo", default="sac", help="learning algorithm: sac | fastdsac | dsac_e "
+                                                 "(configs/train/<algo>*.yaml)")
     p.add_argument("--config", help="training config YAML (default: the GPU profile where CUDA is "
                                     "present, else the CPU profile)")
     p.add_argument("--steps", type=int, help="total env steps (overrides max_iterations)")

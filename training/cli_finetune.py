@@ -12,15 +12,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", required=True, help="the robot's replay directory (tailed)")
     p.add_argument("--out", required=True,
                    help="run folder; the same --out again resumes its checkpoints/latest.pt")
-    p.add_argument("--prior", default="nominal", choices=["nominal", "none"],
-                   help="prior simulation data: the parent rolled out in nominal MuJoCo, or none")
+    p.add_argument("--prior", default="nominal", choices=["nominal", "training", "none"],
+                   help="prior simulation data: the parent rolled out in MuJoCo, nominal or with the "
+                        "training's domain randomization and pushes; or none")
     p.add_argument("--prior-steps", type=int, default=20_000, help="transitions of prior data")
     p.add_argument("--prior-fraction", default="0.5->0@20000",
                    help="share of each batch from the prior: F or F0->F1@ROBOT_STEPS (linear)")
     p.add_argument("--utd", type=float, default=1.0, help="updates per new robot transition")
     p.add_argument("--every", type=int, default=1000, help="updates between checkpoints")
+    p.add_argument("--lr-scale", type=float, default=1.0,
+                   help="x the parent's learning rates (0 keeps the weights: a dry run of the loop)")
     p.add_argument("--max-updates", type=int, help="stop after this many fine-tuning updates")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without new data")
+    p.add_argument("--critic-warmup", type=int, default=0,
+                   help="the first N updates move only the critics (actor and temperature held)")
+    p.add_argument("--promote-every", type=int,
+                   help="every N updates: export the checkpoint into the robot's registry "
+                        "($SAC2REAL_MODELS or models/policies), gate it against the bundle the "
+                        "robot runs now and promote it if it passes (promotions.jsonl in --out)")
+    p.add_argument("--gate-seeds", default="0,1,2", help="the gate's seeds for a promotion (3 or more)")
+    p.add_argument("--gate-scenarios", help="the gate's scenario file (default: the robot's own)")
+    p.add_argument("--sign-key", help="sign promoted bundles with this key (hardware backends "
+                                      "drive only signed bundles)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_finetune)
@@ -38,10 +51,26 @@ def run_finetune(args: argparse.Namespace) -> int:
                                every=args.every, prior=args.prior, prior_steps=args.prior_steps,
                                prior_fraction=Schedule.parse(args.prior_fraction), seed=args.seed,
                                max_updates=args.max_updates, idle_exit_s=args.idle_exit,
-                               device=args.device)
+                               device=args.device, lr_scale=args.lr_scale,
+                               critic_warmup=args.critic_warmup,
+                               promote_every=args.promote_every,
+                               gate_seeds=_seeds(args.gate_seeds),
+                               gate_scenarios=Path(args.gate_scenarios) if args.gate_scenarios else None,
+                               sign_key=args.sign_key)
         tuner = FineTuner(opts, log=lambda line: print(line, flush=True))
         why = tuner.run()
     except (FinetuneError, CheckpointError, ExportError) as exc:
         print(f"sac2real finetune: error: {exc}", file=sys.stderr)
         return 2
     return {"SIGINT": 130, "SIGTERM": 143}.get(why, 0)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from training.finetune import FinetuneError
+    try:
+        seeds = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
+        raise FinetuneError(f"--gate-seeds {text!r}: distinct non-negative integers, comma-separated")
+    return seeds

@@ -15,7 +15,7 @@ from training.sac import SAC_CHOICES, SAC_RANGES, SWITCH_PARAMS, SACConfig, SACC
 from training.symmetry import SYMMETRY_KINDS
 
 TRAIN_DIR = REPO_ROOT / "configs" / "train"
-ALGOS = ("sac", "fastdsac")   # presets: configs/train/<algo>.yaml (GPU), <algo>_cpu.yaml
+ALGOS = ("sac", "fastdsac", "dsac_e")   # presets: configs/train/<algo>.yaml (GPU), <algo>_cpu.yaml
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def init_process_group(device_type: str) -> DistInfo:
 def optimized_parameters(agent: SAC) -> list[torch.nn.Parameter]:
     """Every parameter one of the agent's optimizers steps, each once."""
     seen, params = set(), []
-    for opt in (agent.actor_opt, agent.critic_opt, agent.alpha_opt):
+    for opt, _ in agent.optimizers().values():
         for group in opt.param_groups:
             for p in group["params"]:
                 if id(p) not in seen:

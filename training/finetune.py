@@ -29,6 +29,9 @@ from training.replay_buffer import ReplayBuffer
 from training.sac import SAC
 
 
+PRIORS = ("nominal", "training", "none")
+
+
 class FinetuneError(ValueError):
     """Bad fine-tuning input: the message names the argument, record or file."""
 
@@ -177,16 +180,18 @@ def _rows(data, n: int):
 # ---- prior simulation data ---------------------------------------------------------------------
 @torch.no_grad()
 def prior_rollout(agent: SAC, spec, task: str, steps: int, seed: int, device: torch.device,
-                  num_envs: int = 16) -> ReplayBuffer:
-    """`steps` transitions of the pretrained policy, exploring as in training, in nominal MuJoCo
-    (no randomization): data from where the policy is known to work, which keeps the first updates
-    on a handful of robot transitions from unlearning it. Deterministic for its seed, so a resumed
-    learner regenerates the same prior instead of storing it."""
+                  num_envs: int = 16, randomize: bool = False) -> ReplayBuffer:
+    """`steps` transitions of the pretrained policy, exploring as in training, in MuJoCo: nominal,
+    or with `randomize` the training's domain randomization and pushes. Data from where the policy
+    is known to work, which keeps the updates on a few minutes of one robot from unlearning what
+    the parent could do: with the randomized prior also the robustness it was trained for.
+    Deterministic for its seed, so a resumed learner regenerates the same prior instead of
+    storing it."""
     from training.envs.base import corrected_next_obs
     from training.envs.velocity import TaskConfig, VelocityEnv
 
     env = VelocityEnv(spec, TaskConfig.load(task, spec), num_envs, seed=seed, threads=1,
-                      randomize=False)
+                      randomize=randomize)
     buffer = ReplayBuffer(max(steps, num_envs), num_envs, env.obs_dim, spec.num_joints, device)
     obs = torch.as_tensor(env.reset(seed=seed), device=device)
     state = torch.get_rng_state()
@@ -212,7 +217,8 @@ class FinetuneOptions:
     out: Path
     utd: float = 1.0                 # updates per new robot transition
     every: int = 1000                # updates between checkpoints
-    prior: str = "nominal"           # nominal: roll the parent out in nominal MuJoCo; none
+    prior: str = "nominal"           # the parent rolled out in MuJoCo: nominal, or training (its
+                                     # domain randomization); none
     prior_steps: int = 20_000
     prior_fraction: Schedule = Schedule(0.5, 0.0, 20_000)
     seed: int = 0
@@ -221,15 +227,28 @@ class FinetuneOptions:
     poll_s: float = 0.5
     chunk: int = 50                  # updates between polls of the replay
     device: str = "cpu"
+    lr_scale: float = 1.0            # x every learning rate of the parent's config
+    critic_warmup: int = 0           # first updates that move only the critics
+    promote_every: int | None = None  # updates between promotion attempts (export, gate, promote)
+    gate_seeds: tuple[int, ...] = (0, 1, 2)
+    gate_scenarios: Path | None = None
+    sign_key: str | None = None
 
     def check(self) -> None:
         if not (math.isfinite(self.utd) and self.utd > 0):
             raise FinetuneError(f"--utd {self.utd}: must be finite and > 0")
-        for name in ("every", "chunk"):
-            if getattr(self, name) < 1:
-                raise FinetuneError(f"--{name} {getattr(self, name)}: must be >= 1")
-        if self.prior not in ("nominal", "none"):
-            raise FinetuneError(f"--prior '{self.prior}': allowed: nominal, none")
+        if self.critic_warmup < 0:
+            raise FinetuneError(f"--critic-warmup {self.critic_warmup}: must be >= 0")
+        if not (math.isfinite(self.lr_scale) and 0 <= self.lr_scale <= 10):
+            raise FinetuneError(f"--lr-scale {self.lr_scale}: must be a number in [0, 10]")
+        for name in ("every", "chunk", "promote_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FinetuneError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.promote_every is not None and len(self.gate_seeds) < 3:
+            raise FinetuneError(f"--gate-seeds {','.join(map(str, self.gate_seeds))}: a promotion "
+                                f"needs a verdict over 3 or more seeds")
+        if self.prior not in PRIORS:
+            raise FinetuneError(f"--prior '{self.prior}': allowed: {', '.join(PRIORS)}")
         if self.prior_steps < 1 and self.prior != "none":
             raise FinetuneError(f"--prior-steps {self.prior_steps}: must be >= 1")
         if not Path(self.replay).is_dir():
@@ -263,18 +282,34 @@ class FineTuner:
         self.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
         sources = [Source("robot", self._sample_robot, lambda: 1.0 - self._prior_weight())]
         self.prior = None
-        if opts.prior == "nominal":
-            self.log(f"prior: rolling the parent out in nominal MuJoCo for {opts.prior_steps} steps")
+        if opts.prior != "none":
+            self.log(f"prior: rolling the parent out in {opts.prior} MuJoCo for {opts.prior_steps} steps")
             self.prior = prior_rollout(self.agent, self.spec, self.parent["task"], opts.prior_steps,
-                                       opts.seed, self.device)
+                                       opts.seed, self.device, randomize=opts.prior == "training")
             sources.insert(0, Source("prior", self._sample_prior, self._prior_weight))
         self.learner = Learner(self.agent, sources, int(cfg["batch_size"]), self.generator,
                                utd=opts.utd)
         self.min_robot = int(cfg["batch_size"])
         self.ckpt_dir = Path(opts.out) / "checkpoints"
+        self.promoter = None
+        if opts.promote_every is not None:
+            from training.promote import Promoter
+            self.promoter = Promoter(self.spec.name, opts.out, seeds=opts.gate_seeds,
+                                     scenarios=opts.gate_scenarios, sign_key=opts.sign_key, log=log)
         latest = self.ckpt_dir / "latest.pt"
         if latest.is_file():
             self._resume(latest)
+        self._set_rates()
+
+    def _set_rates(self) -> None:
+        """The parent's learning rates times lr_scale (loading a state set the config's own); the
+        actor's and the temperature's at 0 during the critic warm-up: the critics, fitted to the
+        simulator's rewards and states, first fit the robot's before the actor follows them."""
+        warm = self.learner.updates < self.opts.critic_warmup
+        for key, (opt, lr) in self.agent.optimizers().items():
+            frozen = warm and key in ("actor_opt", "alpha_opt")
+            for group in opt.param_groups:
+                group["lr"] = 0.0 if frozen else lr * self.opts.lr_scale
 
     # ---- data ---------------------------------------------------------------------------------
     def _prior_weight(self) -> float:
@@ -330,6 +365,9 @@ class FineTuner:
 
     def _update(self, n: int, tb) -> None:
         before = self.learner.updates
+        if before < self.opts.critic_warmup:
+            n = min(n, self.opts.critic_warmup - before)     # the rates change at its end
+        self._set_rates()
         t = time.perf_counter()
         logs = self.learner.update(n)
         rate = n / max(time.perf_counter() - t, 1e-9)
@@ -339,8 +377,13 @@ class FineTuner:
         tb.add_scalar("finetune/robot_transitions", self.robot.consumed.count, u)
         tb.add_scalar("finetune/prior_fraction", self._prior_weight(), u)
         tb.add_scalar("perf/updates_per_s", rate, u)
+        promote = self.promoter is not None and \
+            u // self.opts.promote_every > before // self.opts.promote_every
+        if promote:
+            self.promoter(self.save(), u)
         if u // self.opts.every > before // self.opts.every:
-            self.save()
+            if not promote:
+                self.save()
             self.log(f"finetune: updates {u} robot transitions {self.robot.consumed.count} prior "
                      f"{self._prior_weight():.2f} updates/s {rate:.0f} critic loss "
                      f"{logs.get('loss/critic', float('nan')):.4g}")

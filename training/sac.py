@@ -2,7 +2,11 @@
 pretraining and fine-tuning on robot data.
 
 The actor, the critic and the temperature rule are parts passed in, so FastDSAC's and DSAC-E's
-variants slot into the same step."""
+variants slot into the same step. DSAC-E (`temperature: trajectory`, dsac_e_tecrl.txt Sec. 3.2)
+adds one part, an entropy critic Q_e beside the reward critic, and runs the paper's four steps in
+this one update: PEV (Eq. 11, the `critic:` part with no entropy in its target), PIS (Eq. 13, the
+entropy critic), PIM (Eq. 14, the actor climbs Q_r + alpha (-log pi + Q_e)) and TUP (Eq. 15,
+TrajectoryEntropyTemperature)."""
 from __future__ import annotations
 
 import math
@@ -16,7 +20,7 @@ from training.actor import SquashedGaussianActor
 from training.critic import GaussianTwinCritic, TwinQCritic
 from training.networks import ACTIVATIONS, EmpiricalNormalizer
 from training.replay_buffer import Batch
-from training.temperature import EntropyTemperature
+from training.temperature import EntropyTemperature, TrajectoryEntropyTemperature
 
 
 @dataclass
@@ -50,7 +54,8 @@ class SACConfig:
     critic: str = "mse"                     # "gaussian": FastDSAC's distributional critic
     critic_stabilizer: float | None = None  # eps = (this * mean |n-step return|)^2
     critic_stat_rate: float | None = None   # rate of the running sigma^2 and |return| means
-    temperature: str = "local"              # per-step entropy target (Eq. 4)
+    temperature: str = "local"              # per-step entropy target (Eq. 4); "trajectory": DSAC-E
+    entropy_budget_scale: float | None = None   # rho of H_budget = rho H_0 / (1 - gamma^n)
 
     def __post_init__(self) -> None:
         """Refuse what would fail later (log of a zero std or alpha, zero-step windows), a switch's
@@ -98,12 +103,13 @@ SAC_RANGES = {"init_std": (0.0, 10.0, True), "mean_init_std": (0.0, 10.0, False)
               "max_grad_norm": (0.0, 1e4, False), "policy_frequency": (1, 1000, False),
               "n_step": (1, 1000, False), "num_q": (1, 100, False),
               "dem_temperature": (0.0, 100.0, True), "critic_stabilizer": (0.0, 10.0, True),
-              "critic_stat_rate": (0.0, 1.0, True)}
+              "critic_stat_rate": (0.0, 1.0, True), "entropy_budget_scale": (0.0, 100.0, True)}
 SAC_CHOICES = {"activation": tuple(ACTIVATIONS), "amp": AMP_MODES, "actor": ("gaussian", "dem"),
-               "critic": ("mse", "gaussian"), "temperature": ("local",)}
+               "critic": ("mse", "gaussian"), "temperature": ("local", "trajectory")}
 # each switch's own hyperparameters: (switch, the value that needs them)
 SWITCH_PARAMS = {"dem_temperature": ("actor", "dem"), "critic_stabilizer": ("critic", "gaussian"),
-                 "critic_stat_rate": ("critic", "gaussian")}
+                 "critic_stat_rate": ("critic", "gaussian"),
+                 "entropy_budget_scale": ("temperature", "trajectory")}
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -132,12 +138,19 @@ class SAC(nn.Module):
         self.critic = TwinQCritic(*critic_args) if cfg.critic == "mse" else \
             GaussianTwinCritic(*critic_args, cfg.critic_stabilizer, cfg.critic_stat_rate)
         self.temperature = EntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
-                                              cfg.auto_alpha)
+                                              cfg.auto_alpha) if cfg.temperature == "local" else \
+            TrajectoryEntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
+                                         cfg.entropy_budget_scale, cfg.gamma ** cfg.n_step, cfg.auto_alpha)
+        # DSAC-E's entropy critic (Eq. 12-13): a plain twin critic, its loss the squared error of
+        # Eq. 13 whatever `critic:` the reward critic is
+        self.entropy_critic = TwinQCritic(*critic_args) if cfg.temperature == "trajectory" else None
         normalize = cfg.normalize_actor_obs or cfg.normalize_critic_obs
         self.obs_norm = EmpiricalNormalizer(obs_dim) if normalize else nn.Identity()
         self.actor_opt = _adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_opt = _adam(self.critic.q.parameters(), cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr)
+        self.entropy_critic_opt = None if self.entropy_critic is None else \
+            _adam(self.entropy_critic.q.parameters(), cfg.critic_lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
 
     # ---- acting ----------------------------------------------------------------------------
@@ -179,28 +192,61 @@ class SAC(nn.Module):
 
         with torch.no_grad():
             next_act, next_logp = self.actor(next_a)
-        critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
-                                             next_c, next_act, -alpha * next_logp)
+        if self.entropy_critic is None:
+            critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
+                                                 next_c, next_act, -alpha * next_logp)
+        else:       # PEV, Eq. 11: the reward critic's target holds neither entropy nor alpha
+            critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
+                                                 next_c, next_act, torch.zeros_like(next_logp))
         self._check_finite(step, critic_loss=critic_loss)
         self._step(self.critic_opt, critic_loss, self.critic.q.parameters())
 
         logs = {"loss/critic": critic_loss.detach(), "q/mean": info["q_mean"]}
+        if self.entropy_critic is not None:
+            logs.update(self._entropy_critic_step(step, obs_c, batch, next_c, next_act, next_logp))
         if step % cfg.policy_frequency == 0:
             self.critic.requires_grad_(False)
             act, logp = self.actor(obs_a)
             actor_loss = (alpha * logp - self.critic.value_for_actor(obs_c, act)).mean()
             self.critic.q.requires_grad_(True)
+            future = None
+            if self.entropy_critic is not None:     # PIM, Eq. 14: alpha also weighs Q_e(s, a)
+                future = self._future_entropy(obs_c, act)
+                actor_loss = actor_loss - alpha * future.mean()
+                logs["policy/trajectory_entropy"] = (future - logp).mean().detach()
             self._check_finite(step, actor_loss=actor_loss)
             if cfg.auto_alpha:
-                alpha_loss = self.temperature.loss(logp)
+                alpha_loss = self.temperature.loss(logp) if future is None else \
+                    self.temperature.loss(logp, future)
                 self._step(self.alpha_opt, alpha_loss, [self.temperature.log_alpha])
                 logs["loss/alpha"] = alpha_loss.detach()
             self._step(self.actor_opt, actor_loss, self.actor.parameters())
             logs.update({"loss/actor": actor_loss.detach(), "policy/entropy": -logp.mean().detach()})
         self.critic.update_target(cfg.tau)
+        if self.entropy_critic is not None:
+            self.entropy_critic.update_target(cfg.tau)
         self.num_updates += 1
         logs["policy/alpha"] = alpha
         return logs
+
+    def _entropy_critic_step(self, step: int, obs_c: torch.Tensor, batch: Batch, next_c: torch.Tensor,
+                             next_act: torch.Tensor, next_logp: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PIS, Eq. 13: y_e = gamma (H(pi(.|s')) + Q_e'(s', a')) through the core's n-step,
+        timeout-aware target: no reward (the window's returns are replaced by zero), bootstrap
+        gamma^k m, and the entropy of s' estimated by -log pi(a'|s') as Eq. 3 does."""
+        loss, info = self.entropy_critic.loss(obs_c, batch.actions, torch.zeros_like(batch.returns),
+                                              batch.bootstrap, next_c, next_act, -next_logp)
+        self._check_finite(step, entropy_critic_loss=loss)
+        self._step(self.entropy_critic_opt, loss, self.entropy_critic.q.parameters())
+        return {"loss/entropy_critic": loss.detach(), "q/entropy_mean": info["q_mean"]}
+
+    def _future_entropy(self, obs_c: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Q_e(s, a) for the actor's fresh actions, differentiable in a only: the actor's loss
+        must not move the entropy critic's weights."""
+        self.entropy_critic.q.requires_grad_(False)
+        future = self.entropy_critic.value_for_actor(obs_c, act)
+        self.entropy_critic.q.requires_grad_(True)
+        return future
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
         opt.zero_grad(set_to_none=True)
@@ -216,20 +262,26 @@ class SAC(nn.Module):
                 raise NonFiniteError(f"non-finite {name} at update {step}")
 
     # ---- persistence -----------------------------------------------------------------------
+    def optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, float]]:
+        """Each optimizer by its checkpoint key, with the learning rate this config gives it."""
+        cfg = self.cfg
+        opts = {"actor_opt": (self.actor_opt, cfg.actor_lr), "critic_opt": (self.critic_opt, cfg.critic_lr),
+                "alpha_opt": (self.alpha_opt, cfg.alpha_lr)}
+        if self.entropy_critic_opt is not None:
+            opts["entropy_critic_opt"] = (self.entropy_critic_opt, cfg.critic_lr)
+        return opts
+
     def full_state(self) -> dict:
-        """Everything needed to continue the same updates: nets, targets, alpha, optimizers,
-        normalizers and the update counter."""
-        return {"model": self.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict()}
+        """Everything needed to continue the same updates: nets (DSAC-E's entropy critic among
+        them), targets, alpha, optimizers, normalizers and the update counter."""
+        return {"model": self.state_dict(),
+                **{key: opt.state_dict() for key, (opt, _) in self.optimizers().items()}}
 
     def load_full_state(self, state: dict) -> None:
         """Restore weights and optimizer moments; the learning rates stay this agent's config, so a
         run resumed (or fine-tuned) with other rates uses them instead of the checkpoint's."""
         self.load_state_dict(state["model"])
-        cfg = self.cfg
-        for opt, key, lr in ((self.actor_opt, "actor_opt", cfg.actor_lr),
-                             (self.critic_opt, "critic_opt", cfg.critic_lr),
-                             (self.alpha_opt, "alpha_opt", cfg.alpha_lr)):
+        for key, (opt, lr) in self.optimizers().items():
             opt.load_state_dict(state[key])
             for group in opt.param_groups:
                 group["lr"] = lr

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from deploy.backend import StateSample
+from deploy.contacts import kinematic_contact
 from deploy.spec import RobotSpec
 
 
@@ -128,10 +129,12 @@ class HardwareLink:
         self._recovered_at = -np.inf
         self._rate_window = collections.deque(maxlen=2000)
         self.bounds = StateBounds(spec)
-        self._velocity = None
-        if "base_lin_vel" in {t.term for t in spec.observations}:
-            from deploy.velocity_estimator import LegOdometry
-            self._velocity = LegOdometry(spec)     # the robot does not measure it; the policy reads it
+        from deploy.velocity_estimator import LegOdometry
+        # no robot here measures its base velocity; the reward path (tracking) needs it always,
+        # the policy where it observes it. The estimator's kinematics also give the contact
+        # estimate of robots without foot sensors (deploy/contacts.py).
+        self._velocity = LegOdometry(spec)
+        self._policy_reads_velocity = "base_lin_vel" in {t.term for t in spec.observations}
 
     # ---- RobotBackend ------------------------------------------------------------------------
     def read_state(self) -> StateSample | None:
@@ -179,7 +182,8 @@ class HardwareLink:
             "forced_damping": self._counts["forced_damping"],
             "state_age_s": None if self._last_state_time == -np.inf else now - self._last_state_time,
             "state_rate_hz": float(len(window)),
-            "base_lin_vel": "leg odometry + IMU" if self._velocity is not None else "not needed",
+            "base_lin_vel": "leg odometry + IMU" + ("" if self._policy_reads_velocity
+                                                    else " (reward only)"),
         }
 
     # ---- the I/O side ------------------------------------------------------------------------
@@ -190,9 +194,7 @@ class HardwareLink:
                              detail, self._drops[reason])
 
     def _state_received(self, sample: StateSample, now: float) -> None:
-        if self._velocity is not None and sample.state.base_lin_vel is None:
-            sample.state.base_lin_vel = self._velocity.update(sample.state, sample.imu_accel,
-                                                              sample.stamp)
+        self._estimate(sample)
         self._latest = sample
         self._counts["states"] += 1
         self._rate_window.append(now)
@@ -202,6 +204,20 @@ class HardwareLink:
             self.log.warning("%s back; damping until the controller writes a new command",
                              self.state_topic)
         self._last_state_time = now
+
+    def _estimate(self, sample: StateSample) -> None:
+        """Fill in what the robot does not measure: the base velocity and, without foot sensors,
+        the kinematic foot contact. A policy that reads the velocity gets a NaN estimate too (the
+        Controller's state check damps: it must not act on an unknown input); for one that does
+        not, the estimate serves only the reward, so an unknown one is left out (None) and never
+        stops the robot: the reward of that transition stays unknown instead."""
+        st = sample.state
+        if st.base_lin_vel is not None:
+            return
+        v = self._velocity.update(st, sample.imu_accel, sample.stamp)
+        st.base_lin_vel = v if self._policy_reads_velocity or np.isfinite(v).all() else None
+        if sample.foot_contact is None:
+            sample.foot_contact = kinematic_contact(self._velocity.sole_heights)
 
     def _is_stale(self, now: float) -> bool:
         """Whether no state came for stale_timeout_s; the first moment of each silence after a

@@ -17,7 +17,11 @@ limits. Between the Controller and the physics sit what a real robot adds:
 SimFleet holds N robots in one SimWorld and steps them together (sim2sim: one Controller per
 robot, all ticking on the simulation clock, faster than real time). MujocoBackend is one robot,
 either stepped by its caller (lockstep, as fast as the CPU allows) or by its own physics thread
-paced to the wall clock (a live demo, optionally with the passive viewer)."""
+paced to the wall clock (a live demo, optionally with the passive viewer).
+
+A robot whose spec asks for a stand gantry (RobotSpec.stand_gantry: the G1 cannot stand up on PD)
+hangs from one from every reset, as on a real bench, until GantryRelease (the one rule the sim2sim
+gate, `sac2real run` and the ROS 2 node attach to their Controller) lets it go."""
 from __future__ import annotations
 
 import collections
@@ -36,6 +40,7 @@ from deploy.config import Section, load_yaml
 from deploy.observations import RobotState, quat_rotate_inverse
 from deploy.sim_world import SimWorld
 from deploy.spec import REPO_ROOT, RobotSpec
+from deploy.state_machine import Mode
 
 log = logging.getLogger("deploy.backends.mujoco")
 TASKS_DIR = REPO_ROOT / "configs" / "tasks"
@@ -74,6 +79,7 @@ class SimConditions:
 
     friction: float = 1.0
     added_base_mass: float = 0.0
+    payload_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)   # m, base frame, of the added mass
     motor_strength: float = 1.0
     kp_scale: float = 1.0              # the drive applies kp x this (a gain error in the robot)
     action_latency_s: float = 0.0
@@ -171,6 +177,16 @@ class SimRobot:
     def push(self, dv_xy) -> None:
         self.fleet.world.push(np.array([self.index]), np.asarray(dv_xy, dtype=np.float64)[None])
 
+    @property
+    def hung(self) -> bool:
+        """Whether this robot hangs from its stand gantry."""
+        return bool(self.fleet.hung[self.index])
+
+    def release_gantry(self) -> None:
+        """Take the stand gantry away before the next physics step (safe to call from the
+        Controller's thread while a realtime physics thread steps)."""
+        self.fleet.release_gantry(self.index)
+
 
 class SimFleet:
     """N simulated robots in one SimWorld, stepped together on a simulation clock.
@@ -197,8 +213,12 @@ class SimFleet:
         self._applied_kp = np.full((self.n, j), np.nan)
         self._applied_kd = np.full((self.n, j), np.nan)
         self._sample_seq = 0
+        self.hung = np.zeros(self.n, dtype=bool)       # hangs from the stand gantry
+        self._let_go = np.zeros(self.n, dtype=bool)    # release asked for: before the next step
         self.apply_conditions()
         self.world.set_pd_gains(np.arange(self.n), self._kp, self._kd)
+        for i in range(self.n):
+            self._hang_if_needed(i)
         self.publish()
 
     @property
@@ -211,7 +231,8 @@ class SimFleet:
     def apply_conditions(self) -> None:
         c = [r.conditions for r in self.robots]
         self.world.set_friction(np.array([x.friction for x in c]))
-        self.world.set_added_base_mass(np.array([x.added_base_mass for x in c]))
+        self.world.set_added_base_mass(np.array([x.added_base_mass for x in c]),
+                                       np.array([x.payload_offset for x in c], dtype=np.float64))
         self.world.set_motor_strength(np.array([x.motor_strength for x in c]),
                                       np.array([x.kp_scale for x in c]))
         self._applied_kp[:] = np.nan    # motor strength rewrote the gains
@@ -232,13 +253,32 @@ class SimFleet:
         r = self.robots[index]
         r.commands.clear()
         r.history.clear()
+        self._hang_if_needed(index)
         self.publish()
+
+    def _hang_if_needed(self, index: int) -> None:
+        """Hang a robot whose spec asks for it from the stand gantry where it now is."""
+        if self.spec.stand_gantry:
+            self.world.set_gantry(np.array([index]), True)
+            self.hung[index], self._let_go[index] = True, False
+
+    def release_gantry(self, index: int) -> None:
+        self._let_go[index] = self.hung[index]
+
+    def _release_due(self) -> None:
+        gone = np.flatnonzero(self._let_go & self.hung)
+        self._let_go[:] = False
+        if len(gone):
+            self.world.set_gantry(gone, False)
+            self.hung[gone] = False
 
     # ---- stepping ------------------------------------------------------------------------------
     def step(self, substeps: int | None = None) -> None:
         """Advance by `substeps` sim steps (default: one policy period), then publish samples."""
         remaining = self.spec.decimation if substeps is None else substeps
         dt = self.spec.sim_dt
+        if self._let_go.any():
+            self._release_due()
         while remaining > 0:
             now = self.time
             self._apply_due(now)
@@ -321,6 +361,41 @@ class SimFleet:
         self.world.close()
 
 
+class GantryRelease:
+    """The bench operator's rule for a robot hung for STAND (RobotSpec.stand_gantry): let it go
+    once the policy has driven it for the whole blend-in (DeployConfig controller.blend_in_s),
+    i.e. from the tick its own targets and gains are commanded unblended; until then the
+    stand-up and the hand-over happen on the gantry. The sim2sim gate, `sac2real run` and the
+    ROS 2 node all attach it (`release_after_blend_in`), so the robot is let go at the same tick
+    of the same run everywhere. Runs as Controller.on_tick, after each tick: it asks again every
+    tick until the physics has taken the gantry away."""
+
+    def __init__(self, robot: SimRobot, blend_in_s: float,
+                 then: Callable[[object], None] | None = None):
+        self.robot = robot
+        self.blend_in_s = blend_in_s
+        self.then = then                       # the hook that was there before
+        self.policy_t0: float | None = None    # when the Controller entered POLICY
+
+    def __call__(self, ctrl) -> None:
+        if self.then is not None:
+            self.then(ctrl)
+        if ctrl.mode is not Mode.POLICY:
+            self.policy_t0 = None
+            return
+        now = ctrl.clock()                     # the tick's time on the Controller's clock
+        if self.policy_t0 is None:
+            self.policy_t0 = now
+        if self.robot.hung and now >= self.policy_t0 + self.blend_in_s - EPS:
+            self.robot.release_gantry()
+
+
+def release_after_blend_in(ctrl, robot: SimRobot) -> None:
+    """Attach GantryRelease to `ctrl` for `robot` (which it drives, maybe through fault
+    wrappers), keeping any on_tick hook already there."""
+    ctrl.on_tick = GantryRelease(robot, ctrl.config.controller.blend_in_s, ctrl.on_tick)
+
+
 def display_available() -> tuple[bool, str]:
     """Whether a window can open here, and why not."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
@@ -361,6 +436,7 @@ class MujocoBackend(SimRobot):
         self.viewer_note = ""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._pending_reset: threading.Event | None = None
         self.lag_s = 0.0
         self._next_push = self._draw_push_time()
 
@@ -377,12 +453,30 @@ class MujocoBackend(SimRobot):
             self.push(self._rng.uniform(-v, v, 2))
             self._next_push = self._draw_push_time()
 
+    def diagnostics(self) -> dict:
+        """The backend's status the ROS 2 node publishes: whether the robot hangs from its stand
+        gantry (hung, released, or none for a robot that needs none) and how late the realtime
+        physics thread runs."""
+        gantry = "hung" if self.hung else "released" if self.spec.stand_gantry else "none"
+        return {"stand_gantry": gantry, "physics_lag_ms": round(self.lag_s * 1e3, 3)}
+
     # ---- lockstep --------------------------------------------------------------------------------
     def advance(self, substeps: int | None = None) -> None:
         if self.realtime:
             raise RuntimeError("a realtime MujocoBackend steps itself; call start()")
         self._maybe_push()
         self.fleet.step(substeps)
+
+    def reset_robot(self, timeout_s: float = 1.0) -> bool:
+        """Put the robot back on its feet at the spawn pose (what a person does on the bench after
+        a fall). In real time the physics thread does it between two of its steps, never in the
+        middle of one; False when that thread did not get to it within `timeout_s`."""
+        if self._thread is None:
+            self.fleet.reset(self.index)
+            return True
+        done = threading.Event()
+        self._pending_reset = done
+        return done.wait(timeout_s)
 
     # ---- realtime --------------------------------------------------------------------------------
     def start(self, rt_priority: int | None = None) -> "MujocoBackend":
@@ -427,6 +521,10 @@ class MujocoBackend(SimRobot):
             if delay > 0:
                 time.sleep(delay)
             self.lag_s = max(0.0, time.monotonic() - deadline)
+            reset, self._pending_reset = self._pending_reset, None
+            if reset is not None:
+                fleet.reset(self.index)
+                reset.set()
             self._maybe_push()
             fleet.step(1)
             v = self.viewer

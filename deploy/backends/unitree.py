@@ -22,11 +22,13 @@ What happens, in order:
     CRC; every field the observation or the velocity estimator reads finite and plausible; the
     robot's tick counter moving; the sensor data not byte-identical to the previous
     `max_identical_states` messages; anything else is dropped and counted by reason, and counts as
-    missing) becomes the latest StateSample and is answered at once by one rt/lowcmd built from
-    the latest targets the Controller wrote (mode_machine copied from the lowstate, motors mapped
-    by the spec's hardware index, CRC filled in). So commands go out at the robot's own state
-    rate, with the least delay after each state; while no valid lowstate comes, the thread keeps
-    sending at the nominal rate;
+    missing) becomes the latest StateSample (a Go2's foot_force readings mapped to the spec's
+    feet by name, with the contact they show: deploy/contacts.py; no policy reads them, so a bad
+    one makes that foot's contact unknown and never drops a state) and is answered at once by
+    one rt/lowcmd built from the latest targets the Controller wrote (mode_machine copied from
+    the lowstate, motors mapped by the spec's hardware index, CRC filled in). So commands go out
+    at the robot's own state rate, with the least delay after each state; while no valid
+    lowstate comes, the thread keeps sending at the nominal rate;
  5. damping instead of the Controller's target (deploy/backends/hardware_link.py): when the
     target is older than `command_timeout_s` (the control thread stopped producing targets);
     from the lowstate on which the wireless remote's stop combination is pressed (deploy/
@@ -58,6 +60,8 @@ from deploy.backend import StateSample
 from deploy.backends import unitree_msgs as M
 from deploy.backends.hardware_link import HardwareLink
 from deploy.backends.netif import interface_problem
+from deploy.config import ConfigError
+from deploy.contacts import force_contact
 from deploy.observations import RobotState
 from deploy.remote import RemoteMap
 from deploy.robot_health import HealthMonitor
@@ -316,6 +320,17 @@ def _close_sdk_client(client) -> None:
 
 
 # ---- lowstate in: bytes -> checked StateSample ------------------------------------------------
+def go_foot_slots(spec: RobotSpec) -> np.ndarray:
+    """For each of the spec's feet (bodies.feet order), its index in a go lowstate's foot_force
+    (M.GO_FOOT_ORDER), by name: a foot named FR_foot reads Unitree's FR."""
+    legs = [foot.split("_")[0] for foot in spec.foot_bodies]
+    if sorted(legs) != sorted(M.GO_FOOT_ORDER):
+        raise ConfigError(spec.source, "bodies.feet", f"{list(spec.foot_bodies)}: a Unitree go "
+                          f"robot's feet are named by leg, each of {', '.join(M.GO_FOOT_ORDER)} "
+                          f"once, followed by '_' (e.g. FR_foot), so that foot_force maps by name")
+    return np.array([M.GO_FOOT_ORDER.index(leg) for leg in legs])
+
+
 # Sensor data byte-identical for this many lowstates in a row (10 = 20 ms at 500 Hz, one policy
 # period) is a frozen sensor or a replayed message, not a robot: real IMUs and encoders never
 # repeat their noise for that long.
@@ -334,7 +349,8 @@ class LowStateLink(HardwareLink):
     def __init__(self, spec: RobotSpec, *, state_rate_hz: float = STATE_RATE_HZ,
                  stale_timeout_s: float = 0.1, damping_kd: np.ndarray | None = None,
                  close_damping_s: float = 0.05, max_identical_states: int = MAX_IDENTICAL_STATES,
-                 command_timeout_s: float | None = None, remote: bool = True):
+                 command_timeout_s: float | None = None, remote: bool = True,
+                 foot_force_threshold: float | None = None):
         if spec.interface not in M.FAMILIES:
             raise UnitreeBackendError(f"robot '{spec.name}' uses hardware interface "
                                       f"'{spec.interface}', not a Unitree one "
@@ -344,6 +360,14 @@ class LowStateLink(HardwareLink):
                          damping_kd=damping_kd, close_damping_s=close_damping_s,
                          command_timeout_s=command_timeout_s)
         self._p2h = spec.policy_to_hardware
+        # foot sensors (go lowstates): readings in the spec's foot order, contact over the deploy
+        # config's threshold (contact.foot_force_threshold, raw counts) unless one is given;
+        # without a threshold, or on a G1, HardwareLink estimates contact from the legs
+        self._feet = go_foot_slots(spec) if self.fam.interface == "unitree_go" else None
+        if foot_force_threshold is None and self._feet is not None:
+            from deploy.deploy_config import DeployConfig
+            foot_force_threshold = DeployConfig.load(spec).contact.foot_force_threshold
+        self.foot_force_threshold = foot_force_threshold
         self.health = HealthMonitor(spec, check_mode_machine=self.fam.has_mode_machine)
         self.remote = RemoteMap(spec.name) if remote else None
         # called on the I/O thread with (action, buttons) when a remote combination is pressed;
@@ -384,8 +408,15 @@ class LowStateLink(HardwareLink):
                            base_lin_vel=None)
         self._mode_machine = r.mode_machine
         health = self.health.assess(r.temperature, r.motor_error, r.battery_soc, r.mode_machine)
+        force = contact = None
+        if self._feet is not None and r.foot_force is not None:
+            force = r.foot_force[self._feet]
+            force[np.abs(force) >= M.GO_FOOT_FORCE_RAIL] = np.nan     # saturated or broken
+            if self.foot_force_threshold is not None:
+                contact = force_contact(force, self.foot_force_threshold)
         self._state_received(StateSample(state=state, joint_torque=tau, imu_accel=r.accel,
-                                         stamp=now, sequence=r.tick, health=health), now)
+                                         stamp=now, sequence=r.tick, health=health,
+                                         foot_force=force, foot_contact=contact), now)
         if self.remote is not None:
             self._remote(r.remote, now)
         return True
@@ -426,13 +457,14 @@ class UnitreeBackend(LowStateLink):
                  release_timeout_s: float = 10.0, lowcmd_check_s: float = 0.5,
                  close_damping_s: float = 0.05, max_identical_states: int = MAX_IDENTICAL_STATES,
                  command_timeout_s: float | None = None, remote: bool = True,
-                 take_control: bool = True):
+                 foot_force_threshold: float | None = None, take_control: bool = True):
         self.network_interface = network_interface
         self.domain = int(domain)
         super().__init__(spec, state_rate_hz=state_rate_hz, stale_timeout_s=stale_timeout_s,
                          damping_kd=damping_kd, close_damping_s=close_damping_s,
                          max_identical_states=max_identical_states,
-                         command_timeout_s=command_timeout_s, remote=remote)
+                         command_timeout_s=command_timeout_s, remote=remote,
+                         foot_force_threshold=foot_force_threshold)
         self._encoder = M.LowCmdEncoder(self.fam)
         slots = self.fam.motor_slots
         self._mode = np.zeros(slots)

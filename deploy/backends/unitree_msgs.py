@@ -77,6 +77,10 @@ CDR_LE_HEADER = b"\x00\x01\x00\x00"   # XCDR1 little-endian encapsulation, as cy
 GO_HEAD = (0xFE, 0xEF)
 GO_LEVEL_LOW = 0xFF
 GO_MODE_SERVO = 0x01
+# go LowState_ foot_force: one int16 per leg in Unitree's leg order (the motor order's legs,
+# unitree_sdk2 go2 examples: FR, FL, RR, RL), raw sensor counts: Unitree documents no unit
+GO_FOOT_ORDER = ("FR", "FL", "RR", "RL")
+GO_FOOT_FORCE_RAIL = 32767    # |reading| at the int16 rails: a saturated or broken sensor
 GO_POS_STOP = 2.146e9
 GO_VEL_STOP = 16000.0
 HG_MODE_ENABLE = 1
@@ -293,6 +297,7 @@ class LowStateReading:
     temperature: np.ndarray | None = None   # per slot, deg C (hg: the hotter of its two sensors)
     motor_error: np.ndarray | None = None   # per slot, the driver's error word (hg only)
     battery_soc: float | None = None        # %, go only (the G1 reports its battery elsewhere)
+    foot_force: np.ndarray | None = None    # go only: raw counts in GO_FOOT_ORDER (the G1 has none)
 
 
 def _checked_payload(fam: MessageFamily, lay: MessageLayout,
@@ -337,6 +342,7 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
     else:
         reading.temperature = temp.astype(np.float64)
         reading.battery_soc = float(lay.get(payload, "bms_state.soc"))
+        reading.foot_force = lay.get(payload, "foot_force").astype(np.float64)
     for name in ("q", "dq", "quat_wxyz", "gyro", "accel"):
         if not np.all(np.isfinite(getattr(reading, name))):
             raise MalformedMessage("nonfinite", f"non-finite {name}")
@@ -345,15 +351,18 @@ def decode_state(fam: MessageFamily, data: bytes | bytearray | memoryview) -> Lo
 
 def encode_state(fam: MessageFamily, q, dq, tau_est, quat_wxyz, gyro, accel, tick: int,
                  mode_machine: int = 0, remote: bytes | None = None, temperature=None,
-                 motor_error=None, battery_soc: float | None = None) -> bytes:
+                 motor_error=None, battery_soc: float | None = None, foot_force=None) -> bytes:
     """A lowstate as the robot sends it (the MuJoCo bridge plays the robot with it). The
-    optional health fields are per motor slot; where left out they read 0 (battery: 100 %)."""
+    optional health fields are per motor slot; where left out they read 0 (battery: 100 %).
+    `foot_force` (go only): raw counts in GO_FOOT_ORDER, 0 where left out."""
     lay = fam.state
     p = lay.blank()
     if fam.interface == "unitree_go":
         lay.set(p, "head", GO_HEAD)
         lay.set(p, "level_flag", GO_LEVEL_LOW)
         lay.set(p, "bms_state.soc", 100 if battery_soc is None else battery_soc)
+        if foot_force is not None:
+            lay.set(p, "foot_force", foot_force)
         if temperature is not None:
             lay.set(p, "motor_state.temperature", temperature)
     else:

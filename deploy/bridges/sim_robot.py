@@ -58,8 +58,7 @@ class SimRobot:
         self._kd = np.full(j, np.nan)
         self.sim_time = 0.0
         self._prev_v = np.zeros(3)
-        self._base = sh.idx.base_body[0]
-        self.gantry: np.ndarray | None = None      # anchor of the support spring, world frame
+        self.hung = False                          # hangs from the stand gantry (set_gantry)
         self._noise = np.random.default_rng(0)
         self.set_command(spec.default_pos, np.zeros(j), np.zeros(j))
 
@@ -79,20 +78,14 @@ class SimRobot:
         j = self.spec.num_joints
         self.set_command(np.zeros(j), np.zeros(j), np.zeros(j))
 
-    GANTRY_K, GANTRY_D = 2000.0, 400.0           # N/m, N s/m on the base
-
     def set_gantry(self, on: bool) -> None:
-        """A support spring on the base at its present position, like the gantry a humanoid
-        hangs from while its low-level control starts; off lets it stand on its own."""
-        self.gantry = self.data.xpos[self._base].copy() if on else None
-        self.data.xfrc_applied[self._base] = 0.0
+        """Hang the robot where it is now from the gantry a humanoid stands up on (the one
+        training, the sim2sim gate and the MuJoCo backend use: deploy.sim_world.Gantry), or take
+        it away so the robot stands on its own."""
+        self.world.set_gantry(np.array([0]), on)
+        self.hung = on
 
     def step(self) -> None:
-        if self.gantry is not None:
-            v = self._world_lin_vel()
-            self.data.xfrc_applied[self._base, :3] = (self.GANTRY_K * (self.gantry - self.data.xpos[self._base])
-                                                      - self.GANTRY_D * v)
-            self.data.xfrc_applied[self._base, 3:] = -20.0 * self.data.cvel[self._base, :3]
         self.world.step(1)
         self.sim_time += self.dt
 

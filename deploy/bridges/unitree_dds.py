@@ -13,7 +13,7 @@ limp; after that the last command holds (the drivers keep it).
 default pose with the spec's stand gains and makes the robot ignore rt/lowcmd, until a client
 releases it through the SDK's motion_switcher RPC (CheckMode / ReleaseMode), as on the robot.
 `--start lying` lets the robot fall limp onto the floor before the first state goes out.
-`--gantry` hangs the base from a support spring (a humanoid's gantry) until SIGUSR1 removes it.
+`--gantry` hangs the robot from the stand gantry (deploy.sim_world.Gantry) until SIGUSR1 removes it.
 A Go2 also answers the sport service's StandDown (the built-in mode then lowers the robot), and
 the status lists the motion-service calls in order (`service_calls`).
 
@@ -244,7 +244,7 @@ class UnitreeDdsBridge(SimBridge):
             self._foreign_link = self._foreign_out = None
 
     def _step(self) -> dict:
-        if self._drop_gantry.is_set() and self.robot.gantry is not None:
+        if self._drop_gantry.is_set() and self.robot.hung:
             self.robot.set_gantry(False)
         self._apply_commands()
         self.robot.step()
@@ -261,7 +261,7 @@ class UnitreeDdsBridge(SimBridge):
 
     def _status(self) -> dict:
         return {"tick": self._tick, "builtin_mode": self.builtin_mode,
-                "gantry": self.robot.gantry is not None, "service_calls": self.service_calls[-20:],
+                "gantry": self.robot.hung, "service_calls": self.service_calls[-20:],
                 "stood_down": self.stood_down, "last_kp_max": self.last_kp_max}
 
     def _close(self) -> None:
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--domain", type=int, default=1, help="DDS domain (default 1, not the robots' 0)")
     ap.add_argument("--rate", type=float, default=500.0, help="lowstate rate = physics rate, Hz")
     ap.add_argument("--builtin-mode", default="", help="a built-in motion mode active at start")
-    ap.add_argument("--gantry", action="store_true", help="hang the base from a spring until SIGUSR1")
+    ap.add_argument("--gantry", action="store_true",
+                    help="hang the robot from the stand gantry until SIGUSR1")
     ap.add_argument("--inject-file", help="JSON of remote buttons, motor errors, temperatures, "
                                           "battery, mode_machine, a foreign lowcmd writer")
     add_run_arguments(ap)

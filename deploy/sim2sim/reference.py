@@ -1,5 +1,6 @@
 """The reference rollout: how the bundle behaves where it was trained, for the same episodes
-(start heading, command schedule, pushes, friction, added mass, motor strength and seed).
+(start heading, command schedule, pushes, friction, added mass and where it sits, motor
+strength and seed).
 
 Why not training.envs.velocity.VelocityEnv itself: it imports torch (through training), and the
 deploy side never imports training. It is built from the same deploy parts, called the same way,
@@ -43,7 +44,8 @@ def _roll(spec: RobotSpec, bundle, episodes: list[Episode], world: SimWorld) -> 
     n, dt = len(episodes), spec.policy_dt
     pipeline, action_map = ObservationPipeline(spec), ActionMap(spec)
     world.set_friction(np.array([e.friction for e in episodes]))
-    world.set_added_base_mass(np.array([e.added_base_mass for e in episodes]))
+    world.set_added_base_mass(np.array([e.added_base_mass for e in episodes]),
+                              np.array([e.payload_offset for e in episodes], dtype=np.float64))
     world.set_motor_strength(np.array([e.motor_strength for e in episodes]))
     poses = [start_pose(spec, Start(), e.yaw, np.random.default_rng(e.seed)) for e in episodes]
     world.reset(np.arange(n), joint_pos=np.stack([p[0] for p in poses]),

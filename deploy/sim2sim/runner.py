@@ -7,7 +7,9 @@ them one world at a time (same results up to sensor-noise draws; kept to measure
 
 The runner plays the operator: it requests STAND after the episode's passive time, then POLICY
 (which waits until the default pose is reached), sets the scheduled velocity commands and pushes,
-and ends an episode at its duration, on a fall (ground truth) or when the Controller faults."""
+and ends an episode at its duration, on a fall (ground truth) or when the Controller faults. A
+robot whose spec asks for a stand gantry hangs from it from its reset until the policy's blend-in
+ends (mujoco_backend.GantryRelease, the rule `sac2real run` and the ROS 2 node use too)."""
 from __future__ import annotations
 
 import math
@@ -17,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploy.backends.mujoco_backend import SimConditions, SimFleet
+from deploy.backends.mujoco_backend import SimConditions, SimFleet, release_after_blend_in
 from deploy.controller import Controller
 from deploy.deploy_config import DeployConfig
 from deploy.safety import FATAL_ACTION, FATAL_STATE
@@ -82,11 +84,11 @@ class _Live:
     stand_error: float | None = None
     clamps: int = 0
     ticks: int = 0
-    hung: bool = False              # on the gantry (spec stand.gantry) until the blend-in is done
 
 
 def conditions_for(ep: Episode, spec: RobotSpec, faults: tuple[Fault, ...]) -> SimConditions:
     c = SimConditions(friction=ep.friction, added_base_mass=ep.added_base_mass,
+                      payload_offset=ep.payload_offset,
                       motor_strength=ep.motor_strength, action_latency_s=ep.action_latency_s,
                       sensor_latency_s=ep.sensor_latency_s, sensor_noise=ep.sensor_noise)
     for f in faults:
@@ -114,17 +116,15 @@ def _run_group(spec, bundle, episodes, faults, config, threads, progress) -> lis
     try:
         for i, ep in enumerate(episodes):
             q, pos, quat = start_pose(spec, ep.start, ep.yaw, np.random.default_rng(ep.seed))
-            fleet.reset(i, joint_pos=q, base_pos=pos, base_quat=quat)
-            if spec.stand_gantry:
-                fleet.world.set_gantry(np.array([i]), True)
+            fleet.reset(i, joint_pos=q, base_pos=pos, base_quat=quat)   # hung if spec.stand_gantry
             robot = fleet.robots[i]
             for f in faults:
                 robot = f.backend(spec, robot)
             ctrl = Controller(spec, robot, bundle, config=config, clock=fleet.clock)
             for f in faults:
                 f.controller(ctrl)
-            lives.append(_Live(ep, ctrl, spec.effort_limit * conds[i].motor_strength,
-                               hung=spec.stand_gantry))
+            release_after_blend_in(ctrl, fleet.robots[i])
+            lives.append(_Live(ep, ctrl, spec.effort_limit * conds[i].motor_strength))
         active = list(range(len(lives)))
         started = time.perf_counter()
         next_note = started + 5.0
@@ -157,10 +157,6 @@ def _operate(live: _Live, i: int, fleet: SimFleet, now: float, spec: RobotSpec) 
     elif live.phase == "stand_requested" and ctrl.mode is Mode.STAND:
         ctrl.request_policy()
         live.phase = "policy_requested"
-    if live.hung and live.policy_t0 is not None \
-            and now >= live.policy_t0 + ctrl.config.controller.blend_in_s - 1e-9:
-        fleet.world.set_gantry(np.array([i]), False)     # the policy balances it from here
-        live.hung = False
     if live.policy_t0 is not None:
         t = now - live.policy_t0
         cmd = ep.command_at(t)

@@ -19,7 +19,8 @@
         pushes: [{t: 2.0, dv: [0.0, 0.6]}]        # planar base velocity kicks, m/s
       - name: slippery
         friction: 0.4                             # also: added_base_mass, motor_strength,
-                                                  # action_latency_s, sensor_latency_s, sensor_noise
+                                                  # action_latency_s, sensor_latency_s, sensor_noise,
+        payload_offset: [-0.2, 0.1, 0.0]          # where added_base_mass sits (m, base frame)
       - name: fallen         # joint_pos: joint-name regex -> rad (others at the default pose)
         start: {joint_pos: {".*_thigh_joint": 1.3}, jitter: 0.1, roll: 0.3, height: 0.2}
         passive_s: 0.5
@@ -40,8 +41,8 @@ from deploy.config import NumberRange, Section, load_yaml, numbers
 from deploy.spec import JOINT_RANGE, MAX_COMMAND, REPO_ROOT, RobotSpec
 
 DEFAULT_FILE = REPO_ROOT / "configs" / "sim2sim" / "default.yaml"
-PHYSICS_KEYS = ("friction", "added_base_mass", "motor_strength", "action_latency_s",
-                "sensor_latency_s", "sensor_noise")
+PHYSICS_KEYS = ("friction", "added_base_mass", "payload_offset", "motor_strength",
+                "action_latency_s", "sensor_latency_s", "sensor_noise")
 EPISODE_KEYS = ("duration_s", "settle_s", "passive_s", "seed") + PHYSICS_KEYS
 MAX_EPISODES = 128
 # The gate's seeds: each scenario runs once per seed. Five, not three: a 0.1 rad encoder offset on
@@ -79,6 +80,7 @@ class Episode:
     yaw: float = 0.0
     friction: float = 1.0
     added_base_mass: float = 0.0
+    payload_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     motor_strength: float = 1.0
     action_latency_s: float = 0.0
     sensor_latency_s: float = 0.0
@@ -133,7 +135,8 @@ class ScenarioFile:
         ep = root.sub("episode", {})
         ep.allow([], list(EPISODE_KEYS))
         defaults = _physics(ep, dict(duration_s=6.0, settle_s=1.0, passive_s=0.0, seed=0,
-                                     friction=1.0, added_base_mass=0.0, motor_strength=1.0,
+                                     friction=1.0, added_base_mass=0.0,
+                                     payload_offset=(0.0, 0.0, 0.0), motor_strength=1.0,
                                      action_latency_s=0.0, sensor_latency_s=0.0, sensor_noise=1.0))
         episodes: list[Episode] = []
         names = set()
@@ -163,14 +166,21 @@ def _thresholds(sec: Section, known: dict, base: dict) -> dict:
     return out
 
 
+# allowed values of the physics keys (payload_offset: each of its three coordinates, m)
+PHYSICS_LIMITS = {"friction": (0.01, 5.0), "added_base_mass": (-50.0, 200.0),
+                  "payload_offset": (-2.0, 2.0), "motor_strength": (0.05, 5.0),
+                  "action_latency_s": (0.0, 1.0), "sensor_latency_s": (0.0, 1.0),
+                  "sensor_noise": (0.0, 20.0)}
+
+
 def _physics(sec: Section, base: dict) -> dict:
     out = dict(base)
     limits = {"duration_s": (0.1, 600.0), "settle_s": (0.0, 60.0), "passive_s": (0.0, 60.0),
-              "friction": (0.01, 5.0), "added_base_mass": (-50.0, 200.0),
-              "motor_strength": (0.05, 5.0), "action_latency_s": (0.0, 1.0),
-              "sensor_latency_s": (0.0, 1.0), "sensor_noise": (0.0, 20.0)}
+              **PHYSICS_LIMITS}
     for key, (lo, hi) in limits.items():
-        if key in sec.data:
+        if key == "payload_offset" and key in sec.data:
+            out[key] = sec.vector(key, 3, low=lo, high=hi)
+        elif key in sec.data:
             out[key] = sec.number(key, low=lo, high=hi)
     if "seed" in sec.data:
         out["seed"] = sec.integer("seed", low=0, high=2**31 - 1)
@@ -200,7 +210,7 @@ def _scenario(row: Section, defaults: dict, file_thresholds: dict, known: dict,
         out.append(reseeded(Episode(
             name=ename, scenario=name, commands=cmds, pushes=pushes, start=start,
             thresholds=thresholds, base_seed=int(phys["seed"]), fixed_yaw=yaw, seed=0,
-            **{k: float(v) for k, v in phys.items() if k != "seed"}), 0))
+            **{k: v if k == "payload_offset" else float(v) for k, v in phys.items() if k != "seed"}), 0))
     for e in out:
         for p in e.pushes:
             if p.t >= e.duration_s:
@@ -327,3 +337,26 @@ def start_pose(spec: RobotSpec, start: Start, yaw: float, rng: np.random.Generat
     quat = np.array([cr * cp * cy + sr * sp * sy, sr * cp * cy - cr * sp * sy,
                      cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy])
     return q, np.array([0.0, 0.0, height]), quat
+
+
+def parse_physics(items: list[str], source: str = "--physics") -> dict:
+    """KEY=VALUE strings (VALUE: x,y,z for payload_offset) as SimConditions keyword arguments,
+    each checked against PHYSICS_LIMITS like a scenario file's keys."""
+    out: dict = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key not in PHYSICS_LIMITS:
+            raise ValueError(f"{source} {item!r}: unknown key '{key}'; allowed: "
+                             f"{', '.join(PHYSICS_LIMITS)}")
+        lo, hi = PHYSICS_LIMITS[key]
+        want = 3 if key == "payload_offset" else 1
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != want or not all(math.isfinite(v) and lo <= v <= hi for v in values):
+            raise ValueError(f"{source} {item!r}: {key} takes {want} finite number(s) in "
+                             f"[{lo:g}, {hi:g}]{' as x,y,z' if want == 3 else ''}")
+        out[key] = tuple(values) if want == 3 else values[0]
+    return out

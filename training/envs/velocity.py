@@ -274,9 +274,7 @@ class VelocityEnv:
         if self.fixed_commands is not None:
             self.command[envs] = self.fixed_commands[envs]
             return
-        self.command[envs] = self.rng.uniform(c.low, c.high, (len(envs), 3))
-        standing = self.rng.random(len(envs)) < c.standing_fraction
-        self.command[envs[standing]] = 0.0
+        self.command[envs] = c.draw(self.rng, len(envs))
 
     def _advance_command_and_pushes(self) -> None:
         dt = self.spec.policy_dt

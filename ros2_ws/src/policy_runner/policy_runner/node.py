@@ -356,6 +356,9 @@ class PolicyRunner(LifecycleNode):
             self.backend = build_backend(s, spec)
             self.controller = Controller(spec, self.backend, self.bundle, replay=self.replay,
                                          config=self.config)
+            if s.backend == "mujoco":    # a G1 hangs from its stand gantry until the blend-in ends
+                from deploy.backends.mujoco_backend import release_after_blend_in
+                release_after_blend_in(self.controller, self.backend)
         except Exception as exc:
             return self._failed("configure", exc)
         if hasattr(self.backend, "remote_handler"):

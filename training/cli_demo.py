@@ -1,0 +1,73 @@
+"""`sac2real demo`: a shifted MuJoCo robot, the runner and the fine-tuner in their own processes,
+the gate and promotions, and a before/after report (training/demo.py)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, DemoOptions
+
+    d = DemoOptions(out=Path("."))
+    p = sub.add_parser("demo", help="fine-tune on a shifted MuJoCo robot: runner, learner, gate, "
+                                    "promotions, report (about 15 minutes)")
+    p.add_argument("--out", help="run folder (default runs/demo/<UTC time>)")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="the pretrained parent")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="the robot's time")
+    p.add_argument("--physics", action="append", metavar="KEY=VALUE",
+                   help=f"the robot's shift (repeatable; default {' '.join(DEFAULT_SHIFT)})")
+    p.add_argument("--episode-s", type=float, default=d.episode_s)
+    p.add_argument("--explore", type=float, default=d.explore,
+                   help="exploration scale on the robot (x the bundle's std)")
+    p.add_argument("--utd", type=float, default=d.utd, help="updates per robot transition")
+    p.add_argument("--lr-scale", type=float, default=d.lr_scale,
+                   help="x the parent's learning rates (0: every candidate equals the running policy)")
+    p.add_argument("--promote-every", type=int, default=d.promote_every, help="updates between promotions")
+    p.add_argument("--prior-steps", type=int, default=d.prior_steps)
+    p.add_argument("--prior-fraction", default=d.prior_fraction)
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="held-out episodes per seed")
+    p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)))
+    p.add_argument("--eval-s", type=float, default=d.eval_s, help="held-out episode length")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.demo import DEFAULT_SHIFT, DemoError, DemoOptions, run_demo
+
+    out = Path(args.out) if args.out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    try:
+        seeds = tuple(int(s) for s in args.eval_seeds.split(","))
+    except ValueError:
+        print(f"sac2real demo: --eval-seeds {args.eval_seeds!r}: comma-separated integers", file=sys.stderr)
+        return 2
+    for name in ("minutes", "episode_s", "eval_s"):
+        v = getattr(args, name)
+        if not (v == v and 0 < v < 1e4):
+            print(f"sac2real demo: --{name.replace('_', '-')} {v}: a number of minutes/seconds > 0",
+                  file=sys.stderr)
+            return 2
+    opts = DemoOptions(out=out, checkpoint=Path(args.checkpoint), minutes=args.minutes,
+                       physics=tuple(args.physics or DEFAULT_SHIFT), episode_s=args.episode_s,
+                       explore=args.explore, utd=args.utd, lr_scale=args.lr_scale, promote_every=args.promote_every,
+                       prior_steps=args.prior_steps, prior_fraction=args.prior_fraction,
+                       eval_seeds=seeds, eval_episodes=args.eval_episodes, eval_s=args.eval_s,
+                       seed=args.seed)
+    signal.signal(signal.SIGTERM, _interrupt)     # `kill`: stop the two processes as Ctrl-C does
+    try:
+        run_demo(opts, log=lambda line: print(line, flush=True))
+    except (DemoError, ValueError) as exc:
+        print(f"sac2real demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:       # the runner damped, the fine-tuner saved (training/demo.py)
+        print(f"sac2real demo: interrupted; what was written is in {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
