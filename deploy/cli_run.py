@@ -184,8 +184,7 @@ def _check_session_args(args: argparse.Namespace) -> tuple[str | None, list | No
 def _run_episodes(ctrl, backend, args: argparse.Namespace, cmd) -> None:
     from deploy.sim_operator import SimOperator
 
-    backend.start(None if args.rt_priority is None else max(1, args.rt_priority - 1))
-    ctrl.start(rt_priority=args.rt_priority)
+    _start_realtime(ctrl, backend, args.rt_priority)
     operator = SimOperator(ctrl, backend, args.episodes, seed=args.seed,
                            command=None if cmd is None else tuple(cmd), log_path=args.events,
                            log=lambda line: print(f"run: {line}", file=sys.stderr, flush=True))
@@ -198,14 +197,21 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _run_realtime(ctrl, backend, duration, Mode, rt_priority=None) -> None:
+def _start_realtime(ctrl, backend, rt_priority: int | None) -> None:
+    """The backend's own thread (a simulated robot's physics) one priority below the loop's."""
     if hasattr(backend, "start"):
         backend.start(None if rt_priority is None else max(1, rt_priority - 1))
     ctrl.start(rt_priority=rt_priority)
+
+
+def _run_realtime(ctrl, backend, duration, Mode, rt_priority=None) -> None:
+    from deploy.sim_operator import wait_until
+
+    _start_realtime(ctrl, backend, rt_priority)
     ctrl.request_stand()
-    _wait(lambda: ctrl.mode is Mode.STAND, 2.0)
+    wait_until(lambda: ctrl.mode is Mode.STAND, 2.0)
     ctrl.request_policy()
-    _wait(lambda: ctrl.mode is Mode.POLICY, ctrl._stand_T + 3.0)
+    wait_until(lambda: ctrl.mode is Mode.POLICY, ctrl._stand_T + 3.0)
     t_end = time.monotonic() + duration
     next_print = time.monotonic()
     while time.monotonic() < t_end and ctrl.mode is Mode.POLICY:
@@ -251,11 +257,3 @@ def _status(ctrl, backend) -> None:
           f"jitter p99 {jit.get('p99', 0):.2f} ms  overruns {d['loop']['overruns']}",
           file=sys.stderr)
 
-
-def _wait(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()

@@ -12,12 +12,12 @@ the robot on.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from pathlib import Path
 
+from deploy.event_log import append_event
 from deploy.registry import PolicyRegistry, RegistryError
 
 log = logging.getLogger("deploy.follow")
@@ -77,9 +77,7 @@ class PolicyFollower:
         (log.warning if what in ("refused", "rolled_back") else log.info)(
             "%s %s: %s", what, ident, detail)
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(event) + "\n")
+            append_event(self.log_path, event)
         return event
 
     def start(self) -> "PolicyFollower":

@@ -11,7 +11,6 @@ the simulated robot is put back on its feet. The operator only uses the Controll
 the same, and the Controller cannot tell the difference."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from deploy.event_log import append_event
 from deploy.state_machine import Mode
 
 
@@ -69,13 +69,13 @@ class SimOperator:
         rec = EpisodeRecord(episode=k, start=time.time())
         ctrl.request_reset()
         ctrl.request_stand()
-        if not _wait(lambda: ctrl.mode is Mode.STAND, 2.0, stop):
+        if not wait_until(lambda: ctrl.mode is Mode.STAND, 2.0, stop):
             rec.end = "stand_failed"
             return rec
-        _wait(lambda: False, ctrl._stand_T, stop)
+        wait_until(lambda: False, ctrl._stand_T, stop)
         self._next_command(rec)
         ctrl.request_policy()
-        if not _wait(lambda: ctrl.mode is Mode.POLICY, 3.0, stop):
+        if not wait_until(lambda: ctrl.mode is Mode.POLICY, 3.0, stop):
             rec.end = "stand_failed"
             return rec
         t0 = time.monotonic()
@@ -116,16 +116,15 @@ class SimOperator:
         time.sleep(self.SETTLE_S)
 
     def _write(self, rec: EpisodeRecord) -> None:
-        if self.log_path is None:
-            return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps({"event": "episode", **asdict(rec)}) + "\n")
+        if self.log_path is not None:
+            append_event(self.log_path, {"event": "episode", **asdict(rec)})
 
 
-def _wait(cond: Callable[[], bool], timeout: float, stop: threading.Event) -> bool:
+def wait_until(cond: Callable[[], bool], timeout: float, stop: threading.Event | None = None) -> bool:
+    """Poll `cond` every 10 ms for up to `timeout` s (or until `stop` is set); its last value:
+    how an operator, person or program, waits for the Controller to change mode."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end and not stop.is_set():
+    while time.monotonic() < end and not (stop is not None and stop.is_set()):
         if cond():
             return True
         time.sleep(0.01)

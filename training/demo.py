@@ -74,7 +74,8 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
     from deploy.registry import PolicyRegistry
     from deploy.sim2sim.gate import run_gate
     from deploy.sim2sim.scenarios import parse_physics
-    from training.demo_report import evaluate, heldout_episodes, plot, read_jsonl, recovery, run_timeline
+    from deploy.event_log import read_events
+    from training.demo_report import evaluate, heldout_episodes, plot, recovery, run_timeline
     from training.export import export_checkpoint, load_agent
 
     out = Path(opts.out)
@@ -126,12 +127,12 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
 
     current = registry.current(spec.name)
     evaluation["after"] = evaluate(spec, current, heldout, task)
-    promotions = read_jsonl(out / "finetune" / "promotions.jsonl")
+    promotions = read_events(out / "finetune" / "promotions.jsonl")
     last = next((p["bundle"] for p in reversed(promotions) if p.get("bundle")), None)
     if last is not None and last != current.name:    # what the learner reached, gate or not
         evaluation["last_candidate"] = evaluate(spec, registry.root / spec.name / last, heldout, task)
     _say_eval(log, evaluation)
-    events = read_jsonl(out / "events.jsonl")
+    events = read_events(out / "events.jsonl")
     report = {
         "started": t_robot, "wall_s": round(time.time() - t_start, 1), "minutes": opts.minutes,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
@@ -195,7 +196,7 @@ def _watch(runner: subprocess.Popen, tuner: subprocess.Popen, out: Path, limit_s
            log) -> None:
     """Until the runner ends (its --duration), printing progress every 30 s; a fine-tuner that
     dies ends the demo with its log's last lines."""
-    from training.demo_report import read_jsonl
+    from deploy.event_log import read_events
 
     t0 = time.monotonic()
     next_print = t0 + 30
@@ -206,8 +207,8 @@ def _watch(runner: subprocess.Popen, tuner: subprocess.Popen, out: Path, limit_s
         if time.monotonic() - t0 > limit_s:
             raise DemoError(f"the runner did not end within {limit_s:.0f} s")
         if time.monotonic() >= next_print:
-            eps = [e for e in read_jsonl(out / "events.jsonl") if e.get("event") == "episode"]
-            proms = read_jsonl(out / "finetune" / "promotions.jsonl")
+            eps = [e for e in read_events(out / "events.jsonl") if e.get("event") == "episode"]
+            proms = read_events(out / "finetune" / "promotions.jsonl")
             log(f"demo: {(time.monotonic() - t0) / 60:4.1f} min  episodes {len(eps)} (falls "
                 f"{sum(e['end'] in ('fall', 'fault') for e in eps)})  candidates {len(proms)} "
                 f"(promoted {sum(p['promoted'] for p in proms)})")

@@ -8,7 +8,6 @@ with the task's weights and sigma: deploy.rewards.CommandReward) summed over an 
 ticks; an episode that ends early (a fall, a safety stop) earns nothing for the rest."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +71,6 @@ def recovery(nominal: float, before: float, after: float) -> float | None:
     """The share of the tracking return the shift cost that fine-tuning won back."""
     cost = nominal - before
     return None if cost <= 0 else (after - before) / cost
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_timeline(replay_dir: Path, spec: RobotSpec, task: str, mono_to_wall: float,

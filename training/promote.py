@@ -8,11 +8,11 @@ Every decision is one JSON line in `<out>/promotions.jsonl`: what `sac2real demo
 what a person reads to know why the robot still runs an older policy."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from deploy.event_log import append_event
 from deploy.registry import PolicyRegistry
 
 
@@ -42,7 +42,7 @@ class Promoter:
             event = {"time": time.time(), "updates": updates, "checkpoint": str(checkpoint),
                      "bundle": None, "against": running.name if running else None,
                      "passed": False, "promoted": False, "reasons": [f"export refused: {exc}"]}
-            self._write(event)
+            append_event(self.log_path, event)
             self.log(f"promotion: {checkpoint} not exported: {exc}")
             return event
         t_export = time.monotonic() - t0
@@ -57,13 +57,8 @@ class Promoter:
             self.registry.promote(bundle.name)
             event["promoted"] = True
         event["total_s"] = round(time.monotonic() - t0, 2)
-        self._write(event)
+        append_event(self.log_path, event)
         verdict = "promoted" if event["promoted"] else "refused: " + "; ".join(event["reasons"][:3])
         self.log(f"promotion: {bundle.name} after {updates} updates {verdict} "
                  f"(export {t_export:.1f} s, gate {result.wall_s:.1f} s)")
         return event
-
-    def _write(self, event: dict) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(event) + "\n")
