@@ -137,14 +137,15 @@ def test_checkpoint_has_lineage_and_exports_as_a_bundle(smoke_checkpoint, tmp_pa
     from training.export import export_checkpoint
 
     write_session(tmp_path / "replay", layout, 300)
-    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft", prior="none"),
-                      log=lambda s: None)
+    tuner = FineTuner(_options(smoke_checkpoint, tmp_path / "replay", tmp_path / "ft", prior="none",
+                               lr_scale=0.5, critic_warmup=10), log=lambda s: None)
     tuner.run()
     ckpt = load_checkpoint(resolve_checkpoint(tmp_path / "ft" / "checkpoints" / "latest.pt"))
     lineage = ckpt["lineage"]
     assert lineage["parent"]["checkpoint"] == str(Path(smoke_checkpoint).resolve())
     assert lineage["robot_data"]["ranges"] == [[0, 0, 299]] and lineage["updates"] == 75
     assert lineage["prior"]["source"] == "none"
+    assert (lineage["lr_scale"], lineage["critic_warmup"]) == (0.5, 10)
     parent = load_checkpoint(resolve_checkpoint(smoke_checkpoint))
     assert ckpt["progress"]["updates"] == parent["progress"]["updates"] + 75
     bundle = export_checkpoint(tmp_path / "ft" / "checkpoints" / "latest.pt", tmp_path / "policies",

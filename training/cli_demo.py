@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from deploy.sim2sim.scenarios import parse_seeds
     from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, DemoOptions
 
     d = DemoOptions(out=Path("."))
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-steps", type=int, default=d.prior_steps)
     p.add_argument("--prior-fraction", default=d.prior_fraction)
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="held-out episodes per seed")
-    p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)))
+    p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)), type=parse_seeds,
+                   help="seeds of the held-out episodes (distinct, >= 0)")
     p.add_argument("--eval-s", type=float, default=d.eval_s, help="held-out episode length")
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=run)
@@ -40,11 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from training.demo import DEFAULT_SHIFT, DemoError, DemoOptions, run_demo
 
     out = Path(args.out) if args.out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    try:
-        seeds = tuple(int(s) for s in args.eval_seeds.split(","))
-    except ValueError:
-        print(f"sac2real demo: --eval-seeds {args.eval_seeds!r}: comma-separated integers", file=sys.stderr)
-        return 2
     for name in ("minutes", "episode_s", "eval_s"):
         v = getattr(args, name)
         if not (v == v and 0 < v < 1e4):
@@ -55,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                        physics=tuple(args.physics or DEFAULT_SHIFT), episode_s=args.episode_s,
                        explore=args.explore, utd=args.utd, lr_scale=args.lr_scale, promote_every=args.promote_every,
                        prior_steps=args.prior_steps, prior_fraction=args.prior_fraction,
-                       eval_seeds=seeds, eval_episodes=args.eval_episodes, eval_s=args.eval_s,
+                       eval_seeds=args.eval_seeds, eval_episodes=args.eval_episodes, eval_s=args.eval_s,
                        seed=args.seed)
     signal.signal(signal.SIGTERM, _interrupt)     # `kill`: stop the two processes as Ctrl-C does
     try:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from deploy.sim2sim.scenarios import parse_seeds
+
     p = sub.add_parser("finetune", help="fine-tune a pretrained checkpoint on a robot's replay")
     p.add_argument("--checkpoint", required=True, help="the pretrained parent (model file or latest.pt)")
     p.add_argument("--replay", required=True, help="the robot's replay directory (tailed)")
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="every N updates: export the checkpoint into the robot's registry "
                         "($SAC2REAL_MODELS or models/policies), gate it against the bundle the "
                         "robot runs now and promote it if it passes (promotions.jsonl in --out)")
-    p.add_argument("--gate-seeds", default="0,1,2", help="the gate's seeds for a promotion (3 or more)")
+    p.add_argument("--gate-seeds", default="0,1,2", type=parse_seeds,
+                   help="the gate's seeds for a promotion (3 or more)")
     p.add_argument("--gate-scenarios", help="the gate's scenario file (default: the robot's own)")
     p.add_argument("--sign-key", help="sign promoted bundles with this key (hardware backends "
                                       "drive only signed bundles)")
@@ -54,7 +57,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                                device=args.device, lr_scale=args.lr_scale,
                                critic_warmup=args.critic_warmup,
                                promote_every=args.promote_every,
-                               gate_seeds=_seeds(args.gate_seeds),
+                               gate_seeds=args.gate_seeds,
                                gate_scenarios=Path(args.gate_scenarios) if args.gate_scenarios else None,
                                sign_key=args.sign_key)
         tuner = FineTuner(opts, log=lambda line: print(line, flush=True))
@@ -63,14 +66,3 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(f"sac2real finetune: error: {exc}", file=sys.stderr)
         return 2
     return {"SIGINT": 130, "SIGTERM": 143}.get(why, 0)
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    from training.finetune import FinetuneError
-    try:
-        seeds = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        seeds = ()
-    if not seeds or any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
-        raise FinetuneError(f"--gate-seeds {text!r}: distinct non-negative integers, comma-separated")
-    return seeds

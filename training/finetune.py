@@ -408,6 +408,7 @@ class FineTuner:
                           "seed": self.opts.seed, "fraction": str(self.opts.prior_fraction),
                           "drawn": self.learner.drawn.get("prior", 0)},
                 "updates": self.learner.updates, "utd": self.opts.utd,
+                "lr_scale": self.opts.lr_scale, "critic_warmup": self.opts.critic_warmup,
             },
             "finetune": {"cursor": list(self.robot.cursor), "learner": self.learner.state_dict(),
                          "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},

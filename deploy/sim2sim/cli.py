@@ -13,17 +13,7 @@ import os
 import sys
 
 from deploy.signing import KEYS_ENV, SIGN_KEY_ENV
-from deploy.sim2sim.scenarios import DEFAULT_SEEDS
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got '{text}'")
-    return seeds
+from deploy.sim2sim.scenarios import DEFAULT_SEEDS, parse_seeds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", nargs="+", help="bundle folder, ID, ROBOT/ID or unique ID prefix in "
                                               "the registry; or `calibrate [BUNDLE ...]`")
     p.add_argument("--robot", help="with calibrate: the robot to calibrate")
-    p.add_argument("--seeds", default=",".join(str(s) for s in DEFAULT_SEEDS), type=_seeds,
+    p.add_argument("--seeds", default=",".join(str(s) for s in DEFAULT_SEEDS), type=parse_seeds,
                    help="the gate's seeds, comma-separated (default %(default)s); a verdict is "
                         "reproducible for its seed set")
     p.add_argument("--against", metavar="BUNDLE",

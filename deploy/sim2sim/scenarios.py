@@ -360,3 +360,16 @@ def parse_physics(items: list[str], source: str = "--physics") -> dict:
                              f"[{lo:g}, {hi:g}]{' as x,y,z' if want == 3 else ''}")
         out[key] = tuple(values) if want == 3 else values[0]
     return out
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """An argparse type for a seed list ("0,1,2"): distinct whole numbers >= 0 (the gate's, the
+    fine-tuner's gate seeds, the demo's held-out seeds)."""
+    import argparse
+    try:
+        seeds = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got '{text}'")
+    return seeds
