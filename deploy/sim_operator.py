@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from deploy.controller import FALL, end_reason
 from deploy.event_log import append_event
 from deploy.state_machine import Mode
 
@@ -88,7 +89,7 @@ class SimOperator:
             if ctrl.mode is not Mode.POLICY:
                 fatal = ctrl.safety.last_fatal()
                 rec.fault = fatal.reason if fatal else None
-                rec.end = "fall" if rec.fault == "tilt" else "fault"
+                rec.end = "fall" if end_reason(rec.fault) == FALL else "fault"   # the replay's rule
                 break
             if now - t0 >= self.episode_s or now >= deadline or stop.is_set():
                 rec.end = "time" if now - t0 >= self.episode_s else "stopped"

@@ -71,10 +71,10 @@ class DemoOptions:
 
 
 def run_demo(opts: DemoOptions, log=print) -> dict:
+    from deploy.event_log import read_events
     from deploy.registry import PolicyRegistry
     from deploy.sim2sim.gate import run_gate
     from deploy.sim2sim.scenarios import parse_physics
-    from deploy.event_log import read_events
     from training.demo_report import evaluate, heldout_episodes, plot, recovery, run_timeline
     from training.export import export_checkpoint, load_agent
 
@@ -83,8 +83,8 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
         raise DemoError(f"--out {out}: not empty; a demo writes a fresh run folder")
     physics = parse_physics(list(opts.physics))
     registry = PolicyRegistry(out / "registry")
-    _, spec, _, _ = load_agent(opts.checkpoint)
-    task = "velocity_flat"
+    ckpt, spec, _, _ = load_agent(opts.checkpoint)
+    task = ckpt["task"]
     t_start = time.time()
 
     log(f"demo: exporting and gating the pretrained policy ({opts.checkpoint})")
@@ -106,19 +106,8 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
     env = {**os.environ, "SAC2REAL_MODELS": str(registry.root), "OMP_NUM_THREADS": "1"}
     mono_to_wall = time.time() - time.monotonic()
     t_robot = time.time()
-    runner = _spawn(out / "runner.log", env, [
-        "run", "--robot", spec.name, "--backend", "mujoco", "--policy", "current", "--follow",
-        "--episodes", str(opts.episode_s), "--duration", str(opts.minutes * 60),
-        "--command", "random", "--explore", str(opts.explore), "--seed", str(opts.seed),
-        "--replay", str(out / "replay"), "--events", str(out / "events.jsonl"),
-        *[a for p in opts.physics for a in ("--physics", p)]])
-    tuner = _spawn(out / "finetune.log", env, [
-        "finetune", "--checkpoint", str(opts.checkpoint), "--replay", str(out / "replay"),
-        "--out", str(out / "finetune"), "--utd", str(opts.utd), "--lr-scale", str(opts.lr_scale), "--every", str(opts.promote_every),
-        "--promote-every", str(opts.promote_every), "--prior", opts.prior,
-        "--prior-steps", str(opts.prior_steps),
-        "--prior-fraction", opts.prior_fraction, "--seed", str(opts.seed),
-        "--gate-seeds", ",".join(map(str, opts.gate_seeds)), "--gate-scenarios", str(gate_scenarios)])
+    runner = _spawn(out / "runner.log", env, _runner_args(opts, spec.name, out))
+    tuner = _spawn(out / "finetune.log", env, _tuner_args(opts, out, gate_scenarios))
     try:
         _watch(runner, tuner, out, opts.minutes * 60 + 60, log)
     finally:
@@ -153,6 +142,26 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
         f"recovery {report['recovery'] if report['recovery'] is None else round(report['recovery'], 2)}"
         f"; report {out / 'report.json'}, {out / 'report.png'}")
     return report
+
+
+def _runner_args(opts: DemoOptions, robot: str, out: Path) -> list[str]:
+    """`sac2real run` as on a robot, with the simulated operator and the shifted physics."""
+    return ["run", "--robot", robot, "--backend", "mujoco", "--policy", "current", "--follow",
+            "--episodes", str(opts.episode_s), "--duration", str(opts.minutes * 60),
+            "--command", "random", "--explore", str(opts.explore), "--seed", str(opts.seed),
+            "--replay", str(out / "replay"), "--events", str(out / "events.jsonl"),
+            *[a for p in opts.physics for a in ("--physics", p)]]
+
+
+def _tuner_args(opts: DemoOptions, out: Path, gate_scenarios: Path) -> list[str]:
+    """`sac2real finetune` on the robot's replay, promoting every promote_every updates."""
+    return ["finetune", "--checkpoint", str(opts.checkpoint), "--replay", str(out / "replay"),
+            "--out", str(out / "finetune"), "--utd", str(opts.utd), "--lr-scale", str(opts.lr_scale),
+            "--every", str(opts.promote_every), "--promote-every", str(opts.promote_every),
+            "--prior", opts.prior, "--prior-steps", str(opts.prior_steps),
+            "--prior-fraction", opts.prior_fraction, "--seed", str(opts.seed),
+            "--gate-seeds", ",".join(map(str, opts.gate_seeds)),
+            "--gate-scenarios", str(gate_scenarios)]
 
 
 def _robot_scenarios(robot: str, physics: dict, path: Path) -> Path:
