@@ -26,7 +26,7 @@ FAST_TESTS = ["tests/test_sac_math.py", "tests/test_sac_core.py", "tests/test_co
 # name: (file, exact text, replacement); the text must occur exactly once
 MUTANTS: dict[str, tuple[str, str, str]] = {
     "target_max_of_twins": ("training/critic.py", "squeeze(-1).min(0).values", "squeeze(-1).max(0).values"),
-    "entropy_bonus_sign": ("training/sac.py", "next_act, -alpha * next_logp)", "next_act, alpha * next_logp)"),
+    "entropy_bonus_sign": ("training/sac.py", "bonus = -alpha * next_logp if", "bonus = alpha * next_logp if"),
     "online_critic_as_target": ("training/critic.py", "return self.q_target(torch.cat", "return self.q(torch.cat"),
     "only_first_critic_trained": ("training/critic.py", "loss = (q - y.unsqueeze(0))", "loss = (q[:1] - y.unsqueeze(0))"),
     "actor_climbs_mean_q": ("training/critic.py", "return self.q_values(obs, act).min(0).values",
@@ -41,7 +41,8 @@ MUTANTS: dict[str, tuple[str, str, str]] = {
     "timeouts_as_failures": ("training/replay_buffer.py",
                              "failed = self.dones[last_row, env] & ~self.timeouts[last_row, env]",
                              "failed = self.dones[last_row, env]"),
-    "collection_deterministic": ("training/runner.py", "self.agent.act(obs, noise=self._exploration_noise(obs))",
+    "collection_deterministic": ("training/runner.py", "self.agent.act(obs, noise=self._exploration_noise(obs), "
+                                 "logit_scale=self._logit_scale())",
                                  "self.agent.act(obs, deterministic=True)"),
     "polyak_one_minus_tau": ("training/critic.py", "list(self.q.parameters()), tau)",
                              "list(self.q.parameters()), 1 - tau)"),

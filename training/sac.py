@@ -192,12 +192,10 @@ class SAC(nn.Module):
 
         with torch.no_grad():
             next_act, next_logp = self.actor(next_a)
-        if self.entropy_critic is None:
-            critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
-                                                 next_c, next_act, -alpha * next_logp)
-        else:       # PEV, Eq. 11: the reward critic's target holds neither entropy nor alpha
-            critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
-                                                 next_c, next_act, torch.zeros_like(next_logp))
+        # the target's entropy bonus; DSAC-E's reward critic takes none (PEV, Eq. 11)
+        bonus = -alpha * next_logp if self.entropy_critic is None else torch.zeros_like(next_logp)
+        critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
+                                             next_c, next_act, bonus)
         self._check_finite(step, critic_loss=critic_loss)
         self._step(self.critic_opt, critic_loss, self.critic.q.parameters())
 
