@@ -21,12 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_TESTS = ["tests/test_sac_math.py", "tests/test_sac_core.py", "tests/test_collection.py",
-              "tests/test_relabel.py", "tests/test_exploration.py", "tests/test_algo_switches.py"]
+              "tests/test_relabel.py", "tests/test_exploration.py", "tests/test_algo_switches.py",
+              "tests/test_dsac_e.py"]
 
 # name: (file, exact text, replacement); the text must occur exactly once
 MUTANTS: dict[str, tuple[str, str, str]] = {
     "target_max_of_twins": ("training/critic.py", "squeeze(-1).min(0).values", "squeeze(-1).max(0).values"),
-    "entropy_bonus_sign": ("training/sac.py", "bonus = -alpha * next_logp if", "bonus = alpha * next_logp if"),
+    "entropy_bonus_sign": ("training/temperature.py", "return -self.alpha * next_logp", "return self.alpha * next_logp"),
     "online_critic_as_target": ("training/critic.py", "return self.q_target(torch.cat", "return self.q(torch.cat"),
     "only_first_critic_trained": ("training/critic.py", "loss = (q - y.unsqueeze(0))", "loss = (q[:1] - y.unsqueeze(0))"),
     "actor_climbs_mean_q": ("training/critic.py", "return self.q_values(obs, act).min(0).values",
@@ -63,7 +64,7 @@ MUTANTS: dict[str, tuple[str, str, str]] = {
                            "self.critic.q.requires_grad_(False)"),
     "policy_frequency_inverted": ("training/sac.py", "step % cfg.policy_frequency == 0",
                                   "step % cfg.policy_frequency != 0"),
-    "no_grad_clipping": ("training/sac.py", "if self.cfg.max_grad_norm > 0:", "if False:"),
+    "no_grad_clipping": ("training/optim.py", "if max_grad_norm > 0:", "if False:"),
     "welford_variance": ("training/networks.py", "delta.pow(2) * w * (1 - w)", "delta.pow(2) * w"),
     "normalizer_without_eps": ("training/networks.py", "torch.sqrt(self.var + self.eps)", "torch.sqrt(self.var)"),
     "log_alpha_as_alpha": ("training/sac.py", "alpha = self.temperature.alpha", "alpha = self.temperature.log_alpha.detach()"),
@@ -110,6 +111,24 @@ MUTANTS: dict[str, tuple[str, str, str]] = {
                               "self._track(self.omega, self.omega)"),
     "runner_dem_scales_noise": ("training/runner.py", 'if self.noise_scale is None or self.cfg.sac.actor == "dem":',
                                 "if self.noise_scale is None:"),
+    # DSAC-E (temperature: trajectory)
+    "trajectory_reward_target_gets_entropy": ("training/temperature.py", "return torch.zeros_like(next_logp)",
+                                              "return -self.alpha * next_logp"),
+    "entropy_critic_target_sign": ("training/temperature.py", "next_obs, next_act, -next_logp)",
+                                   "next_obs, next_act, next_logp)"),
+    "entropy_critic_target_takes_reward": ("training/temperature.py",
+                                           "self.entropy_critic.loss(obs, actions, torch.zeros_like(next_logp),",
+                                           "self.entropy_critic.loss(obs, actions, torch.ones_like(next_logp),"),
+    "pim_entropy_term_sign": ("training/temperature.py", "return -self.alpha * future.mean()",
+                              "return self.alpha * future.mean()"),
+    "trajectory_alpha_sign": ("training/temperature.py", "return (self.log_alpha * (cumulative - self.budget))",
+                              "return -(self.log_alpha * (cumulative - self.budget))"),
+    "budget_horizon_one_step": ("training/sac.py", "cfg.entropy_budget_scale, cfg.gamma ** cfg.n_step,",
+                                "cfg.entropy_budget_scale, cfg.gamma,"),
+    "entropy_critic_polyak_skipped": ("training/temperature.py", "self.entropy_critic.update_target(tau)",
+                                      "self.entropy_critic.update_target(0.0)"),
+    "entropy_critic_step_skipped": ("training/temperature.py", "gradient_step(self.critic_opt, loss",
+                                    "(lambda *a: None)(self.critic_opt, loss"),
 }
 
 

@@ -18,6 +18,7 @@ import yaml
 from deploy.config import ConfigError
 from training.checkpoint import load_checkpoint, resolve_checkpoint
 from training.config import load_train_config, resolve_config
+from training.critic import TwinQCritic
 from training.export import load_agent
 from training.replay_buffer import Batch
 from training.sac import SAC, SACConfig
@@ -35,7 +36,7 @@ def _agent(**over) -> SAC:
     agent = SAC(5, LOW, HIGH, cfg)
     agent.observe(torch.randn(64, 5) * 2 + 1)
     with torch.no_grad():          # targets apart from the online nets, so a mix-up shows
-        for critic in (agent.critic, agent.entropy_critic):
+        for critic in (agent.critic, agent.temperature.entropy_critic):
             for p in critic.q_target.parameters():
                 p.add_(0.3 * torch.randn_like(p))
     return agent
@@ -94,15 +95,15 @@ def test_entropy_critic_target_is_discounted_next_entropy_and_no_reward():
     logs, before, (next_act, next_logp), _ = _update_with_twin(agent, batch)
     norm = before.critic_norm
     with torch.no_grad():
-        qe_next = _ensemble(before.entropy_critic.q_target, norm(batch.next_obs), next_act).min(0).values
+        qe_next = _ensemble(before.temperature.entropy_critic.q_target, norm(batch.next_obs), next_act).min(0).values
         y_e = batch.bootstrap * (qe_next - next_logp)
-        q_e = _ensemble(before.entropy_critic.q, norm(batch.obs), batch.actions)
+        q_e = _ensemble(before.temperature.entropy_critic.q, norm(batch.obs), batch.actions)
         want = ((q_e - y_e) ** 2).mean()
     assert y_e[1] == 0 and y_e[5] == 0
     assert float(logs["loss/entropy_critic"]) == pytest.approx(float(want), rel=1e-5)
-    online, target = agent.entropy_critic.q.state_dict(), agent.entropy_critic.q_target.state_dict()
-    assert any(not torch.equal(v, online[k]) for k, v in before.entropy_critic.q.state_dict().items())
-    for key, old in before.entropy_critic.q_target.state_dict().items():     # Polyak with tau
+    online, target = agent.temperature.entropy_critic.q.state_dict(), agent.temperature.entropy_critic.q_target.state_dict()
+    assert any(not torch.equal(v, online[k]) for k, v in before.temperature.entropy_critic.q.state_dict().items())
+    for key, old in before.temperature.entropy_critic.q_target.state_dict().items():     # Polyak with tau
         assert torch.allclose(target[key], old + agent.cfg.tau * (online[key] - old), atol=1e-7), key
 
 
@@ -115,11 +116,11 @@ def test_actor_loss_climbs_the_reward_critic_plus_alpha_times_the_cumulative_ent
     obs = before.critic_norm(batch.obs)
     with torch.no_grad():
         q_r = _ensemble(agent.critic.q, obs, act).min(0).values
-        q_e = _ensemble(agent.entropy_critic.q, obs, act).min(0).values
+        q_e = _ensemble(agent.temperature.entropy_critic.q, obs, act).min(0).values
         want = (alpha * logp - q_r - alpha * q_e).mean()
     assert float(logs["loss/actor"]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
     assert float(logs["policy/trajectory_entropy"]) == pytest.approx(float((q_e - logp).mean()), rel=1e-5)
-    assert all(p.requires_grad for p in agent.entropy_critic.q.parameters())
+    assert all(p.requires_grad for p in agent.temperature.entropy_critic.q.parameters())
 
 
 def test_temperature_loss_measures_the_cumulative_entropy_against_the_budget():
@@ -130,7 +131,7 @@ def test_temperature_loss_measures_the_cumulative_entropy_against_the_budget():
     budget = 2.0 * (-0.167 * 4) / (1 - GAMMA ** N_STEP)
     assert agent.temperature.budget == pytest.approx(budget)
     with torch.no_grad():
-        q_e = _ensemble(agent.entropy_critic.q, before.critic_norm(batch.obs), act).min(0).values
+        q_e = _ensemble(agent.temperature.entropy_critic.q, before.critic_norm(batch.obs), act).min(0).values
         want = math.log(0.3) * float((-logp + q_e - budget).mean())
     assert float(logs["loss/alpha"]) == pytest.approx(want, rel=1e-5)
 
@@ -139,7 +140,7 @@ def test_the_cumulative_entropy_estimate_settles_on_the_budgets_horizon():
     """With whole n-step windows and a steady policy, Q_e settles at gamma^n H / (1 - gamma^n), so
     -log pi + Q_e settles at H / (1 - gamma^n): the horizon the budget is divided by."""
     agent = _agent()
-    critic, norm = agent.entropy_critic, agent.critic_norm
+    critic, norm = agent.temperature.entropy_critic, agent.critic_norm
     g = torch.Generator().manual_seed(2)
     states = norm(torch.randn(512, 5, generator=g) * 2 + 1)
     actions = torch.rand(512, 4, generator=g) - 0.5
@@ -166,7 +167,9 @@ def test_the_cumulative_entropy_estimate_settles_on_the_budgets_horizon():
 def test_alpha_falls_above_the_budget_and_rises_below_it(cumulative_vs_budget, alpha_moves):
     """The constraint's direction: too much trajectory entropy lowers alpha, too little raises it
     (a flipped budget sign, or Eq. 15's printed sign, does the opposite)."""
-    temp = TrajectoryEntropyTemperature(4, 0.2, 0.5, budget_scale=1.0, horizon_discount=0.97 ** 5)
+    temp = TrajectoryEntropyTemperature(4, 0.2, 0.5, budget_scale=1.0, horizon_discount=0.97 ** 5,
+                                        entropy_critic=TwinQCritic(5, 4, [8]), critic_lr=1e-3,
+                                        max_grad_norm=1.0)
     assert temp.budget == pytest.approx(-0.5 * 4 / (1 - 0.97 ** 5)) and temp.budget < 0
     log_prob = torch.full((16,), 0.3)
     future = torch.full((16,), temp.budget + 0.3 + cumulative_vs_budget)   # -log pi + Q_e - budget
@@ -181,16 +184,17 @@ def test_alpha_falls_above_the_budget_and_rises_below_it(cumulative_vs_budget, a
 
 def test_a_larger_rho_asks_for_less_entropy_when_the_step_target_is_negative():
     """Sec. 4.1: H_0 < 0, so rho 20 is a smaller budget than rho 1; the local rule's H_0 is kept."""
-    small, large = (TrajectoryEntropyTemperature(12, 1e-3, 0.167, rho, 0.97 ** 5) for rho in (1.0, 20.0))
+    small, large = (_agent(entropy_budget_scale=rho).temperature for rho in (1.0, 20.0))
     assert large.budget == pytest.approx(20 * small.budget) and large.budget < small.budget < 0
-    assert small.target_entropy == pytest.approx(-0.167 * 12)
+    assert small.target_entropy == pytest.approx(-SACConfig.target_entropy_scale * len(LOW))
+    assert small.budget == pytest.approx(small.target_entropy / (1 - GAMMA ** N_STEP))
 
 
 def test_the_local_path_has_no_entropy_critic_and_keeps_its_checkpoint_keys():
     local = SAC(5, LOW, HIGH, SACConfig(actor_hidden=(16,), critic_hidden=(16,)))
-    assert local.entropy_critic is None
+    assert not any(isinstance(m, TrajectoryEntropyTemperature) for m in local.modules())
     assert set(local.full_state()) == {"model", "actor_opt", "critic_opt", "alpha_opt"}
-    assert not any(k.startswith("entropy_critic") for k in local.state_dict())
+    assert not any("entropy_critic" in k for k in local.state_dict())
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ def test_a_dsac_e_agent_resumes_exactly_with_its_entropy_critic_and_moments():
         agent.update(_batch())
     state = copy.deepcopy(agent.full_state())            # as from disk: no shared tensors
     assert state["entropy_critic_opt"]["state"], "the entropy critic's Adam moments are saved"
-    assert any(k.startswith("entropy_critic.q_target.") for k in state["model"])
+    assert any(k.startswith("temperature.entropy_critic.q_target.") for k in state["model"])
     twin = _agent(critic="gaussian", critic_stabilizer=0.1, critic_stat_rate=0.05)
     twin.load_full_state(state)
     torch.manual_seed(11)

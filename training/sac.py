@@ -2,11 +2,11 @@
 pretraining and fine-tuning on robot data.
 
 The actor, the critic and the temperature rule are parts passed in, so FastDSAC's and DSAC-E's
-variants slot into the same step. DSAC-E (`temperature: trajectory`, dsac_e_tecrl.txt Sec. 3.2)
-adds one part, an entropy critic Q_e beside the reward critic, and runs the paper's four steps in
-this one update: PEV (Eq. 11, the `critic:` part with no entropy in its target), PIS (Eq. 13, the
-entropy critic), PIM (Eq. 14, the actor climbs Q_r + alpha (-log pi + Q_e)) and TUP (Eq. 15,
-TrajectoryEntropyTemperature)."""
+variants slot into the same step. DSAC-E (`temperature: trajectory`, dsac_e_tecrl.txt Sec. 3.2) is
+a temperature rule that owns an entropy critic (training/temperature.py); this one update runs the
+paper's four steps: PEV (Eq. 11, the `critic:` part, with the rule's zero entropy bonus in its
+target), PIS (Eq. 13, the rule's `learn`), PIM (Eq. 14, the rule's term in the actor's loss) and
+TUP (Eq. 15, the rule's loss)."""
 from __future__ import annotations
 
 import math
@@ -19,8 +19,11 @@ from torch import nn
 from training.actor import SquashedGaussianActor
 from training.critic import GaussianTwinCritic, TwinQCritic
 from training.networks import ACTIVATIONS, EmpiricalNormalizer
+from training.optim import NonFiniteError, adam, check_finite, gradient_step
 from training.replay_buffer import Batch
 from training.temperature import EntropyTemperature, TrajectoryEntropyTemperature
+
+__all__ = ["SAC", "SACConfig", "SACConfigError", "NonFiniteError"]
 
 
 @dataclass
@@ -112,19 +115,6 @@ SWITCH_PARAMS = {"dem_temperature": ("actor", "dem"), "critic_stabilizer": ("cri
                  "entropy_budget_scale": ("temperature", "trajectory")}
 
 
-def _adam(params, lr: float) -> torch.optim.Optimizer:
-    """Fused Adam (one kernel for all parameters) where this torch build has it."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/Inf; names the step and the tensor."""
-
-
 class SAC(nn.Module):
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
                  cfg: SACConfig):
@@ -140,17 +130,14 @@ class SAC(nn.Module):
         self.temperature = EntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
                                               cfg.auto_alpha) if cfg.temperature == "local" else \
             TrajectoryEntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
-                                         cfg.entropy_budget_scale, cfg.gamma ** cfg.n_step, cfg.auto_alpha)
-        # DSAC-E's entropy critic (Eq. 12-13): a plain twin critic, its loss the squared error of
-        # Eq. 13 whatever `critic:` the reward critic is
-        self.entropy_critic = TwinQCritic(*critic_args) if cfg.temperature == "trajectory" else None
+                                         cfg.entropy_budget_scale, cfg.gamma ** cfg.n_step,
+                                         TwinQCritic(*critic_args), cfg.critic_lr, cfg.max_grad_norm,
+                                         cfg.auto_alpha)
         normalize = cfg.normalize_actor_obs or cfg.normalize_critic_obs
         self.obs_norm = EmpiricalNormalizer(obs_dim) if normalize else nn.Identity()
-        self.actor_opt = _adam(self.actor.parameters(), cfg.actor_lr)
-        self.critic_opt = _adam(self.critic.q.parameters(), cfg.critic_lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_opt = adam(self.critic.q.parameters(), cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr)
-        self.entropy_critic_opt = None if self.entropy_critic is None else \
-            _adam(self.entropy_critic.q.parameters(), cfg.critic_lr)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
 
     # ---- acting ----------------------------------------------------------------------------
@@ -192,72 +179,36 @@ class SAC(nn.Module):
 
         with torch.no_grad():
             next_act, next_logp = self.actor(next_a)
-        # the target's entropy bonus; DSAC-E's reward critic takes none (PEV, Eq. 11)
-        bonus = -alpha * next_logp if self.entropy_critic is None else torch.zeros_like(next_logp)
         critic_loss, info = self.critic.loss(obs_c, batch.actions, batch.returns, batch.bootstrap,
-                                             next_c, next_act, bonus)
-        self._check_finite(step, critic_loss=critic_loss)
+                                             next_c, next_act, self.temperature.target_bonus(next_logp))
+        check_finite(step, critic_loss=critic_loss)
         self._step(self.critic_opt, critic_loss, self.critic.q.parameters())
 
-        logs = {"loss/critic": critic_loss.detach(), "q/mean": info["q_mean"]}
-        if self.entropy_critic is not None:
-            logs.update(self._entropy_critic_step(step, obs_c, batch, next_c, next_act, next_logp))
+        logs = {"loss/critic": critic_loss.detach(), "q/mean": info["q_mean"],
+                **self.temperature.learn(step, obs_c, batch.actions, batch.bootstrap, next_c,
+                                         next_act, next_logp)}
         if step % cfg.policy_frequency == 0:
             self.critic.requires_grad_(False)
             act, logp = self.actor(obs_a)
             actor_loss = (alpha * logp - self.critic.value_for_actor(obs_c, act)).mean()
             self.critic.q.requires_grad_(True)
-            future = None
-            if self.entropy_critic is not None:     # PIM, Eq. 14: alpha also weighs Q_e(s, a)
-                future = self._future_entropy(obs_c, act)
-                actor_loss = actor_loss - alpha * future.mean()
-                logs["policy/trajectory_entropy"] = (future - logp).mean().detach()
-            self._check_finite(step, actor_loss=actor_loss)
+            rule_term, alpha_loss, rule_logs = self.temperature.policy_terms(obs_c, act, logp)
+            actor_loss = actor_loss + rule_term
+            check_finite(step, actor_loss=actor_loss)
             if cfg.auto_alpha:
-                alpha_loss = self.temperature.loss(logp) if future is None else \
-                    self.temperature.loss(logp, future)
                 self._step(self.alpha_opt, alpha_loss, [self.temperature.log_alpha])
                 logs["loss/alpha"] = alpha_loss.detach()
             self._step(self.actor_opt, actor_loss, self.actor.parameters())
-            logs.update({"loss/actor": actor_loss.detach(), "policy/entropy": -logp.mean().detach()})
+            logs.update({"loss/actor": actor_loss.detach(), "policy/entropy": -logp.mean().detach(),
+                         **rule_logs})
         self.critic.update_target(cfg.tau)
-        if self.entropy_critic is not None:
-            self.entropy_critic.update_target(cfg.tau)
+        self.temperature.update_target(cfg.tau)
         self.num_updates += 1
         logs["policy/alpha"] = alpha
         return logs
 
-    def _entropy_critic_step(self, step: int, obs_c: torch.Tensor, batch: Batch, next_c: torch.Tensor,
-                             next_act: torch.Tensor, next_logp: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PIS, Eq. 13: y_e = gamma (H(pi(.|s')) + Q_e'(s', a')) through the core's n-step,
-        timeout-aware target: no reward (the window's returns are replaced by zero), bootstrap
-        gamma^k m, and the entropy of s' estimated by -log pi(a'|s') as Eq. 3 does."""
-        loss, info = self.entropy_critic.loss(obs_c, batch.actions, torch.zeros_like(batch.returns),
-                                              batch.bootstrap, next_c, next_act, -next_logp)
-        self._check_finite(step, entropy_critic_loss=loss)
-        self._step(self.entropy_critic_opt, loss, self.entropy_critic.q.parameters())
-        return {"loss/entropy_critic": loss.detach(), "q/entropy_mean": info["q_mean"]}
-
-    def _future_entropy(self, obs_c: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Q_e(s, a) for the actor's fresh actions, differentiable in a only: the actor's loss
-        must not move the entropy critic's weights."""
-        self.entropy_critic.q.requires_grad_(False)
-        future = self.entropy_critic.value_for_actor(obs_c, act)
-        self.entropy_critic.q.requires_grad_(True)
-        return future
-
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(list(params), self.cfg.max_grad_norm)
-        opt.step()
-
-    @staticmethod
-    def _check_finite(step: int, **tensors: torch.Tensor) -> None:
-        for name, t in tensors.items():
-            if not bool(torch.isfinite(t).all()):
-                raise NonFiniteError(f"non-finite {name} at update {step}")
+        gradient_step(opt, loss, params, self.cfg.max_grad_norm)
 
     # ---- persistence -----------------------------------------------------------------------
     def optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, float]]:
@@ -265,12 +216,10 @@ class SAC(nn.Module):
         cfg = self.cfg
         opts = {"actor_opt": (self.actor_opt, cfg.actor_lr), "critic_opt": (self.critic_opt, cfg.critic_lr),
                 "alpha_opt": (self.alpha_opt, cfg.alpha_lr)}
-        if self.entropy_critic_opt is not None:
-            opts["entropy_critic_opt"] = (self.entropy_critic_opt, cfg.critic_lr)
-        return opts
+        return {**opts, **self.temperature.optimizers()}
 
     def full_state(self) -> dict:
-        """Everything needed to continue the same updates: nets (DSAC-E's entropy critic among
+        """Everything needed to continue the same updates: nets (the temperature rule's among
         them), targets, alpha, optimizers, normalizers and the update counter."""
         return {"model": self.state_dict(),
                 **{key: opt.state_dict() for key, (opt, _) in self.optimizers().items()}}
@@ -286,10 +235,14 @@ class SAC(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Checkpoints written before the normalizers were merged hold `actor_norm.*` and
-        `critic_norm.*` (identical statistics): the one in use becomes `obs_norm.*`."""
+        `critic_norm.*` (identical statistics): the one in use becomes `obs_norm.*`. DSAC-E
+        checkpoints written before the temperature rule owned its entropy critic hold it at
+        `entropy_critic.*`."""
         old = "actor_norm." if self.cfg.normalize_actor_obs else "critic_norm."
         for key in [k for k in state_dict if k.startswith((prefix + "actor_norm.", prefix + "critic_norm."))]:
             value = state_dict.pop(key)
             if key.startswith(prefix + old):
                 state_dict.setdefault(prefix + "obs_norm." + key[len(prefix + old):], value)
+        for key in [k for k in state_dict if k.startswith(prefix + "entropy_critic.")]:
+            state_dict[prefix + "temperature." + key[len(prefix):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
