@@ -23,7 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_group(tmp_path: Path, world: int) -> list[dict[str, torch.Tensor]]:
+def _run_group(tmp_path: Path, world: int, preset: str) -> list[dict[str, torch.Tensor]]:
     port = str(_free_port())
     procs = []
     for rank in range(world):
@@ -31,7 +31,7 @@ def _run_group(tmp_path: Path, world: int) -> list[dict[str, torch.Tensor]]:
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
                "GLOO_SOCKET_IFNAME": "lo"}
         procs.append(subprocess.Popen([sys.executable, "-m", "tests.distributed_worker",
-                                       str(tmp_path / f"rank{rank}.pt")], cwd=ROOT, env=env,
+                                       str(tmp_path / f"rank{rank}.pt"), preset], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:
         out, _ = p.communicate(timeout=240)
@@ -39,15 +39,16 @@ def _run_group(tmp_path: Path, world: int) -> list[dict[str, torch.Tensor]]:
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
 
-def test_two_processes_on_two_halves_update_like_one_process_on_the_whole_batch(tmp_path):
-    rank0, rank1 = _run_group(tmp_path, 2)
-    single = distributed_worker.run(distributed.DistInfo())
+@pytest.mark.parametrize("preset", ["sac", "fastdsac", "dsac_e"])
+def test_two_processes_on_two_halves_update_like_one_process_on_the_whole_batch(tmp_path, preset):
+    rank0, rank1 = _run_group(tmp_path, 2, preset)
+    single = distributed_worker.run(distributed.DistInfo(), preset)
     assert rank0.keys() == single.keys() and len(single) > 20
     for key, value in single.items():
         assert torch.equal(rank0[key], rank1[key]), f"{key} differs between the replicas"
         assert torch.allclose(rank0[key].double(), value.double(), rtol=1e-5, atol=1e-6), key
     # Without the group, rank 0 alone on its half ends elsewhere: the averaging is what matched.
-    alone = distributed_worker.run(distributed.DistInfo(rank=0, world_size=2))
+    alone = distributed_worker.run(distributed.DistInfo(rank=0, world_size=2), preset)
     moved = [k for k, v in single.items() if k.startswith(("model.actor.", "model.critic.q."))
              and not torch.allclose(alone[k].double(), v.double(), rtol=1e-5, atol=1e-6)]
     assert len(moved) >= 4, moved

@@ -3,14 +3,16 @@ and replay buffer, gradients averaged before every optimizer step (as RSL-RL and
 
 Why this gives the same update as one process on the whole batch: every loss of `SAC._update` is a
 mean over the batch, so with equal per-process batches the mean of the processes' gradients is the
-gradient of the whole batch's loss; it is averaged before `SAC._step` clips the norm and steps Adam,
+gradient of the whole batch's loss; it is averaged before `optim.gradient_step` clips the norm and steps Adam,
 so clipping, the moments and the Polyak targets follow identically on every process, which start
 from rank 0's weights. The observation normalizers see every process's observations (all-gathered),
-so they stay identical too. Each process draws its own samples and reparameterisation noise.
+so they stay identical too, and so do FastDSAC's running batch statistics (the Gaussian critic's
+omega and return scale: the group's mean of equal shares is the whole batch's mean). Each process
+draws its own samples and reparameterisation noise.
 
 `attach(agent)` does this to an existing agent without changing `training/sac.py`: a
-post-accumulate-grad hook on each parameter of the agent's three optimizers all-reduces its gradient
-during `loss.backward()`, which `SAC._step` calls before clipping.
+post-accumulate-grad hook on each parameter of the agent's optimizers all-reduces its gradient
+during `loss.backward()`, which `optim.gradient_step` calls before clipping.
 
 Launched by `torchrun`, which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT."""
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from training.critic import GaussianTwinCritic
 from training.sac import SAC
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -93,6 +96,13 @@ def _gathered_observe(agent: SAC, obs: torch.Tensor) -> None:
     SAC.observe(agent, torch.cat(parts))
 
 
+def _averaged_track(critic: GaussianTwinCritic, stat: torch.Tensor, value: torch.Tensor) -> None:
+    """A batch statistic of the Gaussian critic, averaged over the group before it is tracked."""
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    GaussianTwinCritic._track(critic, stat, value / dist.get_world_size())
+
+
 def attach(agent: SAC) -> SAC:
     """Make `agent` one replica of a data-parallel group: rank 0's weights and buffers everywhere,
     gradients averaged over the group, normalizers fed by all. A no-op without a group."""
@@ -104,6 +114,9 @@ def attach(agent: SAC) -> SAC:
     for param in optimized_parameters(agent):
         param.register_post_accumulate_grad_hook(_average_grad)
     agent.observe = types.MethodType(_gathered_observe, agent)
+    for module in agent.modules():
+        if isinstance(module, GaussianTwinCritic):
+            module._track = types.MethodType(_averaged_track, module)
     return agent
 
 
