@@ -221,6 +221,19 @@ def test_a_dsac_e_agent_resumes_exactly_with_its_entropy_critic_and_moments():
         local.load_full_state(state)
 
 
+def test_a_checkpoint_from_before_the_rule_owned_its_entropy_critic_loads():
+    """Such checkpoints hold the entropy critic at `entropy_critic.*` (not under `temperature.`)."""
+    agent = _agent()
+    agent.update(_batch())
+    old = {k.replace("temperature.entropy_critic.", "entropy_critic."): v.clone()
+           for k, v in agent.state_dict().items()}
+    assert any(k.startswith("entropy_critic.") for k in old)
+    twin = _agent(entropy_budget_scale=3.0)
+    twin.load_state_dict(old)
+    for key, value in agent.state_dict().items():
+        assert torch.equal(value, twin.state_dict()[key]), key
+
+
 # ---- config -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, message", [
     (dict(temperature="trajectory"),
