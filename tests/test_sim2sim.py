@@ -19,6 +19,7 @@ from deploy.cli import main
 from deploy.config import ConfigError
 from deploy.sim2sim.faults import FaultError, parse_fault
 from deploy.sim2sim.scenarios import DEFAULT_FILE, DEFAULT_SEEDS, ScenarioFile
+from deploy.spec import RobotSpec
 
 
 def write_scenarios(path: Path, thresholds: dict, duration=1.0) -> Path:
@@ -268,7 +269,6 @@ def test_each_robots_scenarios_load_and_its_start_pose_can_be_stood_up_from(robo
     the gate would fail every policy there."""
     from deploy.sim2sim.gate import default_scenarios
     from deploy.sim2sim.scenarios import start_pose
-    from deploy.spec import RobotSpec
 
     spec = RobotSpec.load(robot)
     sf = ScenarioFile.load(default_scenarios(robot), spec)
@@ -413,33 +413,70 @@ def test_a_recorded_verdict_needs_three_seeds(bundle_dir, tmp_path, capsys):
     assert read_meta(bundle_dir)["sim2sim"] is None
 
 
-def test_calibration_derives_tolerances_and_records_where_they_came_from(tmp_path):
+def test_calibration_derives_tolerances_and_records_where_they_came_from(tmp_path, spec):
+    from deploy.sim2sim.behaviour import statistic_names
     from deploy.sim2sim.calibration import MARGIN, Calibration, derive, write
     from deploy.sim2sim.compare import paired
+    names = statistic_names(spec)
     rng = np.random.default_rng(1)
     per_bundle = {}
     for name, bias in (("a", 0.01), ("b", -0.03)):
-        ref = rng.normal(0.0, 1.0, (30, 2))
-        per_bundle[name] = paired(["x", "y"], ref + bias + rng.normal(0, 0.02, (30, 2)), ref,
-                                  {"x": 0.0, "y": 0.0})
+        ref = rng.normal(0.0, 1.0, (30, len(names)))
+        per_bundle[name] = paired(names, ref + bias + rng.normal(0, 0.02, ref.shape), ref,
+                                  dict.fromkeys(names, 0.0))
     tol = derive(per_bundle)
-    for stat in ("x", "y"):
+    for stat in names[:3] + names[-3:]:
         rows = [next(r for r in rows if r.statistic == stat) for rows in per_bundle.values()]
         assert tol[stat] == pytest.approx(MARGIN * max(abs(r.diff) for r in rows)
                                           + max(r.se for r in rows), abs=1e-6)
-    path = write("go2", tol, per_bundle, 0.01, {"bundles": [{"id": "a"}, {"id": "b"}]},
-                 tmp_path / "go2.yaml")
-    cal = Calibration.load("go2", path)
+    prov = {"bundles": [{"id": "a", "onnx_sha256": "aa"}, {"id": "b", "onnx_sha256": "bb"}],
+            "seeds": [100, 101, 102], "scenarios": "configs/sim2sim/default.yaml", "command": "test"}
+    path = write("go2", tol, per_bundle, 0.01, prov, tmp_path / "go2.yaml")
+    cal = Calibration.load(spec, path)
     assert cal.tolerances == tol and cal.alpha == 0.01
     assert yaml.safe_load(path.read_text())["provenance"]["bundles"][1]["id"] == "b"
     with pytest.raises(ConfigError) as info:
-        Calibration.load("g1", path)
+        Calibration.load(RobotSpec.load("g1"), path)
     assert info.value.key == "robot" and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("change, key, message", [
+    ("delete", "tolerances.q_mean/FL_hip_joint", "required key is missing"),
+    ("seed", "provenance.seeds", "not all integers"),
+    ("se", "provenance.mean_and_se.20261121-185830-1573ee5c.height", "standard error"),
+    ("rename", "tolerances.q_mean/FL_hip_jiont", "did you mean 'q_mean/FL_hip_joint'"),
+    ("nan", "tolerances.step_freq", "nan"),
+    ("negative", "tolerances.height", "outside the allowed range"),
+])
+def test_a_calibration_that_would_drop_or_garble_a_check_is_refused(tmp_path, spec, change, key,
+                                                                     message):
+    """The comparison tests only the statistics that have a tolerance: a deleted or misspelled
+    key would switch one off without a word, so the loader refuses both, naming the file."""
+    from deploy.sim2sim.calibration import CALIBRATION_DIR, Calibration
+    data = yaml.safe_load((CALIBRATION_DIR / "go2.yaml").read_text())
+    tol = data["tolerances"]
+    stat = key.split(".", 1)[1]
+    if change == "seed":
+        data["provenance"]["seeds"][1] = 101.5
+    elif change == "se":
+        data["provenance"]["mean_and_se"]["20261121-185830-1573ee5c"]["height"][1] = -0.01
+    elif change == "delete":
+        del tol[stat]
+    elif change == "rename":
+        tol[stat] = tol.pop("q_mean/FL_hip_joint")
+    else:
+        tol[stat] = float("nan") if change == "nan" else -0.1
+    path = tmp_path / "go2.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        Calibration.load(spec, path)
+    assert info.value.key == key and str(path) in str(info.value)
+    assert message in str(info.value).lower() or message in str(info.value)
 
 
 def test_the_committed_go2_calibration_covers_every_statistic(spec):
     from deploy.sim2sim.behaviour import statistic_names
     from deploy.sim2sim.calibration import Calibration
-    cal = Calibration.load("go2")
+    cal = Calibration.load(spec)
     assert cal is not None and set(cal.tolerances) == set(statistic_names(spec))
     assert all(v > 0 for v in cal.tolerances.values())

@@ -1,6 +1,7 @@
 """Config loading under bad input: one key of a real file in configs/ changed per trial.
 
-Each trial takes one YAML file of the tree (robot specs, deploy configs, sim2sim scenario files,
+Each trial takes one YAML file of the tree (robot specs, deploy configs, sim2sim scenario and
+calibration files,
 the task file, training profiles), changes it in one way, writes it to a temporary folder and loads
 it with the loader the project uses for it. Changes are made on the YAML node tree, so flow style
 and line numbers survive and a duplicate key can be written at all:
@@ -93,8 +94,9 @@ def fuzz(n: int, seed: int) -> Tally:
             kind = KINDS[i % len(KINDS)]
             root = copy.deepcopy(target.root)
             change = _mutate(rng, root, kind)
-            if change is None:          # this file has nothing of that kind: try a plain number
-                kind, change = "out_of_range", _mutate(rng, root, "out_of_range")
+            for fallback in ("out_of_range", "wrong_type"):   # nothing of that kind in this file:
+                if change is None:                              # a plain number, else any value
+                    kind, change = fallback, _mutate(rng, root, fallback)
             path = Path(tmp) / target.path.relative_to(REPO)
             path.write_text(yaml.serialize(root, Dumper=_Dumper))
             describe = f"{target.path.relative_to(REPO)} {kind}: {change[0]} {change[1]}"
@@ -229,6 +231,7 @@ def _respell(rng: random.Random, value: float) -> str:
 # ---- the files and their loaders ---------------------------------------------------------------
 def _targets() -> list[Target]:
     from deploy.deploy_config import DeployConfig
+    from deploy.sim2sim.calibration import CALIBRATION_DIR, Calibration
     from deploy.sim2sim.scenarios import ScenarioFile
     from deploy.spec import RobotSpec, available_robots
 
@@ -242,6 +245,8 @@ def _targets() -> list[Target]:
     for path in sorted((CONFIGS / "sim2sim").glob("*.yaml")):
         spec = specs.get(path.stem, specs["go2"])
         loads[path] = lambda p, s=spec: ScenarioFile.load(p, s)
+    for path in sorted(CALIBRATION_DIR.glob("*.yaml")):
+        loads[path] = lambda p, s=specs[path.stem]: Calibration.load(s, p)
     try:
         from training.config import load_train_config
         from training.envs import velocity

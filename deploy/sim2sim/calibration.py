@@ -25,7 +25,8 @@ from typing import Callable
 import yaml
 
 from deploy.config import Section, load_yaml
-from deploy.spec import REPO_ROOT
+from deploy.sim2sim.behaviour import statistic_names
+from deploy.spec import REPO_ROOT, RobotSpec
 
 CALIBRATION_DIR = REPO_ROOT / "configs" / "sim2sim" / "calibration"
 CALIBRATION_SEEDS = (100, 101, 102, 103, 104)
@@ -41,18 +42,52 @@ class Calibration:
     alpha: float
 
     @classmethod
-    def load(cls, robot: str, path: str | Path | None = None) -> "Calibration | None":
-        """configs/sim2sim/calibration/<robot>.yaml, or None when the robot has none yet."""
-        path = Path(path) if path is not None else CALIBRATION_DIR / f"{robot}.yaml"
+    def load(cls, spec: RobotSpec, path: str | Path | None = None) -> "Calibration | None":
+        """configs/sim2sim/calibration/<robot>.yaml, or None when the robot has none yet. Its
+        tolerances name every behaviour statistic of this spec and nothing else: the comparison
+        tests only statistics that have a tolerance, so a deleted or misspelled key would
+        silently switch that check off."""
+        path = Path(path) if path is not None else CALIBRATION_DIR / f"{spec.name}.yaml"
         if not path.is_file():
             return None
         root = Section(load_yaml(path), path)
         root.allow(["robot", "alpha", "tolerances"], ["provenance"])
-        if root.get("robot", str) != robot:
-            raise root.error("robot", f"calibration for '{root.get('robot', str)}', not '{robot}'")
+        if root.get("robot", str) != spec.name:
+            raise root.error("robot", f"calibration for '{root.get('robot', str)}', not '{spec.name}'")
         tol = root.sub("tolerances")
-        return cls(robot, path, {str(k): tol.number(k, low=0.0, high=100.0) for k in tol.data},
+        names = statistic_names(spec)
+        tol.allow(names)
+        if "provenance" in root.data:
+            _check_provenance(root.sub("provenance"), names)
+        return cls(spec.name, path, {name: tol.number(name, low=0.0, high=100.0) for name in names},
                    root.number("alpha", low=1e-6, high=0.2))
+
+
+def _check_provenance(prov: Section, names: list[str]) -> None:
+    """The record of where the tolerances came from is read as strictly as they are: people and
+    reviews trust it, and a garbled one is a wrong one."""
+    prov.allow(["bundles", "seeds", "scenarios", "command", "created", "margin", "floor",
+                "mean_and_se"])
+    ids = []
+    for bundle in prov.items("bundles"):
+        bundle.allow(["id", "onnx_sha256"])
+        ids.append(bundle.get("id", str))
+        bundle.get("onnx_sha256", str)
+    prov.vector("seeds", low=0, high=2 ** 31 - 1, what="seeds (integers >= 0)")
+    if not all(isinstance(seed, int) for seed in prov.data["seeds"]):
+        raise prov.error("seeds", f"{prov.data['seeds']} are not all integers (seeds are integers >= 0)")
+    for key in ("scenarios", "command", "created"):
+        prov.get(key, str)
+    prov.number("margin", low=0.0, high=100.0, open_low=True)
+    prov.number("floor", low=0.0, high=1.0)
+    per_bundle = prov.sub("mean_and_se")
+    per_bundle.allow(ids)
+    for bundle_id in ids:
+        rows = per_bundle.sub(bundle_id)
+        rows.allow([], names)
+        for name in rows.data:
+            if rows.vector(name, 2, low=-100.0, high=100.0, what="[mean difference, standard error]")[1] < 0:
+                raise rows.error(name, "the standard error (second number) is negative")
 
 
 def derive(per_bundle: dict[str, list], margin: float = MARGIN) -> dict[str, float]:
@@ -87,10 +122,8 @@ def write(robot: str, tolerances: dict[str, float], per_bundle: dict[str, list],
 def calibrate(robot: str, bundles: list[Path], seeds=CALIBRATION_SEEDS, scenarios=None,
               out: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Run every bundle through the gate (no tolerances, nothing recorded) and write the file."""
-    from deploy.sim2sim.behaviour import statistic_names
     from deploy.sim2sim.compare import ALPHA
     from deploy.sim2sim.gate import run_gate
-    from deploy.spec import RobotSpec
 
     spec = RobotSpec.load(robot)
     zero = {name: 0.0 for name in statistic_names(spec)}
@@ -106,6 +139,11 @@ def calibrate(robot: str, bundles: list[Path], seeds=CALIBRATION_SEEDS, scenario
         scen = r.scenarios
         log(f"calibrate: {r.bundle_id}: {len(r.comparison)} statistics, {r.wall_s:.1f} s")
     tol = derive(per_bundle)
+    unmeasured = [name for name in zero if name not in tol]
+    if unmeasured:
+        raise ValueError(f"no bundle measured {', '.join(unmeasured)} on {_relative(scen)}: a "
+                         f"calibration must give every statistic a tolerance; use scenarios that "
+                         f"exercise it")
     prov = {"bundles": ids, "seeds": list(seeds), "scenarios": _relative(scen),
             "command": "sac2real sim2sim calibrate " +
                        " ".join(str(_relative(b)) for b in bundles) + f" --robot {robot}"}

@@ -136,7 +136,7 @@ def run_gate(bundle_path: str | Path, scenarios: str | Path | None = None,
         spec = RobotSpec.load(robot)
     scen_path = Path(scenarios) if scenarios is not None else default_scenarios(spec.name)
     scenario_file = ScenarioFile.load(scen_path, spec)       # ConfigError names file and key
-    calibration = Calibration.load(spec.name) if tolerances is None else None
+    calibration = Calibration.load(spec) if tolerances is None else None
     try:
         bundle = B.PolicyBundle.load(bundle_path, spec, providers="cpu")
         running = None if against is None else B.PolicyBundle.load(Path(against), spec, providers="cpu")
