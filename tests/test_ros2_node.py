@@ -610,3 +610,74 @@ def test_the_cmd_vel_timeout_acts_while_the_executor_is_stalled():
         node.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_an_estop_is_answered_while_a_policy_swap_is_still_being_verified(exported_bundle,
+                                                                          second_bundle):
+    """The node in this process on the executor main() uses; its swap of `policy` is held open
+    (as verifying a large bundle would hold it) while the operator calls ~/estop: the e-stop is
+    answered and damps the robot before the swap's callback has returned."""
+    import threading
+
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from policy_runner.node import PolicyRunner, make_executor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    node = PolicyRunner(context=ctx, parameter_overrides=[
+        Parameter("robot", value="go2"), Parameter("backend", value="mujoco"),
+        Parameter("policy", value=str(exported_bundle)), Parameter("allow_external_bundles", value=True),
+        Parameter("limits.max_state_age_s", value=0.5)])
+    entered, release = threading.Event(), threading.Event()
+    swap = node.controller.swap_policy
+
+    def held_swap(bundle):
+        entered.set()
+        release.wait(30.0)
+        return swap(bundle)
+
+    node.controller.swap_policy = held_swap
+    executor = make_executor(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = Client()
+    try:
+        from rcl_interfaces.msg import Parameter as ParameterMsg
+        from rcl_interfaces.msg import ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        assert client.call("start").success
+        end = time.monotonic() + 10
+        while node.controller.mode.value == "PASSIVE" and time.monotonic() < end:
+            client.spin(0.05)
+        assert node.controller.mode.value in ("STAND", "POLICY")
+        cli = client.node.create_client(SetParameters, "/policy_runner/set_parameters")
+        assert cli.wait_for_service(timeout_sec=10)
+        swapping = cli.call_async(SetParameters.Request(parameters=[ParameterMsg(
+            name="policy", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                string_value=str(second_bundle)))]))
+        end = time.monotonic() + 10
+        while not entered.is_set() and time.monotonic() < end:
+            client.spin(0.05)
+        assert entered.is_set(), "the swap never reached the controller"
+        reply = client.call("estop")
+        assert reply.success and "damping requested" in reply.message
+        end = time.monotonic() + 5
+        while node.controller.mode.value != "DAMPING" and time.monotonic() < end:
+            client.spin(0.05)
+        assert node.controller.mode.value == "DAMPING"
+        assert not swapping.done() and not release.is_set(), "the swap was not held: proves nothing"
+        release.set()
+        end = time.monotonic() + 20
+        while not swapping.done() and time.monotonic() < end:
+            client.spin(0.05)
+        assert swapping.done()
+    finally:
+        release.set()
+        client.close()
+        node.shutdown()
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)

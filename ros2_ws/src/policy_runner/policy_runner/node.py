@@ -299,8 +299,14 @@ class PolicyRunner(LifecycleNode):
         # relative names resolve under the launch file's namespace (cmd_vel, joint_states, imu)
         self.create_subscription(TwistStamped if s.cmd_vel_stamped else Twist, "cmd_vel",
                                  self._on_cmd_vel, 10)
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+        # ~/estop in a callback group of its own: with make_executor's second thread it is
+        # answered while another callback runs (a policy swap verifying its bundle)
         for name in ("start", "stop", "estop", "reset"):
-            self.create_service(Trigger, f"~/{name}", getattr(self, f"_on_{name}"))
+            group = MutuallyExclusiveCallbackGroup() if name == "estop" else None
+            self.create_service(Trigger, f"~/{name}", getattr(self, f"_on_{name}"),
+                                callback_group=group)
         self.joint_pub = self.create_lifecycle_publisher(JointState, "joint_states", 10)
         self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", 10)
         self.tf_pub = self._tf_publisher()
@@ -691,6 +697,16 @@ class PolicyRunner(LifecycleNode):
                 replay.close()
 
 
+def make_executor(node: "PolicyRunner"):
+    """Two threads: the node's callbacks run one at a time in its default group, and the e-stop,
+    in a group of its own, never waits behind one of them (an e-stop always wins)."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    executor = MultiThreadedExecutor(num_threads=2, context=node.context)
+    executor.add_node(node)
+    return executor
+
+
 def main(args: list[str] | None = None) -> int:
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
@@ -709,8 +725,9 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     sys.setswitchinterval(0.001)       # the control loop thread gets the GIL sooner
+    executor = make_executor(node)
     try:
-        rclpy.spin(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:
@@ -721,6 +738,7 @@ def main(args: list[str] | None = None) -> int:
     finally:
         logging.getLogger("policy_runner").info("shutting down: damping")
         node.shutdown()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
