@@ -19,7 +19,7 @@ from deploy.spec import RobotSpec
 from tests import isaaclab_standin
 from training.envs import isaaclab
 from deploy.observations import ObservationPipeline
-from training.envs.isaaclab_api import (CHAIN_CLASSES, POLICY_TERMS, USES, check, open_wheel,
+from training.envs.isaaclab_api import (CHAIN_CLASSES, PHYSX_PRESET, POLICY_TERMS, USES, check, open_wheel,
                                         signature_problems, task_uses)
 
 # (version, pip's --python-version): 3.x needs Python 3.12, so it is fetched as a 3.12 wheel.
@@ -87,6 +87,21 @@ def test_version_differences_are_caught(wheel):
     reset = next(u for u in USES if u.qualname.endswith(".reset"))
     positional_seed = dataclasses.replace(reset, params=("seed",), keywords=())
     assert bool(check([positional_seed], wheel)) == (src.major == "3")
+    # 3.x's parse_env_cfg takes the `overrides` that select the PhysX preset; 2.x's does not
+    parse3 = next(u for u in USES if u.qualname == "parse_env_cfg" and "3" in u.majors)
+    assert bool(check([dataclasses.replace(parse3, majors=(src.major,))], wheel)) == (src.major == "2")
+
+
+def test_the_physics_preset_the_adapter_selects_is_one_3x_defines(wheel):
+    """The velocity tasks' physics PresetCfg has a `physx` variant in 3.x; a misspelt name fails."""
+    preset = [u for u in USES if u.qualname.startswith("RoughPhysicsCfg.")]
+    assert [u.qualname for u in preset] == [f"RoughPhysicsCfg.{PHYSX_PRESET}"]
+    planted = [dataclasses.replace(u, qualname="RoughPhysicsCfg.phsyx") for u in preset]
+    problems = check(planted, wheel)
+    if open_wheel(wheel).major == "3":
+        assert len(problems) == 1 and "no such attribute" in problems[0], problems
+    else:
+        assert problems == []          # 2.x tasks have no physics presets: nothing is selected
 
 
 def _render(node: ast.AST) -> str | None:

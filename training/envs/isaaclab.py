@@ -19,6 +19,7 @@ from deploy.config import ConfigError
 from deploy.observations import ObservationPipeline
 from deploy.spec import RobotSpec
 from training.envs.base import StepResult
+from training.envs.isaaclab_api import PHYSX_PRESET
 
 # (robot, task) -> {IsaacLab major version: gym task id registered by isaaclab_tasks}; 3.0 renamed
 # them (no "-v0", robot names without hyphens). IsaacLab's G1 tasks drive its 37-joint G1
@@ -165,6 +166,7 @@ def make_isaaclab_env(spec: RobotSpec, task: str, num_envs: int, device: str) ->
     from isaaclab.envs import ManagerBasedRLEnv
     from isaaclab_tasks.utils import parse_env_cfg
 
-    cfg = parse_env_cfg(task_name, device=device, num_envs=num_envs)
+    physics = {"overrides": [f"physics={PHYSX_PRESET}"]} if major == "3" else {}
+    cfg = parse_env_cfg(task_name, device=device, num_envs=num_envs, **physics)
     env = with_pre_reset_obs(ManagerBasedRLEnv)(cfg=cfg)
     return IsaacLabVecEnv(env, spec)

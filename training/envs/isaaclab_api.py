@@ -70,8 +70,17 @@ USES: tuple[Use, ...] = (
     Use("launcher_key", "isaaclab.app.app_launcher", "headless", majors=("2",)),
     Use("launcher_key", "isaaclab_physx.app.kit_launcher", "headless", majors=("3",)),
     Use("function", "isaaclab_tasks.utils", "parse_env_cfg", params=("task_name",),
-        keywords=("device", "num_envs")),
+        keywords=("device", "num_envs"), majors=("2",)),
+    # 3.0 takes Hydra-style selectors; the adapter passes `physics=<PHYSX_PRESET>` (below)
+    Use("function", "isaaclab_tasks.utils", "parse_env_cfg", params=("task_name",),
+        keywords=("device", "num_envs", "overrides"), majors=("3",)),
 )
+
+# IsaacLab 3.0's velocity tasks default to the Newton (MuJoCo-Warp) physics preset, whose joint
+# order is depth-first; the specs are in PhysX's breadth-first order, so the adapter selects the
+# PhysX preset of the tasks' physics PresetCfg by name (`physx`: Isaac Sim PhysX or OV PhysX,
+# whichever is installed).
+PHYSX_PRESET = "physx"
 
 # The velocity task config every robot's task derives from: the names the adapter looks up in it.
 VELOCITY_CFG = {"2": "isaaclab_tasks.manager_based.locomotion.velocity.velocity_env_cfg",
@@ -84,6 +93,7 @@ USES += tuple(u for major, module in VELOCITY_CFG.items() for u in (
     Use("attribute", module, "MySceneCfg.robot", majors=(major,)),
     Use("obs_terms", module, "ObservationsCfg.PolicyCfg", params=POLICY_TERMS, majors=(major,)),
 ))
+USES += (Use("attribute", VELOCITY_CFG["3"], f"RoughPhysicsCfg.{PHYSX_PRESET}", majors=("3",)),)
 
 # The class of each object the adapter reaches from the env, by its attribute chain ("[]" is an
 # index, "()" a call): the scan in the tests and the stand-in check map chains to USES with it.
