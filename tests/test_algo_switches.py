@@ -26,6 +26,8 @@ from training.smoke import smoke_config
 LOW, HIGH = np.array([-1.0, -0.5, -2.0, -0.3]), np.array([1.0, 2.0, 0.5, 0.3])
 FASTDSAC = dict(actor="dem", dem_temperature=1.0, critic="gaussian", critic_stabilizer=0.1,
                 critic_stat_rate=0.005)
+DSAC_E = dict(critic="gaussian", critic_stabilizer=0.1, critic_stat_rate=0.005, temperature="trajectory",
+              entropy_budget_scale=1.0)       # configs/train/dsac_e_cpu.yaml's switches
 
 
 def _dem_actor(temperature: float = 0.7) -> SquashedGaussianActor:
@@ -235,16 +237,17 @@ def dataclass_without(cfg, *names) -> dict:
 
 # ---- learning -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fastdsac_learns_pendulum(tmp_path):
+@pytest.mark.parametrize("switches", [FASTDSAC, DSAC_E], ids=["fastdsac", "dsac_e"])
+def test_the_presets_learn_pendulum(tmp_path, switches):
     """The same budget and bar as test_training_loop.py::test_the_whole_loop_learns_pendulum (a
-    random policy scores about -1200; pass -500 within 8k steps), with FastDSAC's switches on."""
+    random policy scores about -1200; pass -500 within 8k steps), with a preset's switches on."""
     torch.manual_seed(0)
     env = GymVecEnv("Pendulum-v1", 4, seed=0)
     cfg = smoke_config(num_envs=4, steps_per_env=1, max_iterations=2000, learning_starts=50,
                        buffer_size=100_000, updates_per_iteration=2, batch_size=256, sim_threads=2,
                        sac=SACConfig(actor_hidden=(64, 64), critic_hidden=(64, 64), gamma=0.99, tau=0.01,
                                      init_alpha=0.1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
-                                     target_entropy_scale=1.0, n_step=3, init_std=0.5, **FASTDSAC))
+                                     target_entropy_scale=1.0, n_step=3, init_std=0.5, **switches))
     trainer = Trainer(cfg, RobotSpec.load("go2", check_mjcf=False), env, None, tmp_path / "run",
                       "pendulum", seed=0)
     trainer.train(show_progress=False)
