@@ -5,7 +5,7 @@
 
 Every verdict uses --per-verdict seeds n (default: as many as the gate's default seed set); set k
 uses seeds k*n .. k*n + n - 1. For each
-planted fault (default: power.STANDARD_FAULTS) and each of N seed sets, the verdict on the bundle
+planted fault (default: the robot's power.standard_faults) and each of N seed sets, the verdict on the bundle
 with that fault; for each clean bundle (default: the one under test), its verdicts on the same
 sets. Reported: rejections per fault, false rejections per clean bundle, the flags that decided,
 and wall seconds per verdict (mean, min, max) on this machine. Nothing is recorded in a bundle."""
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deploy.bundle import read_meta  # noqa: E402
 from deploy.sim2sim.faults import parse_fault  # noqa: E402
 from deploy.sim2sim.gate import run_gate  # noqa: E402
-from deploy.sim2sim.power import STANDARD_FAULTS, gate_bundle  # noqa: E402
+from deploy.sim2sim.power import gate_bundle, standard_faults  # noqa: E402
 from deploy.sim2sim.scenarios import DEFAULT_SEEDS  # noqa: E402
 from deploy.spec import RobotSpec  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--bundle", help="bundle under test (default: registry current go2)")
     ap.add_argument("--sets", type=int, default=1, help="seed sets per fault (default 1)")
     ap.add_argument("--per-verdict", type=int, default=len(DEFAULT_SEEDS), help="seeds per verdict")
-    ap.add_argument("--faults", nargs="*", default=list(STANDARD_FAULTS))
+    ap.add_argument("--faults", nargs="*", default=None, help="default: the robot's standard faults")
     ap.add_argument("--clean", nargs="*", default=None,
                     help="clean bundles (default: --bundle; none when given without a value)")
     args = ap.parse_args()
@@ -62,7 +62,7 @@ def main() -> None:
         walls += [r["wall_s"] for r in runs]
         clean[b.name] = {"false_rejections": sum(not r["passed"] for r in runs), "runs": runs}
         print(f"clean {b.name}: {clean[b.name]['false_rejections']}/{len(runs)} rejected", file=sys.stderr)
-    for f in args.faults:
+    for f in standard_faults(spec) if args.faults is None else args.faults:
         runs = [verdict(bundle, spec, f, s) for s in sets]
         walls += [r["wall_s"] for r in runs]
         faults[f] = {"rejected": sum(not r["passed"] for r in runs), "of": len(runs), "runs": runs}

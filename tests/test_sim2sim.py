@@ -480,3 +480,26 @@ def test_the_committed_go2_calibration_covers_every_statistic(spec):
     cal = Calibration.load(spec)
     assert cal is not None and set(cal.tolerances) == set(statistic_names(spec))
     assert all(v > 0 for v in cal.tolerances.values())
+
+
+@pytest.mark.parametrize("robot", ["go2", "g1", "anymal_d"])
+def test_every_robot_gets_the_whole_fault_catalogue_on_its_own_joints(robot):
+    """`--power` plants the same catalogue on any robot: the joints each fault acts on are found
+    by role in the robot's own names (the Go2's are the ones its measurements used)."""
+    from deploy.sim2sim.power import FAULT_TEMPLATES, standard_faults
+
+    spec = RobotSpec.load(robot)
+    faults = standard_faults(spec)
+    assert len(faults) == len(FAULT_TEMPLATES) and len(set(faults)) == len(faults)
+    planted = [parse_fault(f, spec) for f in faults]          # each names joints this robot has
+    assert len(planted) == len(faults)
+    named = dict(f.split(":") for f in faults if f.startswith(("swap_joints", "encoder_offset",
+                                                                "motor_inverted")))
+    assert len(named) == 3 and all(j in spec.joint_names for arg in named.values()
+                                   for j in arg.split(",") if not j[0].isdigit())
+    if robot == "go2":
+        assert named == {"swap_joints": "FL_hip_joint,FR_hip_joint",
+                         "encoder_offset": "RR_thigh_joint,0.1", "motor_inverted": "FL_calf_joint"}
+    if robot == "g1":
+        assert named["motor_inverted"] == "left_knee_joint"
+        assert named["encoder_offset"] == "right_hip_pitch_joint,0.1"

@@ -1,5 +1,5 @@
 """The gate's power (acceptance): with the walking Go2 policy, the gate passes the unmodified
-bundle and rejects each planted fault (power.STANDARD_FAULTS: two joints swapped in the joint map,
+bundle and rejects each planted fault (power.standard_faults of the Go2: two joints swapped in the joint map,
 action scale doubled, kp halved, observation normalizer removed, 40 ms of extra latency, base
 angular velocity in the world frame, a 0.1 rad encoder offset on one thigh, the policy at 25 Hz,
 joint velocities x2, kd halved, a one-tick action delay, one motor reversed, the gyro in deg/s),
@@ -14,7 +14,8 @@ import shutil
 
 import pytest
 
-from deploy.sim2sim.power import STANDARD_FAULTS, gate_bundle, gate_power, table
+from deploy.sim2sim.power import gate_bundle, gate_power, standard_faults, table
+from deploy.spec import RobotSpec
 
 SOURCE, WHY = gate_bundle()
 pytestmark = pytest.mark.skipif(SOURCE is None, reason=WHY)
@@ -34,7 +35,7 @@ def test_the_gate_passes_the_unmodified_walking_policy(verdicts):
     assert row.passed, f"the unmodified bundle failed: {row.first_failures}"
 
 
-@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+@pytest.mark.parametrize("fault", standard_faults(RobotSpec.load("go2")))
 def test_the_gate_rejects_a_planted_fault(verdicts, fault):
     assert not verdicts[fault].passed, f"the gate passed a bundle with {fault}"
 
@@ -49,7 +50,6 @@ def test_the_gate_signs_its_verdict_and_records_only_paths_inside_the_bundle(tmp
     from deploy import signing
     from deploy.bundle import PolicyBundle, read_meta
     from deploy.cli import main
-    from deploy.spec import RobotSpec
 
     work = tmp_path / "registry" / "go2" / SOURCE.name
     shutil.copytree(SOURCE, work, ignore=shutil.ignore_patterns(signing.SIGNATURE_FILE))

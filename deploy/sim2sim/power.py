@@ -4,29 +4,48 @@ tests/test_sim2sim_gate.py). Nothing is recorded in the bundle."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from deploy.sim2sim.faults import parse_fault
 from deploy.sim2sim.scenarios import DEFAULT_SEEDS
+from deploy.spec import RobotSpec
 
 ENV_VAR = "SAC2REAL_GATE_BUNDLE"
-STANDARD_FAULTS = (
-    "swap_joints:FL_hip_joint,FR_hip_joint",
+# The catalogue, with the joints a fault acts on named by role so that every robot gets the same
+# faults: {first} and {second} are the first two joints in policy order (a left/right pair on the
+# Go2 and G1), {thigh} the last hip-flexion joint and {knee} the first knee; on the Go2 these are
+# FL_hip/FR_hip, RR_thigh and FL_calf, the joints the notes' measurements used.
+FAULT_TEMPLATES = (
+    "swap_joints:{first},{second}",
     "action_scale:2",
     "kp_scale:0.5",
     "no_normalizer",
     "latency:0.04",
     "ang_vel_world",
-    "encoder_offset:RR_thigh_joint,0.1",
+    "encoder_offset:{thigh},0.1",
     "decimation:2",
     "joint_vel_scale:2",
     "kd_scale:0.5",
     "action_delay:1",
-    "motor_inverted:FL_calf_joint",
+    "motor_inverted:{knee}",
     "gyro_deg",
 )
+ROLES = {"thigh": re.compile(r"thigh|hip_pitch|HFE"), "knee": re.compile(r"calf|knee|KFE")}
+
+
+def standard_faults(spec: RobotSpec) -> tuple[str, ...]:
+    """FAULT_TEMPLATES with this robot's joints filled in."""
+    names = spec.joint_names
+    found = {role: [n for n in names if pattern.search(n)] for role, pattern in ROLES.items()}
+    missing = [f"{role} ({ROLES[role].pattern})" for role, hits in found.items() if not hits]
+    if missing:
+        raise ValueError(f"{spec.name}: no joint name matches the fault catalogue's "
+                         f"{', '.join(missing)}; name the faults with --fault")
+    joints = dict(first=names[0], second=names[1], thigh=found["thigh"][-1], knee=found["knee"][0])
+    return tuple(t.format(**joints) for t in FAULT_TEMPLATES)
 
 
 @dataclass
@@ -64,16 +83,16 @@ def gate_bundle() -> tuple[Path | None, str]:
 
 
 def gate_power(bundle_path: str | Path, scenarios: str | Path | None = None,
-               faults: tuple[str, ...] = STANDARD_FAULTS, report_root: str | Path | None = None,
+               faults: tuple[str, ...] | None = None, report_root: str | Path | None = None,
                log: Callable[[str], None] = lambda m: None,
                seeds: Sequence[int] = DEFAULT_SEEDS) -> list[PowerRow]:
+    """`faults`: the robot's standard_faults when None."""
     from deploy.bundle import read_meta
     from deploy.sim2sim.gate import run_gate
-    from deploy.spec import RobotSpec
 
     spec = RobotSpec.load(read_meta(bundle_path)["robot"]["name"])
     rows = []
-    for label in ("none",) + tuple(faults):
+    for label in ("none",) + (standard_faults(spec) if faults is None else tuple(faults)):
         planted = () if label == "none" else (parse_fault(label, spec),)
         report = None if report_root is None else \
             Path(report_root) / label.replace(":", "_").replace(",", "-")
