@@ -223,6 +223,8 @@ def test_a_stop_checkpoints_the_iteration_it_stopped_at_and_the_run_resumes_ther
     (["train", "--robot", "go3"], "unknown robot 'go3'"),
     (["train", "--robot", "go2", "--task", "velocity_moon"], "unknown task 'velocity_moon'"),
     (["train", "--robot", "go2", "--algo", "ppo"], "unknown algorithm 'ppo'"),
+    (["train", "--robot", "g1", "--algo", "fastdsac", "--config", "configs/train/sac_cpu_g1.yaml"],
+     "--algo fastdsac, but configs/train/sac_cpu_g1.yaml is a sac profile (algo: sac)"),
 ])
 def test_unknown_names_are_refused(args, message):
     out = _cli(*args)

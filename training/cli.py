@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", required=True, help="robot spec name (configs/robots) or YAML path")
     p.add_argument("--task", default="velocity_flat", help="task config name (configs/tasks)")
     p.add_argument("--backend", default="mujoco", choices=BACKENDS)
-    p.add_argument("--algo", default="sac", help="learning algorithm: sac | fastdsac | dsac_e "
-                                                 "(configs/train/<algo>*.yaml)")
+    p.add_argument("--algo", help="learning algorithm: sac (default) | fastdsac | dsac_e "
+                                  "(configs/train/<algo>*.yaml); with --config, it must be the "
+                                  "profile's own")
     p.add_argument("--config", help="training config YAML (default: the GPU profile where CUDA is "
                                     "present, else the CPU profile)")
     p.add_argument("--steps", type=int, help="total env steps (overrides max_iterations)")
@@ -63,7 +64,11 @@ def run_train(args: argparse.Namespace) -> int:
         device = str(group.device(torch.device(device).type))
     spec = RobotSpec.load(args.robot)
     task = TaskConfig.load(args.task, spec)
-    cfg = load_train_config(resolve_config(args.config, args.algo, cuda))
+    cfg = load_train_config(resolve_config(args.config, args.algo or "sac", cuda))
+    if args.algo and cfg.algo != args.algo:
+        print(f"sac2real train: error: --algo {args.algo}, but {cfg.source} is a {cfg.algo} profile "
+              f"(algo: {cfg.algo}); drop --algo, or give a {args.algo} profile", file=sys.stderr)
+        return 2
     if args.steps:
         per_iter = cfg.num_envs * cfg.steps_per_env
         cfg = load_train_config(cfg.source, {"max_iterations": max(1, math.ceil(args.steps / per_iter))})
