@@ -155,16 +155,8 @@ class DeployConfig:
                      "rate_limit_factor", "torque_limit_factor", "max_quat_norm_error",
                      "swap_require_verdict", "rollback_window_s", "max_repeated_ticks"])
         safety = SafetyConfig.from_spec(
-            spec,
-            max_state_age_s=s.number("max_state_age_s", None, low=spec.policy_dt, high=5.0),
-            max_tilt=s.number("max_tilt", None, low=0.0, high=math.pi / 2, open_low=True),
-            hard_limit_tolerance=s.number("hard_limit_tolerance", None, low=0.0, high=0.5),
-            joint_velocity_factor=s.number("joint_velocity_factor", None, low=0.1, high=10.0),
-            rate_limit_factor=s.number("rate_limit_factor", None, low=0.01, high=10.0),
-            torque_limit_factor=s.number("torque_limit_factor", None, low=0.05, high=2.0),
-            max_quat_norm_error=s.number("max_quat_norm_error", None, low=1e-3, high=0.5),
+            spec, **_safety_numbers(s, spec, list(safety_ranges(spec))),
             swap_require_verdict=s.get("swap_require_verdict", bool, None),
-            rollback_window_s=s.number("rollback_window_s", None, low=0.0, high=600.0),
             max_repeated_ticks=s.integer("max_repeated_ticks", None, low=0, high=250))
         m = root.sub("commands", {})
         m.allow([], ["range_time_s", "max_accel_vx", "max_accel_vy", "max_accel_wz"])
@@ -179,6 +171,14 @@ class DeployConfig:
     def with_safety(self, **over) -> "DeployConfig":
         return replace(self, safety=replace(self.safety, **over))
 
+    def with_checked_safety(self, spec: RobotSpec, source: str, section: str,
+                            **over: float) -> "DeployConfig":
+        """with_safety for thresholds given outside a config file (a node's parameters): each
+        is held to the range the file's would be, so no setting there can switch a check off."""
+        s = Section(over, source, section)
+        s.allow([], list(safety_ranges(spec)))
+        return self.with_safety(**_safety_numbers(s, spec, list(over)))
+
     def with_controller(self, **over) -> "DeployConfig":
         return replace(self, controller=replace(self.controller, **over))
 
@@ -191,6 +191,25 @@ class DeployConfig:
         a state whenever the host schedules it, or a machine too loaded to keep the 2-tick bound."""
         ticks = math.ceil(self.safety.max_state_age_s / spec.policy_dt - 1e-9) - 1
         return self.with_safety(max_repeated_ticks=max(self.safety.max_repeated_ticks, ticks))
+
+
+def safety_ranges(spec: RobotSpec) -> dict[str, tuple[float, float, bool]]:
+    """(low, high, open_low) of each numeric safety threshold: the widest setting that still
+    lets its check act."""
+    return {"max_state_age_s": (spec.policy_dt, 5.0, False),
+            "max_tilt": (0.0, math.pi / 2, True),
+            "hard_limit_tolerance": (0.0, 0.5, False),
+            "joint_velocity_factor": (0.1, 10.0, False),
+            "rate_limit_factor": (0.01, 10.0, False),
+            "torque_limit_factor": (0.05, 2.0, False),
+            "max_quat_norm_error": (1e-3, 0.5, False),
+            "rollback_window_s": (0.0, 600.0, False)}
+
+
+def _safety_numbers(s: Section, spec: RobotSpec, keys: list[str]) -> dict[str, float | None]:
+    ranges = safety_ranges(spec)
+    return {k: s.number(k, None, low=ranges[k][0], high=ranges[k][1], open_low=ranges[k][2])
+            for k in keys}
 
 
 def load_contact(c: Section, spec: RobotSpec) -> ContactConfig:

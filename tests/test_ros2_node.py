@@ -318,6 +318,32 @@ def test_an_unknown_parameter_stops_the_node_with_its_name():
     assert "unknown parameter 'robto' (did you mean 'robot'?)" in node.output()
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("limits.max_tilt", 10.0, "limits.max_tilt: 10.0 is outside the allowed range (0, 1.5708"),
+    ("limits.max_state_age_s", 1e6, "limits.max_state_age_s: 1000000.0 is outside the allowed range"),
+    ("limits.max_state_age_s", 0.001, "limits.max_state_age_s: 0.001 is outside the allowed range"),
+], ids=["tilt_beyond_90_degrees", "state_age_of_days", "state_age_below_one_tick"])
+def test_a_limit_parameter_that_would_switch_a_check_off_stops_the_node(name, value, message):
+    """A tilt limit beyond 90 degrees never trips, a state age of days never goes stale: the
+    node's limit parameters are held to the deploy config file's ranges and named when refused."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from deploy.config import ConfigError
+    from policy_runner.node import PolicyRunner
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    try:
+        with pytest.raises(ConfigError) as info:
+            PolicyRunner(context=ctx, parameter_overrides=[
+                Parameter("robot", value="go2"), Parameter("backend", value="mujoco"),
+                Parameter("policy", value="none"), Parameter(name, value=value)])
+        assert "policy_runner parameters" in str(info.value) and message in str(info.value)
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
 def test_a_missing_network_interface_stops_the_node_before_any_dds():
     from policy_runner.node import ParameterError, parse_parameters
 
@@ -328,6 +354,8 @@ def test_a_missing_network_interface_stops_the_node_before_any_dds():
         parse_parameters({"robot": "g1", "backend": "dds"})
     with pytest.raises(ParameterError, match="'dds_domain' must be int, got str"):
         parse_parameters({"robot": "g1", "dds_domain": "zero"})
+    with pytest.raises(ParameterError, match="'limits.backend_stale_timeout_s' 30.0 is above 1.0 s"):
+        parse_parameters({"robot": "g1", "limits.backend_stale_timeout_s": 30.0})
     s = parse_parameters({"robot": "g1", "backend": "unitree", "network_interface": "lo",
                           "limits.max_tilt": 1})
     assert s.max_tilt == 1.0 and s.dds_domain == 0

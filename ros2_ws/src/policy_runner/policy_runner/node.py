@@ -93,6 +93,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                                             "without robot state"),
 }
 ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
+MAX_BACKEND_STALE_S = 1.0
 
 
 class ParameterError(ValueError):
@@ -167,6 +168,10 @@ def parse_parameters(values: dict[str, object]) -> Settings:
     for name in ("diagnostics_rate_hz", "joint_states_rate_hz", "limits.backend_stale_timeout_s"):
         if v[name] <= 0:
             raise ParameterError(f"parameter '{name}' must be > 0, got {v[name]}")
+    if v["limits.backend_stale_timeout_s"] > MAX_BACKEND_STALE_S:
+        raise ParameterError(f"parameter 'limits.backend_stale_timeout_s' {v['limits.backend_stale_timeout_s']} "
+                             f"is above {MAX_BACKEND_STALE_S} s: a backend that waits longer without "
+                             f"robot state before damping does not guard the robot")
     if v["backend"] == "unitree":
         from deploy.backends.netif import interface_problem
         problem = interface_problem(v["network_interface"])
@@ -278,7 +283,7 @@ class PolicyRunner(LifecycleNode):
         if s.max_tilt > 0:
             over["max_tilt"] = s.max_tilt
         if over:
-            config = config.with_safety(**over)
+            config = config.with_checked_safety(spec, "policy_runner parameters", "limits", **over)
         if s.max_state_age_s > 0 or s.backend == "mujoco":   # (mujoco: paced by this host)
             config = config.repeats_within_age(spec)
         self.cmd_low = spec.commands.low * s.max_speed_fraction
