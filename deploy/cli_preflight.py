@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from deploy.cli_types import dds_domain, number
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from deploy.preflight import BACKENDS
@@ -14,11 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", required=True, help="robot name or spec YAML")
     p.add_argument("--backend", required=True, choices=BACKENDS)
     p.add_argument("--network-interface", default="", help="unitree: the NIC facing the robot")
-    p.add_argument("--domain", type=int, help="DDS domain (unitree default 0; ros2 default "
+    p.add_argument("--domain", type=dds_domain, help="DDS domain (unitree default 0; ros2 default "
                                               "ROS_DOMAIN_ID or 0)")
     p.add_argument("--policy", default="current", help="'current', a bundle folder / ID, or 'none'")
     p.add_argument("--namespace", default="/anymal", help="ros2: topic namespace of the robot")
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to listen for DDS publishers")
+    p.add_argument("--wait", type=number(0.0, 60.0, open_low=True), default=1.0, help="seconds to listen for DDS publishers")
     p.add_argument("--root", help="registry root (default $SAC2REAL_MODELS or models/policies)")
     p.set_defaults(func=_run)
 

@@ -13,6 +13,8 @@ import signal
 import sys
 import time
 
+from deploy.cli_types import count, dds_domain, exploration, number, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the Controller with a policy on a robot backend")
@@ -20,16 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="mujoco", help="robot backend: mujoco, unitree, ros2 "
                                                        "(default mujoco)")
     p.add_argument("--network-interface", help="network interface of the robot (unitree backend)")
-    p.add_argument("--domain", type=int, help="DDS domain (unitree and ros2 backends)")
+    p.add_argument("--domain", type=dds_domain, help="DDS domain (unitree and ros2 backends)")
     p.add_argument("--policy", required=True, help="current (the robot's current bundle), bundle folder, ID, ROBOT/ID or ID prefix")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds under the policy")
-    p.add_argument("--explore", type=float, default=0.0,
+    p.add_argument("--duration", type=number(0.0, open_low=True), default=10.0, help="seconds under the policy")
+    p.add_argument("--explore", type=exploration, default=0.0,
                    help="sample actions within the bundle's std times this (0: deterministic; "
                         "for collecting fine-tuning data)")
     p.add_argument("--command", default="0.5,0,0",
                    help="vx,vy,wz (clamped to the spec), or `random` with --episodes: drawn as "
                         "training draws them, every resampling_time of the spec")
-    p.add_argument("--episodes", type=float, metavar="S",
+    p.add_argument("--episodes", type=number(0.0, open_low=True), metavar="S",
                    help="mujoco: run episodes of S seconds for --duration in all, the simulated "
                         "robot put back on its feet after each episode and each fall "
                         "(deploy/sim_operator.py)")
@@ -45,10 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", action="store_true", help="lockstep simulation, faster than real time")
     p.add_argument("--randomize", action="store_true",
                    help="draw friction, mass and motor strength from the task's ranges; pushes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--replay", help="log transitions to this replay directory")
     p.add_argument("--deploy-config", help="deploy settings YAML (default configs/deploy/<robot>.yaml)")
-    p.add_argument("--rt-priority", type=int, default=None,
+    p.add_argument("--rt-priority", type=count(1, 99), default=None,
                    help="SCHED_FIFO priority of the control loop (the MuJoCo physics thread one "
                         "below); needs CAP_SYS_NICE")
     p.set_defaults(func=_run)

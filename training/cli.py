@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.cli_types import count, number, seed
+
 BACKENDS = ("mujoco", "isaaclab")
 
 
@@ -23,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "profile's own")
     p.add_argument("--config", help="training config YAML (default: the GPU profile where CUDA is "
                                     "present, else the CPU profile)")
-    p.add_argument("--steps", type=int, help="total env steps (overrides max_iterations)")
+    p.add_argument("--steps", type=count(1), help="total env steps (overrides max_iterations)")
     p.add_argument("--out", help="run folder (default runs/<robot>_<task>_<time>)")
     p.add_argument("--resume", help="checkpoint to continue from (a run's checkpoints/latest.pt)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=run_train)
@@ -34,10 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="deterministic evaluation of a checkpoint on the MuJoCo task")
     e.add_argument("checkpoint", help="a model_*.pt / best.pt, or a run's checkpoints/latest.pt")
     e.add_argument("--task", default="velocity_flat")
-    e.add_argument("--episodes", type=int, default=64,
+    e.add_argument("--episodes", type=count(1), default=64,
                    help="20 s episodes, one per env (default 64; with --command: per command)")
-    e.add_argument("--seed", type=int, default=12345)
-    e.add_argument("--command", nargs=3, type=float, action="append", metavar=("VX", "VY", "WZ"),
+    e.add_argument("--seed", type=seed, default=12345)
+    e.add_argument("--command", nargs=3, type=number(), action="append", metavar=("VX", "VY", "WZ"),
                    help="hold this command for whole episodes instead of drawing from the spec's "
                         "ranges (repeatable); reports what the policy does for each")
     e.set_defaults(func=run_evaluate)
@@ -133,6 +135,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.runner import evaluate
 
     _, spec, agent, _ = load_agent(args.checkpoint)
+    low, high = spec.commands.low, spec.commands.high
+    for held in args.command or []:
+        if not all(lo <= c <= hi for c, lo, hi in zip(held, low, high)):
+            print(f"sac2real evaluate: error: --command {' '.join(f'{c:g}' for c in held)} is outside "
+                  f"{spec.name}'s command ranges (vx, vy, wz in {low.tolist()} .. {high.tolist()}, "
+                  f"{spec.source}): the robot is never given it", file=sys.stderr)
+            return 2
     # --episodes per held command, else episodes with commands drawn from the spec's ranges
     commands = np.repeat(np.array(args.command), args.episodes, axis=0) if args.command else None
     num_envs = args.episodes if commands is None else len(commands)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.cli_types import count, exploration, number, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from deploy.sim2sim.scenarios import parse_seeds
@@ -18,23 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "promotions, report (about 15 minutes)")
     p.add_argument("--out", help="run folder (default runs/demo/<UTC time>)")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="the pretrained parent")
-    p.add_argument("--minutes", type=float, default=d.minutes, help="the robot's time")
+    p.add_argument("--minutes", type=number(0.0, 1e4, open_low=True), default=d.minutes, help="the robot's time")
     p.add_argument("--physics", action="append", metavar="KEY=VALUE",
                    help=f"the robot's shift (repeatable; default {' '.join(DEFAULT_SHIFT)})")
-    p.add_argument("--episode-s", type=float, default=d.episode_s)
-    p.add_argument("--explore", type=float, default=d.explore,
+    p.add_argument("--episode-s", type=number(0.0, 1e4, open_low=True), default=d.episode_s)
+    p.add_argument("--explore", type=exploration, default=d.explore,
                    help="exploration scale on the robot (x the bundle's std)")
-    p.add_argument("--utd", type=float, default=d.utd, help="updates per robot transition")
-    p.add_argument("--lr-scale", type=float, default=d.lr_scale,
+    p.add_argument("--utd", type=number(0.0, open_low=True), default=d.utd, help="updates per robot transition")
+    p.add_argument("--lr-scale", type=number(0.0, 10.0), default=d.lr_scale,
                    help="x the parent's learning rates (0: every candidate equals the running policy)")
-    p.add_argument("--promote-every", type=int, default=d.promote_every, help="updates between promotions")
-    p.add_argument("--prior-steps", type=int, default=d.prior_steps)
+    p.add_argument("--promote-every", type=count(1), default=d.promote_every, help="updates between promotions")
+    p.add_argument("--prior-steps", type=count(0), default=d.prior_steps)
     p.add_argument("--prior-fraction", default=d.prior_fraction)
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="held-out episodes per seed")
+    p.add_argument("--eval-episodes", type=count(1), default=d.eval_episodes, help="held-out episodes per seed")
     p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)), type=parse_seeds,
                    help="seeds of the held-out episodes (distinct, >= 0)")
-    p.add_argument("--eval-s", type=float, default=d.eval_s, help="held-out episode length")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval-s", type=number(0.0, 1e4, open_low=True), default=d.eval_s, help="held-out episode length")
+    p.add_argument("--seed", type=seed, default=d.seed)
     p.set_defaults(func=run)
 
 
@@ -42,12 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from training.demo import DEFAULT_SHIFT, DemoError, DemoOptions, run_demo
 
     out = Path(args.out) if args.out else Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    for name in ("minutes", "episode_s", "eval_s"):
-        v = getattr(args, name)
-        if not (v == v and 0 < v < 1e4):
-            print(f"sac2real demo: --{name.replace('_', '-')} {v}: a number of minutes/seconds > 0",
-                  file=sys.stderr)
-            return 2
     opts = DemoOptions(out=out, checkpoint=Path(args.checkpoint), minutes=args.minutes,
                        physics=tuple(args.physics or DEFAULT_SHIFT), episode_s=args.episode_s,
                        explore=args.explore, utd=args.utd, lr_scale=args.lr_scale, promote_every=args.promote_every,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deploy.cli_types import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint as a policy bundle (ONNX + policy.json + "
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "$SAC2REAL_MODELS or models/policies)")
     p.add_argument("--robot", help="robot spec name or YAML to export for (default: the "
                                    "checkpoint's robot in configs/robots; its hash must match)")
-    p.add_argument("--parity-samples", type=int, default=10_000,
+    p.add_argument("--parity-samples", type=count(1), default=10_000,
                    help="random and replayed observations checked against PyTorch (default 10000)")
     p.add_argument("--precision", default="float64", choices=("float64", "float32"),
                    help="compute precision inside the graph (default float64: exact parity with "

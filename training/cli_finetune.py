@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from deploy.cli_types import count, number, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from deploy.sim2sim.scenarios import parse_seeds
@@ -17,18 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", default="nominal", choices=["nominal", "training", "none"],
                    help="prior simulation data: the parent rolled out in MuJoCo, nominal or with the "
                         "training's domain randomization and pushes; or none")
-    p.add_argument("--prior-steps", type=int, default=20_000, help="transitions of prior data")
+    p.add_argument("--prior-steps", type=count(0), default=20_000, help="transitions of prior data")
     p.add_argument("--prior-fraction", default="0.5->0@20000",
                    help="share of each batch from the prior: F or F0->F1@ROBOT_STEPS (linear)")
-    p.add_argument("--utd", type=float, default=1.0, help="updates per new robot transition")
-    p.add_argument("--every", type=int, default=1000, help="updates between checkpoints")
-    p.add_argument("--lr-scale", type=float, default=1.0,
+    p.add_argument("--utd", type=number(0.0, open_low=True), default=1.0, help="updates per new robot transition")
+    p.add_argument("--every", type=count(1), default=1000, help="updates between checkpoints")
+    p.add_argument("--lr-scale", type=number(0.0, 10.0), default=1.0,
                    help="x the parent's learning rates (0 keeps the weights: a dry run of the loop)")
-    p.add_argument("--max-updates", type=int, help="stop after this many fine-tuning updates")
-    p.add_argument("--idle-exit", type=float, help="stop after this many seconds without new data")
-    p.add_argument("--critic-warmup", type=int, default=0,
+    p.add_argument("--max-updates", type=count(1), help="stop after this many fine-tuning updates")
+    p.add_argument("--idle-exit", type=number(0.0, open_low=True), help="stop after this many seconds without new data")
+    p.add_argument("--critic-warmup", type=count(0), default=0,
                    help="the first N updates move only the critics (actor and temperature held)")
-    p.add_argument("--promote-every", type=int,
+    p.add_argument("--promote-every", type=count(1),
                    help="every N updates: export the checkpoint into the robot's registry "
                         "($SAC2REAL_MODELS or models/policies), gate it against the bundle the "
                         "robot runs now and promote it if it passes (promotions.jsonl in --out)")
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate-scenarios", help="the gate's scenario file (default: the robot's own)")
     p.add_argument("--sign-key", help="sign promoted bundles with this key (hardware backends "
                                       "drive only signed bundles)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_finetune)
 

@@ -21,6 +21,7 @@ from deploy.backends.ros2_topics import (DEFAULT_NAMESPACE, DRIVE_COMMAND_TIMEOU
                                          command_layout_labels, make_executor, qos_sensor,
                                          quat_wxyz_to_xyzw)
 from deploy.bridges.sim_bridge import SimBridge, add_run_arguments, serve
+from deploy.cli_types import dds_domain, number
 from deploy.bridges.sim_robot import robot_status
 from deploy.spec import RobotSpec
 
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.bridges.anymal_ros2", description=__doc__.splitlines()[0])
     ap.add_argument("--robot", default="anymal_d", help="a spec with the anymal_ros2 interface")
     ap.add_argument("--namespace", default=DEFAULT_NAMESPACE)
-    ap.add_argument("--domain", type=int, default=None, help="ROS domain id (default ROS_DOMAIN_ID)")
-    ap.add_argument("--rate", type=float, default=400.0, help="state rate = physics rate, Hz")
+    ap.add_argument("--domain", type=dds_domain, default=None, help="ROS domain id (default ROS_DOMAIN_ID)")
+    ap.add_argument("--rate", type=number(1.0, 5000.0), default=400.0, help="state rate = physics rate, Hz")
     add_run_arguments(ap)
     args = ap.parse_args(argv)
     spec = RobotSpec.load(args.robot)

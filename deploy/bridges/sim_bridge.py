@@ -13,6 +13,7 @@ import threading
 import time
 
 from deploy.bridges.sim_robot import Pacer, SimRobot, StatusFile
+from deploy.cli_types import number
 from deploy.spec import RobotSpec
 
 
@@ -71,7 +72,7 @@ class SimBridge:
 def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--start", default="standing", choices=("standing", "lying"))
     ap.add_argument("--status-file", help="write a JSON status here every 0.1 s")
-    ap.add_argument("--duration", type=float, help="stop after this many seconds")
+    ap.add_argument("--duration", type=number(0.0, open_low=True), help="stop after this many seconds")
 
 
 def serve(bridge: SimBridge, where: str, duration: float | None) -> int:

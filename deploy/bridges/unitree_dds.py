@@ -37,6 +37,7 @@ import threading
 import numpy as np
 
 from deploy.backends import unitree_msgs as M
+from deploy.cli_types import dds_domain, number
 from deploy.backends.unitree import LOWCMD_TOPIC, LOWSTATE_TOPIC, DdsLink, init_channel_factory
 from deploy.bridges.sim_bridge import SimBridge, add_run_arguments, serve
 from deploy.bridges.sim_robot import robot_status
@@ -273,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.bridges.unitree_dds", description=__doc__.splitlines()[0])
     ap.add_argument("--robot", required=True, help="g1 or go2 (a spec with a Unitree interface)")
     ap.add_argument("--network-interface", default="lo")
-    ap.add_argument("--domain", type=int, default=1, help="DDS domain (default 1, not the robots' 0)")
-    ap.add_argument("--rate", type=float, default=500.0, help="lowstate rate = physics rate, Hz")
+    ap.add_argument("--domain", type=dds_domain, default=1, help="DDS domain (default 1, not the robots' 0)")
+    ap.add_argument("--rate", type=number(1.0, 5000.0), default=500.0, help="lowstate rate = physics rate, Hz")
     ap.add_argument("--builtin-mode", default="", help="a built-in motion mode active at start")
     ap.add_argument("--gantry", action="store_true",
                     help="hang the robot from the stand gantry until SIGUSR1")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from deploy.cli_types import count
 from deploy.signing import KEYS_ENV, SIGN_KEY_ENV
 from deploy.sim2sim.scenarios import DEFAULT_SEEDS, parse_seeds
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--sequential", action="store_true",
                    help="one MuJoCo world per episode instead of all in one")
-    p.add_argument("--threads", type=int, default=1, help="physics threads (default 1)")
+    p.add_argument("--threads", type=count(1, 256), default=1, help="physics threads (default 1)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--power", action="store_true",
                    help="test the gate itself: the bundle unmodified, then with each standard "
