@@ -29,6 +29,7 @@ GO2 = "models/checkpoints/go2_cpu/model.pt"
      "argument --duration: inf is not a finite number > 0"),
     (["run", "--robot", "go2", "--policy", "current", "--domain", "300"],
      "argument --domain: 300 is not a whole number >= 0 and <= 232"),
+    (["demo", "--prior-fraction", "2"], "argument --prior-fraction: fractions must be in [0, 1], got '2'"),
     (["sim2sim", "x", "--threads", "0"], "argument --threads: 0 is not a whole number >= 1"),
     (["preflight", "--robot", "go2", "--backend", "mujoco", "--wait", "-.5"],
      "argument --wait: -.5 is not a finite number > 0"),

@@ -13,6 +13,7 @@ from deploy.cli_types import count, exploration, number, seed
 
 def register(sub: argparse._SubParsersAction) -> None:
     from deploy.sim2sim.scenarios import parse_seeds
+    from training.cli_finetune import prior_fraction
     from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, DemoOptions
 
     d = DemoOptions(out=Path("."))
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="x the parent's learning rates (0: every candidate equals the running policy)")
     p.add_argument("--promote-every", type=count(1), default=d.promote_every, help="updates between promotions")
     p.add_argument("--prior-steps", type=count(0), default=d.prior_steps)
-    p.add_argument("--prior-fraction", default=d.prior_fraction)
+    p.add_argument("--prior-fraction", default=d.prior_fraction, type=prior_fraction,
+                   help="share of each batch from the prior (as sac2real finetune)")
     p.add_argument("--eval-episodes", type=count(1), default=d.eval_episodes, help="held-out episodes per seed")
     p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)), type=parse_seeds,
                    help="seeds of the held-out episodes (distinct, >= 0)")

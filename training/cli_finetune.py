@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prior simulation data: the parent rolled out in MuJoCo, nominal or with the "
                         "training's domain randomization and pushes; or none")
     p.add_argument("--prior-steps", type=count(0), default=20_000, help="transitions of prior data")
-    p.add_argument("--prior-fraction", default="0.5->0@20000",
+    p.add_argument("--prior-fraction", default="0.5->0@20000", type=prior_fraction,
                    help="share of each batch from the prior: F or F0->F1@ROBOT_STEPS (linear)")
     p.add_argument("--utd", type=number(0.0, open_low=True), default=1.0, help="updates per new robot transition")
     p.add_argument("--every", type=count(1), default=1000, help="updates between checkpoints")
@@ -42,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_finetune)
+
+
+def prior_fraction(text: str) -> str:
+    """argparse type: a valid --prior-fraction schedule, kept as its text (the demo hands it on
+    to the fine-tuner's command line)."""
+    from training.finetune import FinetuneError, Schedule
+
+    try:
+        Schedule.parse(text)
+    except FinetuneError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+    return text
 
 
 def run_finetune(args: argparse.Namespace) -> int:
