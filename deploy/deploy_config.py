@@ -194,8 +194,8 @@ class DeployConfig:
 
 
 def safety_ranges(spec: RobotSpec) -> dict[str, tuple[float, float, bool]]:
-    """(low, high, open_low) of each numeric safety threshold: the widest setting that still
-    lets its check act."""
+    """(low, high, open_low) of each numeric safety threshold, wherever it is set (the deploy file,
+    the node's parameters): one table, so no entry point allows what the file does not."""
     return {"max_state_age_s": (spec.policy_dt, 5.0, False),
             "max_tilt": (0.0, math.pi / 2, True),
             "hard_limit_tolerance": (0.0, 0.5, False),
