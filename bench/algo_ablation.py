@@ -14,6 +14,7 @@ entropy critic on the plain SAC critic (the paper's DSAC-E is on the DSAC-T crit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -68,7 +69,8 @@ def go2_row(algo: str, seeds: list[int], iterations: int) -> dict:
         probe = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 16, seed=1000 + seed)
         with tempfile.TemporaryDirectory() as out:
             trainer = Trainer(cfg, spec, env, None, Path(out), "velocity_flat", seed=seed)
-            trainer.train(max_iterations=iterations, show_progress=False)
+            with contextlib.redirect_stdout(sys.stderr):    # its log lines: stdout is the JSON
+                trainer.train(max_iterations=iterations, show_progress=False)
             metrics = evaluate_go2(trainer.agent, probe, trainer.device)
         rows.append({"return": metrics["return"], "lin_vel_error": metrics["lin_vel_error"],
                      "falls": metrics["falls"], "wall_s": trainer.progress.wall_time})
