@@ -123,7 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         from deploy.follow import PolicyFollower
         follower = PolicyFollower(ctrl, PolicyRegistry(), log_path=args.events).start()
     sys.setswitchinterval(0.001)     # a waiting loop thread gets the GIL sooner
-    signal.signal(signal.SIGTERM, _interrupt)     # `kill`, systemd, a launcher: damp as for Ctrl-C
+    # `kill`, systemd, a launcher: damp as for Ctrl-C; and SIGINT explicitly, since a process
+    # started in the background inherits it ignored, and a robot run must damp on it anyway
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
     try:
         if args.episodes:
             _run_episodes(ctrl, backend, args, cmd)
@@ -160,8 +163,6 @@ def _check_session_args(args: argparse.Namespace) -> tuple[str | None, list | No
                 if given]
     if args.backend != "mujoco" and sim_only:
         return f"{', '.join(sim_only)}: only for the mujoco backend", None, {}
-    if args.episodes is not None and not (math.isfinite(args.episodes) and args.episodes > 0):
-        return f"--episodes {args.episodes}: a finite number of seconds > 0", None, {}
     if args.episodes and args.fast:
         return "--episodes runs in real time (the Controller's own loop); drop --fast", None, {}
     if args.physics and args.randomize:

@@ -27,6 +27,8 @@ GO2 = "models/checkpoints/go2_cpu/model.pt"
      "argument --every: 0 is not a whole number >= 1"),
     (["run", "--robot", "go2", "--policy", "current", "--duration", "inf"],
      "argument --duration: inf is not a finite number > 0"),
+    (["run", "--robot", "go2", "--policy", "current", "--episodes", "nan"],
+     "argument --episodes: nan is not a finite number > 0"),
     (["run", "--robot", "go2", "--policy", "current", "--domain", "300"],
      "argument --domain: 300 is not a whole number >= 0 and <= 232"),
     (["demo", "--prior-fraction", "2"], "argument --prior-fraction: fractions must be in [0, 1], got '2'"),

@@ -56,7 +56,6 @@ def test_reset_robot_puts_the_robot_back_at_its_spawn_pose_between_physics_steps
     (["--physics", "mass=3"], "unknown key 'mass'; allowed: friction"),
     (["--physics", "friction=0"], r"friction takes 1 finite number\(s\) in \[0.01, 5\]"),
     (["--episodes", "5", "--fast"], "--episodes runs in real time"),
-    (["--episodes", "nan"], "--episodes nan"),
     (["--backend", "unitree", "--episodes", "5"], "--episodes: only for the mujoco backend"),
 ])
 def test_run_refuses_session_options_that_do_not_fit(args, says, bundle_dir, capsys):
