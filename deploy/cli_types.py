@@ -49,6 +49,18 @@ seed = count(0, SEED_MAX)
 dds_domain = count(0, 232)
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """A seed list ("0,1,2"): distinct whole numbers >= 0 (the gate's seeds, the fine-tuner's
+    gate seeds, the demo's held-out seeds)."""
+    try:
+        seeds = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got '{text}'")
+    return seeds
+
+
 def exploration(text: str) -> float:
     """An exploration scale the Controller accepts (its MAX_EXPLORATION, imported only when the
     flag is given: the controller is slow to import for every command line)."""

@@ -95,6 +95,14 @@ class CommandSpec:
     def high(self) -> np.ndarray:
         return np.array([self.lin_vel_x[1], self.lin_vel_y[1], self.ang_vel_z[1]])
 
+    def out_of_range(self, command) -> str | None:
+        """The first of (vx, vy, wz) outside these ranges, described, or None. 1e-9 of slack for
+        numbers that went through text."""
+        for v, lo, hi, what in zip(command, self.low, self.high, ("vx", "vy", "wz")):
+            if not lo - 1e-9 <= v <= hi + 1e-9:
+                return f"{what} = {v:g} is outside the robot's command range [{lo:g}, {hi:g}]"
+        return None
+
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """(n, 3) commands as training draws them: uniform in the ranges, a standing_fraction of
         them zero (the training env and a simulated robot's operator share this rule)."""

@@ -135,12 +135,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.runner import evaluate
 
     _, spec, agent, _ = load_agent(args.checkpoint)
-    low, high = spec.commands.low, spec.commands.high
     for held in args.command or []:
-        if not all(lo <= c <= hi for c, lo, hi in zip(held, low, high)):
+        problem = spec.commands.out_of_range(held)
+        if problem:
             print(f"sac2real evaluate: error: --command {' '.join(f'{c:g}' for c in held)} is outside "
-                  f"{spec.name}'s command ranges (vx, vy, wz in {low.tolist()} .. {high.tolist()}, "
-                  f"{spec.source}): the robot is never given it", file=sys.stderr)
+                  f"{spec.name}'s command ranges ({problem}, {spec.source}): the robot is never "
+                  f"given it", file=sys.stderr)
             return 2
     # --episodes per held command, else episodes with commands drawn from the spec's ranges
     commands = np.repeat(np.array(args.command), args.episodes, axis=0) if args.command else None

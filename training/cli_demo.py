@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from deploy.cli_types import count, exploration, number, seed
+from deploy.cli_types import count, exploration, number, seed, seed_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from deploy.sim2sim.scenarios import parse_seeds
     from training.cli_finetune import prior_fraction
     from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, DemoOptions
 
@@ -35,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-fraction", default=d.prior_fraction, type=prior_fraction,
                    help="share of each batch from the prior (as sac2real finetune)")
     p.add_argument("--eval-episodes", type=count(1), default=d.eval_episodes, help="held-out episodes per seed")
-    p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)), type=parse_seeds,
+    p.add_argument("--eval-seeds", default=",".join(map(str, d.eval_seeds)), type=seed_list,
                    help="seeds of the held-out episodes (distinct, >= 0)")
     p.add_argument("--eval-s", type=number(0.0, 1e4, open_low=True), default=d.eval_s, help="held-out episode length")
     p.add_argument("--seed", type=seed, default=d.seed)

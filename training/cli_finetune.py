@@ -5,11 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.cli_types import count, number, seed
+from deploy.cli_types import count, number, seed, seed_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from deploy.sim2sim.scenarios import parse_seeds
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained checkpoint on a robot's replay")
     p.add_argument("--checkpoint", required=True, help="the pretrained parent (model file or latest.pt)")
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="every N updates: export the checkpoint into the robot's registry "
                         "($SAC2REAL_MODELS or models/policies), gate it against the bundle the "
                         "robot runs now and promote it if it passes (promotions.jsonl in --out)")
-    p.add_argument("--gate-seeds", default="0,1,2", type=parse_seeds,
+    p.add_argument("--gate-seeds", default="0,1,2", type=seed_list,
                    help="the gate's seeds for a promotion (3 or more)")
     p.add_argument("--gate-scenarios", help="the gate's scenario file (default: the robot's own)")
     p.add_argument("--sign-key", help="sign promoted bundles with this key (hardware backends "

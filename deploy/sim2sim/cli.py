@@ -12,9 +12,9 @@ import json
 import os
 import sys
 
-from deploy.cli_types import count
+from deploy.cli_types import count, seed_list
 from deploy.signing import KEYS_ENV, SIGN_KEY_ENV
-from deploy.sim2sim.scenarios import DEFAULT_SEEDS, parse_seeds
+from deploy.sim2sim.scenarios import DEFAULT_SEEDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", nargs="+", help="bundle folder, ID, ROBOT/ID or unique ID prefix in "
                                               "the registry; or `calibrate [BUNDLE ...]`")
     p.add_argument("--robot", help="with calibrate: the robot to calibrate")
-    p.add_argument("--seeds", default=",".join(str(s) for s in DEFAULT_SEEDS), type=parse_seeds,
+    p.add_argument("--seeds", default=",".join(str(s) for s in DEFAULT_SEEDS), type=seed_list,
                    help="the gate's seeds, comma-separated (default %(default)s); a verdict is "
                         "reproducible for its seed set")
     p.add_argument("--against", metavar="BUNDLE",

@@ -236,11 +236,9 @@ def _stable(text: str) -> int:
 def _check_command(sec: Section, key, vx, vy, wz, spec: RobotSpec | None) -> None:
     if spec is None:
         return
-    lo, hi = spec.commands.low, spec.commands.high
-    for v, l, h, what in zip((vx, vy, wz), lo, hi, ("vx", "vy", "wz")):
-        if not l - 1e-9 <= v <= h + 1e-9:
-            raise sec.error(key, f"{what} = {v} is outside the robot's command range [{l}, {h}] "
-                            f"({spec.name}); the Controller would clamp it")
+    problem = spec.commands.out_of_range((vx, vy, wz))
+    if problem:
+        raise sec.error(key, f"{problem} ({spec.name}); the Controller would clamp it")
 
 
 def _commands(row: Section, spec) -> tuple:
@@ -360,16 +358,3 @@ def parse_physics(items: list[str], source: str = "--physics") -> dict:
                              f"[{lo:g}, {hi:g}]{' as x,y,z' if want == 3 else ''}")
         out[key] = tuple(values) if want == 3 else values[0]
     return out
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """An argparse type for a seed list ("0,1,2"): distinct whole numbers >= 0 (the gate's, the
-    fine-tuner's gate seeds, the demo's held-out seeds)."""
-    import argparse
-    try:
-        seeds = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got '{text}'")
-    return seeds

@@ -251,6 +251,7 @@ class PolicyRunner(LifecycleNode):
                          automatically_declare_parameters_from_overrides=True)
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist, TwistStamped
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.qos import DurabilityPolicy, QoSProfile
         from sensor_msgs.msg import Imu, JointState
         from std_msgs.msg import String
@@ -304,8 +305,6 @@ class PolicyRunner(LifecycleNode):
         # relative names resolve under the launch file's namespace (cmd_vel, joint_states, imu)
         self.create_subscription(TwistStamped if s.cmd_vel_stamped else Twist, "cmd_vel",
                                  self._on_cmd_vel, 10)
-        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-
         # ~/estop in a callback group of its own: with make_executor's second thread it is
         # answered while another callback runs (a policy swap verifying its bundle)
         for name in ("start", "stop", "estop", "reset"):
