@@ -392,8 +392,9 @@ class Controller:
                 k = behind
 
     def _emergency_damping(self) -> None:
-        self.mode = Mode.DAMPING
-        self.latched = "controller_error"
+        with self._lock:
+            self.mode = Mode.DAMPING
+            self.latched = "controller_error"
         self.safety.record("controller_error", "tick raised; damping", True)
         try:
             target = self._last_target if self._last_target is not None else self.default_pos
@@ -564,13 +565,14 @@ class Controller:
 
     def _enter(self, mode: Mode, now: float, why: str, fault: str | None, sample) -> None:
         old = self.mode
-        self.mode = mode
         detail = why if fault is None else f"{why}: {fault}"
-        self.transitions.append({"tick": self._tick, "time": round(now, 6), "from": old.value,
-                                 "to": mode.value, "why": detail})
+        with self._lock:      # diagnostics() reads mode, transitions and latch as one snapshot
+            self.mode = mode
+            self.transitions.append({"tick": self._tick, "time": round(now, 6), "from": old.value,
+                                     "to": mode.value, "why": detail})
+            if mode is Mode.DAMPING:
+                self.latched = detail
         log.info("controller: %s -> %s (%s)", old.value, mode.value, detail)
-        if mode is Mode.DAMPING:
-            self.latched = detail
         if mode is Mode.STAND:
             start = self._last_target if self._last_target is not None else \
                 target_or_default(sample, self.default_pos)
@@ -648,10 +650,11 @@ class Controller:
                   "alive": w.alive, "skipped": self.replay_skipped}
         with self._lock:
             pending = "damping" if self._damp_seq else self._request.value if self._request else None
+            mode, latched, transitions = self.mode, self.latched, list(self.transitions)[-10:]
         return {
-            "mode": self.mode.value, "tick": self._tick, "time": self._now,
+            "mode": mode.value, "tick": self._tick, "time": self._now,
             "command": self.command.tolist(), "command_applied": self.applied_command.tolist(),
-            "command_note": self.command_note, "latched": self.latched, "policy_id": self.policy_id,
+            "command_note": self.command_note, "latched": latched, "policy_id": self.policy_id,
             "exploration_scale": self.exploration_scale,
             "pending_swap": getattr(self._pending_bundle, "id", None),
             "pending_request": pending, "last_request": dict(self.last_request),
@@ -660,7 +663,7 @@ class Controller:
                      "scheduling": self.scheduling,
                      **self.timer.snapshot()},
             "replay": rs, "safety": self.safety.snapshot(),
-            "transitions": list(self.transitions)[-10:],
+            "transitions": transitions,
         }
 
 
