@@ -53,7 +53,7 @@ def run(spec: RobotSpec, bundle: PolicyBundle, seconds: float, seed: int) -> dic
         st = world.read_state()
         st.base_lin_vel = v_est
         command = command_at(t)
-        action = bundle.act(pipeline.compute(st, command[None], last_action)[0])
+        action = bundle.act(pipeline.compute(st, command[None], last_action, clock=np.array([t]))[0])
         world.set_targets(amap.joint_targets(action[None]))
         for _ in range(spec.decimation):
             world.step(1)

@@ -174,6 +174,7 @@ class Controller:
             self.bundle = bundle
 
         self._tick = 0
+        self._policy_tick0 = 0
         self._now = 0.0
         self._last_target: np.ndarray | None = None
         self._last_kp = self.damping_kp
@@ -462,7 +463,8 @@ class Controller:
         obs = None
         usable = sample is not None and (fault is None or fault in PHYSICAL_FAULTS)
         if usable and (self.mode is Mode.POLICY or prev_mode is Mode.POLICY):
-            obs = self.pipeline.compute(sample.state, self._applied, self._last_action)[0]
+            clock = np.array([(self._tick - self._policy_tick0) * self.spec.policy_dt])
+            obs = self.pipeline.compute(sample.state, self._applied, self._last_action, clock=clock)[0]
             ofault = sup.check_observation(obs)
             if ofault is not None:
                 obs = None
@@ -583,6 +585,7 @@ class Controller:
             self._stand_t0 = now
         elif mode is Mode.POLICY:
             self._blend_t0 = now
+            self._policy_tick0 = self._tick      # the gait clock starts with the policy, as an episode's
             self._last_action = np.zeros((1, self.spec.num_joints), dtype=np.float32)
             self._prev_obs = self._prev_action = None
             self._applied = np.zeros((1, 3))      # the robot stands: the command ramps up from 0

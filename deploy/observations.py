@@ -40,6 +40,7 @@ class ObsInputs:
     command: np.ndarray       # (N, 3) vx, vy, wz
     last_action: np.ndarray   # (N, J) the policy's previous env action
     spec: RobotSpec
+    clock: np.ndarray | None = None   # (N,) seconds since the policy started (the gait clock)
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,6 +87,16 @@ def _height_scan(x: ObsInputs) -> np.ndarray:
     return x.state.height_scan
 
 
+def _gait_phase(x: ObsInputs) -> np.ndarray:
+    """sin and cos of the gait cycle's angle (the first foot's phase): a periodic signal a policy
+    can time its steps by, continuous over the cycle's wrap."""
+    if x.clock is None:
+        raise ValueError("observation term gait_phase needs the policy clock (seconds since the "
+                         "policy started); this caller passes none")
+    angle = 2.0 * np.pi * x.spec.gait.foot_phases(x.clock)[:, 0]
+    return np.stack([np.sin(angle), np.cos(angle)], axis=1)
+
+
 @dataclass(frozen=True)
 class TermDef:
     dim: Callable[[RobotSpec], int]
@@ -106,6 +117,8 @@ TERMS: dict[str, TermDef] = {
                              "joint velocities (the default velocity is zero)"),
     "last_action": TermDef(lambda s: s.num_joints, lambda x: x.last_action,
                            "the previous env action, unscaled"),
+    "gait_phase": TermDef(lambda s: 2, _gait_phase,
+                          "sin, cos of the gait clock's angle (spec gait: period, offsets)"),
     "height_scan": TermDef(lambda s: s.height_scan.num_rays, _height_scan,
                            "terrain heights below the base: sensor_z - hit_z - offset"),
 }
@@ -191,10 +204,12 @@ class ObservationPipeline:
         return self._noise.copy()
 
     def compute(self, state: RobotState, command: np.ndarray, last_action: np.ndarray,
-                rng: np.random.Generator | None = None) -> np.ndarray:
+                rng: np.random.Generator | None = None,
+                clock: np.ndarray | None = None) -> np.ndarray:
         """(N, dim) float32. With `rng`, add the training-time uniform noise (IsaacLab's order:
-        compute, noise, clip, scale)."""
-        x = ObsInputs(state, np.asarray(command), np.asarray(last_action), self.spec)
+        compute, noise, clip, scale). `clock`: (N,) seconds since the policy started, for a layout
+        with a gait clock."""
+        x = ObsInputs(state, np.asarray(command), np.asarray(last_action), self.spec, clock)
         n = state.num_envs
         parts = [compute(x) for compute, _, _ in self._plan]
         try:

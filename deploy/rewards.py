@@ -36,6 +36,7 @@ class RewardInputs:
     terminated: np.ndarray       # (N,) failure (not timeout)
     spec: RobotSpec
     sigma: float
+    foot_phase: np.ndarray | None = None   # (N, F) gait phase of each foot (spec gait), if it has one
 
 
 MOVING_SPEED = 0.1   # m/s: the air-time terms only pay while the command asks to move
@@ -72,6 +73,15 @@ def _feet_air_time_biped(x: RewardInputs, threshold: float) -> np.ndarray:
     return np.where(single, in_mode.min(1), 0.0).clip(max=threshold)
 
 
+def _gait_contact(x: RewardInputs) -> np.ndarray:
+    """Feet whose contact matches the gait clock: on the ground in the stance part of their cycle,
+    in the air in the swing part (unitree_rl_gym's G1 `contact` reward)."""
+    if x.foot_phase is None:
+        raise ValueError("reward term gait_contact needs the feet's gait phases; this caller "
+                         "passes none")
+    return (x.foot_contact == (x.foot_phase < x.spec.gait.stance)).sum(1).astype(np.float64)
+
+
 AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
 
 
@@ -98,6 +108,7 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "joint_deviation_l1": lambda x, j, p: np.abs(x.joint_pos[:, j] - x.spec.default_pos[j]).sum(1),
     "feet_slide": lambda x, j, p: (x.foot_speed_xy * x.foot_contact).sum(1),
     "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
+    "gait_contact": lambda x, j, p: _gait_contact(x),
 }
 PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4}}
 MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
@@ -123,6 +134,9 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
         term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
         if term not in TERMS:
             raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
+        if term == "gait_contact" and spec.gait is None:
+            raise section.error(name, f"reward term gait_contact needs a gait clock: {spec.name}'s "
+                                f"spec has no 'gait' section ({spec.source})")
         joints = np.arange(spec.num_joints)
         if "joints" in row.data:
             joints = np.array(spec.joints_matching(row.get("joints", str)), dtype=np.int64)

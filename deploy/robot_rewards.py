@@ -31,7 +31,7 @@ from typing import Any, MutableMapping
 import numpy as np
 
 from deploy.contacts import force_contact
-from deploy.observations import projected_gravity
+from deploy.observations import ObservationPipeline, projected_gravity
 from deploy.rewards import AIR_TIME, RewardInputs, TaskRewards, foot_timers
 from deploy.spec import RobotSpec
 
@@ -50,7 +50,11 @@ class RobotRewards:
         self.spec, self.task = spec, task
         self.default = spec.default_pos.astype(np.float64)
         self.scale = float(spec.action_scale)
-        self.needs_contact = any(t.term in AIR_TIME or t.term == "feet_slide" for t in task.terms)
+        self.needs_contact = any(t.term in AIR_TIME or t.term in ("feet_slide", "gait_contact")
+                                 for t in task.terms)
+        self.needs_phase = any(t.term == "gait_contact" for t in task.terms)
+        layout = ObservationPipeline(spec).layout
+        self._phase_at = layout.slice("gait_phase") if "gait_phase" in layout.names else None
         self._dropped: int | None = None
         self._restart()
 
@@ -91,8 +95,10 @@ class RobotRewards:
         first, last_air, self.air_time, self.contact_time = foot_timers(
             feet, self.air_time, self.contact_time, dt)
         lin_vel = np.asarray(fields.get("base_lin_vel", np.full(3, np.nan)), np.float64)[None]
+        phase = self._foot_phase(fields)
         if not np.isfinite(lin_vel).all() or (self.needs_contact and not np.isfinite(
-                np.asarray(fields.get("foot_contact", np.nan), np.float64)).all()):
+                np.asarray(fields.get("foot_contact", np.nan), np.float64)).all()) \
+                or (self.needs_phase and phase is None):
             return                                 # an unknown input: the reward stays NaN
         quat = np.asarray(fields["imu_quat"], np.float64)[None]
         f = len(self.spec.foot_bodies)
@@ -104,12 +110,24 @@ class RobotRewards:
             action=applied[None], last_action=last_action, foot_contact=feet, first_contact=first,
             last_air_time=last_air, air_time=self.air_time, contact_time=self.contact_time,
             foot_speed_xy=np.zeros((1, f)), penalized_contacts=np.zeros(1),
-            terminated=np.array([bool(fields["terminated"])]), spec=self.spec, sigma=self.task.sigma)
+            terminated=np.array([bool(fields["terminated"])]), spec=self.spec, sigma=self.task.sigma,
+            foot_phase=phase)
         reward, _, pieces = self.task.step(inputs)
         fields["reward"] = float(reward[0])
         fields["reward_velocity"] = pieces["velocity"][0]
         fields["reward_air"] = float(pieces["air"][0])
         fields["reward_base"] = float(pieces["base"][0])
+
+    def _foot_phase(self, fields: MutableMapping[str, Any]) -> np.ndarray | None:
+        """(1, F) the feet's gait phases at the measurement, from the gait clock in next_obs; None
+        where the layout has no clock or the record no finite observation."""
+        if self._phase_at is None or "next_obs" not in fields:
+            return None
+        sin_cos = np.asarray(fields["next_obs"], np.float64)[self._phase_at][None]
+        if not np.isfinite(sin_cos).all():
+            return None
+        dt = self.spec.policy_dt                  # the clock runs in whole ticks
+        return self.spec.gait.foot_phases(np.round(self.spec.gait.clock_of(sin_cos) / dt) * dt)
 
     def _contacts(self, fields: MutableMapping[str, Any]) -> np.ndarray:
         """(1, F) bool: the logged contact where known, else the foot force over a threshold;
@@ -128,7 +146,6 @@ def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bo
     """The replay writer a robot's control loop logs into, with the reward of the task the bundle
     was trained on (its policy.json's training.task; velocity_flat without a bundle) filled in on
     the writer's thread. Not started."""
-    from deploy.observations import ObservationPipeline
     from deploy.replay import ReplayWriter, TransitionLayout
 
     task = "velocity_flat"
@@ -140,10 +157,11 @@ def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bo
 
 
 def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.ndarray,
-                     robot: int = 0) -> dict:
+                     robot: int = 0, next_obs: np.ndarray | None = None) -> dict:
     """The fields a MuJoCo robot's transition carries into the reward path (RobotRewards) for the
     step `world` just took: measured state, the target sent for `action`, the true velocity (a
-    caller with an estimator puts its estimate in base_lin_vel) and the simulator's contacts."""
+    caller with an estimator puts its estimate in base_lin_vel) and the simulator's contacts;
+    `next_obs`, the observation after the step, carries a gait clock to the reward."""
     from deploy.action_map import ActionMap
 
     st = world.read_state()
@@ -154,4 +172,5 @@ def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.nda
             "imu_quat": st.base_quat[robot], "joint_pos": st.joint_pos[robot],
             "joint_vel": st.joint_vel[robot], "joint_torque": world.joint_torque[robot],
             "foot_contact": feet[robot].astype(np.float64), "terminated": False,
-            "truncated": False, "dropped": 0}
+            "truncated": False, "dropped": 0,
+            **({} if next_obs is None else {"next_obs": np.asarray(next_obs, np.float64)})}

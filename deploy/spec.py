@@ -112,6 +112,29 @@ class CommandSpec:
 
 
 @dataclass(frozen=True)
+class GaitSpec:
+    """A periodic gait clock (the `gait_phase` observation, the `gait_contact` reward): each foot
+    runs through one cycle of `period` seconds, shifted by its offset (a fraction of the cycle), and
+    should be on the ground for the first `stance` fraction of it."""
+    period: float
+    offsets: tuple[float, ...]   # per foot, spec feet order
+    stance: float
+
+    def foot_phases(self, clock: np.ndarray) -> np.ndarray:
+        """(N, F) phase in [0, 1) of each foot at `clock` (N,) seconds since the policy started;
+        rounded to 1e-9 so that one tick gives one phase whichever way its clock was computed
+        (a stance boundary falls exactly on a tick)."""
+        cycles = np.asarray(clock, np.float64)[:, None] / self.period + np.asarray(self.offsets)
+        return np.mod(np.round(cycles, 9), 1.0)
+
+    def clock_of(self, sin_cos: np.ndarray) -> np.ndarray:
+        """(N,) a clock (modulo the period) whose `gait_phase` observation is `sin_cos` (N, 2): how
+        a logged transition's observation gives back the phases the reward needs."""
+        angle = np.arctan2(sin_cos[:, 0], sin_cos[:, 1]) / (2.0 * np.pi)
+        return np.mod(angle - self.offsets[0], 1.0) * self.period
+
+
+@dataclass(frozen=True)
 class TerminationSpec:
     max_tilt: float
     min_base_height: float
@@ -142,6 +165,7 @@ class RobotSpec:
     stand_kd_scale: float = 1.0
     stand_gantry: bool = False   # cannot balance on PD at the STAND gains: simulators hang it until
                                  # the policy has taken over (deploy.sim_world.SimWorld.set_gantry)
+    gait: GaitSpec | None = None
     hash: str = field(default="", compare=False)
 
     # ---- loading -------------------------------------------------------------------------
@@ -270,7 +294,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _parse(root: Section, path: Path) -> RobotSpec:
     root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
-                "height_scan", "commands", "termination"], ["stand"])
+                "height_scan", "commands", "termination"], ["stand", "gait"])
     stand = root.sub("stand", {})
     stand.allow([], ["kp_scale", "kd_scale", "gantry"])
     hw = root.sub("hardware")
@@ -315,8 +339,10 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         stand_kp_scale=stand.number("kp_scale", 1.0, low=0.1, high=20.0),
         stand_kd_scale=stand.number("kd_scale", 1.0, low=0.1, high=20.0),
         stand_gantry=stand.get("gantry", bool, False),
+        gait=_parse_gait(root, len(_names(bodies, "feet"))),
     )
     _check_defaults_inside_soft_limits(spec, root)
+    _check_gait_terms(spec, root)
     digest = hashlib.sha256(json.dumps(_hashed_content(spec), sort_keys=True).encode()).hexdigest()
     return _replace_hash(spec, digest)
 
@@ -327,6 +353,8 @@ def _hashed_content(spec: RobotSpec) -> dict:
     d.pop("source")
     d.pop("mjcf")
     d.pop("stand_gantry")   # how a simulator holds the robot while it stands, not a policy contract
+    if d["gait"] is None:   # added 2026-12: a spec without a gait clock keeps its earlier hash
+        d.pop("gait")
     return d
 
 
@@ -409,6 +437,27 @@ def _parse_observations(root: Section) -> tuple[ObsTermSpec, ...]:
                                  clip=row.number("clip", None, low=0.0, high=1e3, open_low=True),
                                  noise=row.number("noise", 0.0, low=0.0, high=10.0)))
     return tuple(terms)
+
+
+def _parse_gait(root: Section, feet: int) -> GaitSpec | None:
+    if "gait" not in root.data:
+        return None
+    sec = root.sub("gait")
+    sec.allow(["period", "offsets", "stance"])
+    offsets = sec.vector("offsets", feet, low=0.0, high=1.0,
+                         what=f"one phase offset per foot in [0, 1), {feet} feet")
+    if max(offsets) >= 1.0:
+        raise sec.error("offsets", f"{list(offsets)}: an offset is a fraction of the cycle, in [0, 1)")
+    return GaitSpec(period=sec.number("period", low=0.1, high=5.0),
+                    offsets=tuple(offsets),
+                    stance=sec.number("stance", low=0.0, high=1.0, open_low=True))
+
+
+def _check_gait_terms(spec: RobotSpec, root: Section) -> None:
+    """The clock's observation term needs the clock's definition."""
+    if spec.gait is None and any(t.term == "gait_phase" for t in spec.observations):
+        raise root.error("observations", "term gait_phase needs a 'gait' section (period, "
+                         "offsets, stance) in this robot's spec")
 
 
 def _parse_height_scan(sec: Section) -> HeightScanSpec:

@@ -95,7 +95,8 @@ def test_parity_report_reads_the_articulation_and_the_policy_group():
     assert report["joint_names"] == spec.joint_names and len(report["joint_names"]) == 29
     assert report["action_scale"] == spec.action_scale and report["parity"] is True
     layout = env.pipeline.layout
-    assert [n for n, _ in report["observations"]][-3:] == ["joint_pos", "joint_vel", "actions"]
+    assert [n for n, _ in report["observations"]][-4:] == ["joint_pos", "joint_vel", "actions",
+                                                          "gait_phase"]
     assert [d for _, d in report["observations"]] == [[e.dim] for e in layout.entries]
     assert report["layout_hash"] == layout.hash
 

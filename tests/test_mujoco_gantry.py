@@ -83,3 +83,40 @@ def test_sac2real_runs_lockstep_loop_keeps_the_g1_up_through_stand_into_policy(g
     quat = st["state"].base_quat[0]
     assert 1.0 - 2.0 * (quat[1] ** 2 + quat[2] ** 2) > np.cos(0.3)       # upright within 0.3 rad
     backend.close()
+
+
+def test_the_gait_clock_starts_with_each_policy_episode_and_runs_in_ticks(g1, g1_bundle):
+    """The G1 policy sees its gait clock (configs/robots/g1.yaml gait) as in training: 0 on the
+    first POLICY tick (an episode's first observation) and one policy period further each tick;
+    a second POLICY episode starts it again at 0."""
+    backend = _exact(g1)
+    ctrl = Controller(g1, backend, g1_bundle, clock=backend.clock)
+    release_after_blend_in(ctrl, backend)
+    at = ctrl.pipeline.layout.slice("gait_phase")
+    seen = []                                   # (episode, tick in POLICY, sin, cos)
+
+    def record(c) -> None:
+        if c.mode is Mode.POLICY and c._last_obs is not None:
+            episode = sum(t["to"] == "POLICY" for t in c.transitions)
+            seen.append((episode, c._tick, *c._last_obs[at]))
+
+    ctrl.on_tick = record
+    for episode in (1, 2):
+        ctrl.request_stand()
+        for _ in range(int((ctrl._stand_T + 1.0) / g1.policy_dt)):
+            ctrl.tick()
+            if ctrl.mode is Mode.STAND and ctrl.last_request.get("request") == "stand":
+                ctrl.request_policy()
+            backend.advance()
+        assert ctrl.mode is Mode.POLICY, ctrl.transitions
+        ctrl.request_stand()                    # POLICY -> STAND, then the next episode
+        ctrl.tick()
+        backend.advance()
+    for episode in (1, 2):
+        rows = [r for r in seen if r[0] == episode]
+        assert len(rows) > 20
+        first = rows[0][1]
+        for _, tick, sin, cos in rows:
+            angle = 2 * np.pi * (tick - first) * g1.policy_dt / g1.gait.period
+            assert (sin, cos) == pytest.approx((np.sin(angle), np.cos(angle)), abs=1e-6)
+    backend.close()

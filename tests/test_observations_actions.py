@@ -138,6 +138,28 @@ def test_missing_lin_vel_estimate_is_named():
         ObservationPipeline(spec).compute(st, np.zeros((3, 3)), np.zeros((3, 12)))
 
 
+def test_the_gait_clock_is_sin_and_cos_of_its_cycle_and_needs_a_clock():
+    spec = RobotSpec.load("g1", check_mjcf=False)          # gait period 0.8 s, left foot offset 0
+    pipe = ObservationPipeline(spec)
+    st = _state(spec, 4)
+    args = (st, np.zeros((4, 3)), np.zeros((4, spec.num_joints)))
+    obs = pipe.compute(*args, clock=np.array([0.0, 0.2, 0.4, 1.4]))
+    np.testing.assert_allclose(obs[:, pipe.layout.slice("gait_phase")],
+                               [[0, 1], [1, 0], [0, -1], [-1, 0]], atol=1e-6)
+    with pytest.raises(ValueError, match="gait_phase needs the policy clock"):
+        pipe.compute(*args)
+
+
+def test_feet_phases_of_a_clock_and_the_clock_of_an_observed_phase():
+    gait = RobotSpec.load("g1", check_mjcf=False).gait     # offsets 0 and 0.5 of 0.8 s
+    clock = np.array([0.0, 0.44, 0.8, 1.22])
+    np.testing.assert_allclose(gait.foot_phases(clock),
+                               [[0.0, 0.5], [0.55, 0.05], [0.0, 0.5], [0.525, 0.025]], atol=1e-12)
+    angle = 2 * np.pi * clock / gait.period
+    back = gait.clock_of(np.c_[np.sin(angle), np.cos(angle)])      # modulo the period
+    np.testing.assert_allclose(gait.foot_phases(back), gait.foot_phases(clock), atol=1e-12)
+
+
 # ---- action map -----------------------------------------------------------------------------
 def _one_joint_spec(lower, upper, default, factor, scale) -> RobotSpec:
     spec = RobotSpec.load("go2", check_mjcf=False)

@@ -18,9 +18,9 @@ pytest.importorskip("torch")
 from training.envs.velocity import TaskConfig, VelocityEnv  # noqa: E402
 
 
-def _logged(env: VelocityEnv, action: np.ndarray) -> dict:
+def _logged(env: VelocityEnv, action: np.ndarray, next_obs: np.ndarray) -> dict:
     """What a MuJoCo-backed robot logs for env 0's step, with joint_acc as a simulator can hand it."""
-    return {**simulated_fields(env.world, env.spec, action, env.command[0]),
+    return {**simulated_fields(env.world, env.spec, action, env.command[0], next_obs=next_obs),
             "joint_acc": env.world.joint_acc[0]}
 
 
@@ -39,7 +39,7 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
         r = env.step(action[None])
         if r.terminated[0] or r.truncated[0]:
             break                      # the env has reset: its state is the next episode's
-        fields = _logged(env, action)
+        fields = _logged(env, action, r.obs[0])
         robot_path(fields)
         pieces = r.info["relabel"]
         # the one term a robot cannot measure (foot slip speed: the G1's feet_slide) pays 0 there

@@ -164,3 +164,38 @@ def test_unknown_observation_term_is_refused_with_the_known_names(tmp_path):
 def test_unknown_robot_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown robot 'go3' \(known: .*go2"):
         RobotSpec.load("go3")
+
+
+def test_a_gait_clock_changes_the_hash_and_its_absence_keeps_the_old_one(tmp_path):
+    """Specs written before the gait clock existed hash as before (committed bundles stay valid)."""
+    a = RobotSpec.load("go2", check_mjcf=False)
+    data = _go2(tmp_path)
+    assert _load(tmp_path, data, check_mjcf=False).hash == a.hash
+    data["gait"] = {"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.5}
+    assert _load(tmp_path, data, check_mjcf=False).hash != a.hash
+
+
+@pytest.mark.parametrize("gait, where, why", [
+    ({"period": 0.5, "offsets": [0.0, 0.5], "stance": 0.5}, "gait.offsets", "4 feet"),
+    ({"period": 0.5, "offsets": [0.0, 0.5, 1.0, 0.0], "stance": 0.5}, "gait.offsets", "in [0, 1)"),
+    ({"period": 0.5, "offsets": [0.0, 0.5, float("nan"), 0.0], "stance": 0.5}, "gait.offsets", ""),
+    ({"period": 0.0, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.5}, "gait.period", "0.1"),
+    ({"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.0}, "gait.stance", ""),
+    ({"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0]}, "gait.stance", ""),
+    ({"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.5, "phase": 1}, "gait.phase",
+     "unknown key"),
+], ids=["offsets_per_foot", "offset_of_a_whole_cycle", "offset_nan", "period_zero", "stance_zero",
+        "stance_missing", "unknown_key"])
+def test_a_bad_gait_clock_is_refused_naming_the_field(tmp_path, gait, where, why):
+    data = _go2(tmp_path)
+    data["gait"] = gait
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, data, check_mjcf=False)
+    assert "robot.yaml" in str(err.value) and where in str(err.value) and why in str(err.value)
+
+
+def test_the_gait_phase_term_without_a_gait_clock_is_refused(tmp_path):
+    data = _go2(tmp_path)
+    data["observations"].append({"term": "gait_phase"})
+    with pytest.raises(ConfigError, match=r"observations: term gait_phase needs a 'gait' section"):
+        _load(tmp_path, data, check_mjcf=False)

@@ -76,6 +76,8 @@ def test_a_mirrored_robot_sees_mirrored_observations_and_earns_the_same_reward(r
     vel0 = np.array([0.3, -0.2, 0.05, 0.4, -0.3, 0.6])
     flip_quat, flip_vel = np.array([1, -1, 1, -1]), np.array([1, -1, 1, -1, 1, -1])
     env.reset(seed=0, stagger=False)
+    if spec.gait is not None:       # the mirrored clock: the other foot's, half a cycle on
+        env.episode_step[1] = round(spec.gait.period / 2 / spec.policy_dt)
     env.world.reset(np.arange(2), joint_pos=np.stack([q0, _np(m.actions, q0)]),
                     base_quat=np.stack([quat0, quat0 * flip_quat]), base_vel=np.stack([vel0, vel0 * flip_vel]))
     command = np.array([0.6, 0.3, -0.5])
@@ -83,7 +85,7 @@ def test_a_mirrored_robot_sees_mirrored_observations_and_earns_the_same_reward(r
     obs = env._observe()
     np.testing.assert_allclose(obs[1], _np(m.obs, obs[0]), atol=1e-6)
     wrong = m.obs_sign.clone()
-    wrong[m.obs_sign.numel() - 1] *= -1       # one joint's sign wrong in the last-action term
+    wrong[env.pipeline.layout.slice("last_action").stop - 1] *= -1   # one joint's sign wrong there
     env.action[:] = [np.full(spec.num_joints, 0.5), _np(m.actions, np.full(spec.num_joints, 0.5))]
     obs = env._observe()
     assert np.abs(obs[1] - _np(dataclasses.replace(m, obs_sign=wrong).obs, obs[0])).max() > 0.5

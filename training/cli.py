@@ -27,7 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "present, else the CPU profile)")
     p.add_argument("--steps", type=count(1), help="total env steps (overrides max_iterations)")
     p.add_argument("--out", help="run folder (default runs/<robot>_<task>_<time>)")
-    p.add_argument("--resume", help="checkpoint to continue from (a run's checkpoints/latest.pt)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", help="checkpoint to continue from (a run's checkpoints/latest.pt)")
+    start.add_argument("--init-from", metavar="CHECKPOINT",
+                       help="start a new run from this checkpoint's networks, trained on an earlier "
+                            "observation layout of the same robot: kept terms keep their weights, "
+                            "added terms start at zero weight (training/warm_start.py)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -54,6 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.envs.velocity import TaskConfig, VelocityEnv
     from training.relabel import RelabelError
     from training.runner import Trainer
+    from training.warm_start import warm_start
     from training import distributed
     from training.console import guard_console
     from training.sac import NonFiniteError
@@ -101,6 +107,9 @@ def run_train(args: argparse.Namespace) -> int:
                           is_main=group.is_main)
         if args.resume:
             trainer.resume(Path(args.resume))
+        elif args.init_from:
+            print("initialised from " + warm_start(trainer.agent, spec, env.pipeline.layout,
+                                                   args.init_from), flush=True)
         distributed.attach(trainer.agent)        # rank 0's weights everywhere, gradients averaged
     except (CheckpointError, RelabelError) as exc:
         print(f"sac2real train: error: {exc}", file=sys.stderr)

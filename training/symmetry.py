@@ -98,6 +98,16 @@ def _check_mirrored(spec: RobotSpec, what: str, values: np.ndarray, partner: np.
                             f"'{spec.joint_names[partner[bad[0]]]}'")
 
 
+def _half_cycle_apart(spec: RobotSpec) -> tuple[float, float]:
+    """The gait clock's mirror for two feet half a cycle apart: swapping the sides is a shift by
+    half a cycle, which negates sin and cos. Other gaits have no single mirrored clock."""
+    offsets = spec.gait.offsets
+    if len(offsets) != 2 or abs(abs(offsets[0] - offsets[1]) - 0.5) > 1e-9:
+        raise SymmetryError(f"{spec.source}: gait.offsets {list(offsets)}: mirroring the gait clock "
+                            f"needs two feet half a cycle apart")
+    return (-1.0, -1.0)
+
+
 @dataclass(frozen=True)
 class Mirror:
     """Index-and-sign maps: mirrored x = x[..., index] * sign, for observations and actions."""
@@ -117,9 +127,12 @@ class Mirror:
                 signs[at] = VECTOR_TERMS[e.name]
             elif e.name in JOINT_TERMS:
                 index[at], signs[at] = e.offset + partner, sign
+            elif e.name == "gait_phase":
+                signs[at] = _half_cycle_apart(spec)
             else:
                 raise SymmetryError(f"symmetry: mirror has no rule for observation term '{e.name}' "
-                                    f"(it mirrors {', '.join([*VECTOR_TERMS, *JOINT_TERMS])})")
+                                    f"(it mirrors {', '.join([*VECTOR_TERMS, *JOINT_TERMS])}, "
+                                    f"gait_phase)")
         f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         return cls(torch.as_tensor(index), f32(signs), torch.as_tensor(partner), f32(sign))
 

@@ -96,7 +96,8 @@ class Stream:
             return f"joint velocity {st.joint_vel} delivered"
         if st.base_lin_vel is not None and np.abs(st.base_lin_vel).max() > MAX_SPEED_MPS:
             return f"estimated base velocity {st.base_lin_vel} reached the observation"
-        obs = self.pipeline.compute(st, np.zeros((1, 3)), np.zeros((1, self.spec.num_joints)))
+        obs = self.pipeline.compute(st, np.zeros((1, 3)), np.zeros((1, self.spec.num_joints)),
+                                    clock=np.zeros(1))
         if not np.isfinite(obs).all() or np.abs(obs).max() > MAX_OBS:
             return f"observation with |x| up to {np.abs(obs).max():.3g}"
         return None

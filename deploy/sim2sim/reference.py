@@ -61,7 +61,7 @@ def _roll(spec: RobotSpec, bundle, episodes: list[Episode], world: SimWorld) -> 
         t = k * dt
         command = np.array([e.command_at(t) for e in episodes])
         _push_due(world, episodes, pushed, t)
-        obs = pipeline.compute(world.read_state(), command, action, rng)
+        obs = pipeline.compute(world.read_state(), command, action, rng, clock=np.full(n, t))
         action = np.asarray(bundle.act(obs), dtype=np.float64)
         target = action_map.joint_targets(action)
         world.set_targets(target)

@@ -164,7 +164,8 @@ class VelocityEnv:
             foot_contact=feet, first_contact=first_contact, last_air_time=last_air,
             air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
             penalized_contacts=penalized, terminated=terminated, spec=spec,
-            sigma=self.task.tracking_sigma)
+            sigma=self.task.tracking_sigma,
+            foot_phase=None if spec.gait is None else spec.gait.foot_phases(self.clock))
         reward, parts, pieces = self.task_rewards.step(inputs)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
@@ -222,10 +223,15 @@ class VelocityEnv:
         self.world.set_state(state["physics"])
 
     # ---- internals -------------------------------------------------------------------------
+    @property
+    def clock(self) -> np.ndarray:
+        """(N,) seconds into each episode: the gait clock a robot's controller runs from POLICY on."""
+        return self.episode_step * self.spec.policy_dt
+
     def _observe(self, state=None) -> np.ndarray:
         state = self.world.read_state() if state is None else state
         rng = self.rng if self.obs_noise else None
-        return self.pipeline.compute(state, self.command, self.action, rng)
+        return self.pipeline.compute(state, self.command, self.action, rng, clock=self.clock)
 
     def _reset_envs(self, envs: np.ndarray) -> None:
         spec, task, rng, k = self.spec, self.task, self.rng, len(envs)

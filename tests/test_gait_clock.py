@@ -1,0 +1,78 @@
+"""The gait clock's reward (`gait_contact`, configs/robots/g1.yaml gait) against a hand count, its
+refusal for a robot without a clock, and the robot path's reward when the clock is not known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploy.config import ConfigError, Section
+from deploy.rewards import RewardInputs, TaskRewards, compute_rewards, parse_rewards
+from deploy.robot_rewards import RobotRewards
+from deploy.observations import ObservationPipeline
+from deploy.spec import RobotSpec
+
+
+@pytest.fixture(scope="module")
+def g1():
+    return RobotSpec.load("g1", check_mjcf=False)
+
+
+def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None) -> RewardInputs:
+    n, f, j = contact.shape[0], contact.shape[1], spec.num_joints
+    zeros = lambda *shape: np.zeros(shape)  # noqa: E731
+    return RewardInputs(
+        command=zeros(n, 3), lin_vel=zeros(n, 3), ang_vel=zeros(n, 3), gravity=np.tile([0, 0, -1.0], (n, 1)),
+        joint_pos=np.tile(spec.default_pos, (n, 1)), joint_torque=zeros(n, j), joint_acc=zeros(n, j),
+        action=zeros(n, j), last_action=zeros(n, j), foot_contact=contact,
+        first_contact=np.zeros((n, f), bool), last_air_time=zeros(n, f), air_time=zeros(n, f),
+        contact_time=zeros(n, f), foot_speed_xy=zeros(n, f), penalized_contacts=zeros(n),
+        terminated=np.zeros(n, bool), spec=spec, sigma=0.5, foot_phase=phase)
+
+
+def test_gait_contact_pays_each_foot_whose_contact_matches_its_phase(g1):
+    """Stance is the first 55% of a foot's cycle (g1.yaml gait.stance): a foot pays 1 when it is
+    down in stance or up in swing, 0 otherwise; the task's weight and the policy dt scale it."""
+    contact = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 0], [1, 1]], bool)
+    phase = np.array([[0.10, 0.60], [0.10, 0.60], [0.10, 0.60], [0.10, 0.60], [0.549, 0.55],
+                      [0.55, 0.0]])
+    by_hand = np.array([1, 2, 0, 1, 2, 1], float)       # row 4: 0.549 is stance, 0.55 is swing
+    terms = parse_rewards(Section({"gait_contact": 0.18}, "task.yaml", "rewards.g1"), g1)
+    total, parts = compute_rewards(terms, _inputs(g1, contact, phase), g1.policy_dt)
+    np.testing.assert_allclose(parts["gait_contact"], 0.18 * g1.policy_dt * by_hand, rtol=1e-12)
+    np.testing.assert_allclose(total, parts["gait_contact"])
+    with pytest.raises(ValueError, match="gait_contact needs the feet's gait phases"):
+        compute_rewards(terms, _inputs(g1, contact, None), g1.policy_dt)
+
+
+def test_gait_contact_for_a_robot_without_a_gait_clock_is_refused():
+    go2 = RobotSpec.load("go2", check_mjcf=False)
+    with pytest.raises(ConfigError, match=r"task.yaml: rewards.go2.gait_contact: reward term "
+                                          r"gait_contact needs a gait clock"):
+        parse_rewards(Section({"gait_contact": 0.18}, "task.yaml", "rewards.go2"), go2)
+
+
+def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1):
+    """A G1 transition pays gait_contact from the clock in its next_obs; a record without one, or
+    with a non-finite one, has no reward rather than a guessed one."""
+    path = RobotRewards(g1, TaskRewards.load("velocity_flat", g1))
+    j, layout = g1.num_joints, ObservationPipeline(g1).layout
+    base = {"action": np.zeros(j), "joint_target": g1.default_pos.copy(), "command": np.zeros(3),
+            "imu_gyro": np.zeros(3), "imu_quat": np.array([1.0, 0, 0, 0]), "joint_pos": g1.default_pos,
+            "joint_vel": np.zeros(j), "joint_torque": np.zeros(j), "terminated": False,
+            "truncated": False, "dropped": 0, "base_lin_vel": np.zeros(3),
+            "foot_contact": np.array([1.0, 1.0])}
+    next_obs = np.zeros(layout.dim)
+    rewards = {}
+    for name, sin_cos in [("both_in_stance", (0.0, 1.0)), ("right_in_swing", (np.sin(0.9), np.cos(0.9))),
+                          ("unknown", (np.nan, 1.0))]:
+        next_obs[layout.slice("gait_phase")] = sin_cos
+        fields = dict(base, next_obs=next_obs.copy())
+        path(fields)
+        rewards[name] = fields.get("reward")
+    fields = dict(base)
+    path(fields)
+    assert rewards["unknown"] is None and "reward" not in fields
+    # phase 0: left in stance (down, pays), right at 0.5 in stance too (down, pays); at angle 0.9
+    # rad (phase 0.143) the right foot is at 0.643, swing: down there does not pay
+    weight = 0.18 * g1.policy_dt
+    assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(weight, rel=1e-6)

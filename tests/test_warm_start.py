@@ -1,0 +1,114 @@
+"""`sac2real train --init-from`: a checkpoint of an earlier observation layout carried into a new
+one. The networks, fed the new layout, must compute exactly what the old ones computed on the old
+layout, whatever was added, dropped or moved; real SAC agents of every preset, a real checkpoint
+file."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from deploy.observations import ObservationPipeline
+from deploy.spec import RobotSpec
+from training.checkpoint import FORMAT, CheckpointError
+from training.config import load_train_config, resolve_config
+from training.sac import SAC
+from training.warm_start import warm_start, widen
+
+
+@pytest.fixture(scope="module")
+def g1():
+    return RobotSpec.load("g1")
+
+
+def _spec_with(spec: RobotSpec, terms: list[str]) -> RobotSpec:
+    by_name = {t.term: t for t in spec.observations}
+    return dataclasses.replace(spec, observations=tuple(by_name[t] for t in terms))
+
+
+def _agent(spec: RobotSpec, algo: str, seed: int) -> SAC:
+    """A SAC of the preset whose weights and normalizer statistics are all non-trivial."""
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(load_train_config(resolve_config(None, algo, False)).sac,
+                              actor_hidden=(32, 32), critic_hidden=(32, 32))
+    low = -np.ones(spec.num_joints)
+    agent = SAC(ObservationPipeline(spec).dim, low, -low, cfg)
+    agent.observe(torch.randn(500, ObservationPipeline(spec).dim) * 3 + 1)
+    return agent
+
+
+def _feed(layout, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([values[name] for name in layout.names], dim=1)
+
+
+@pytest.mark.parametrize("algo", ["sac", "fastdsac", "dsac_e"])
+@pytest.mark.parametrize("old_terms, new_terms", [
+    (["base_ang_vel", "projected_gravity", "velocity_commands", "joint_pos_rel", "joint_vel_rel",
+      "last_action"],
+     ["base_ang_vel", "projected_gravity", "velocity_commands", "joint_pos_rel", "joint_vel_rel",
+      "last_action", "gait_phase"]),
+    (["gait_phase", "base_ang_vel", "projected_gravity", "velocity_commands", "joint_pos_rel",
+      "joint_vel_rel", "last_action"],
+     ["projected_gravity", "base_ang_vel", "joint_pos_rel", "joint_vel_rel", "last_action",
+      "velocity_commands"]),
+], ids=["term_added", "term_dropped_and_order_changed"])
+def test_widened_networks_compute_what_the_old_ones_did(g1, algo, old_terms, new_terms):
+    old_spec, new_spec = _spec_with(g1, old_terms), _spec_with(g1, new_terms)
+    old_layout, new_layout = ObservationPipeline(old_spec).layout, ObservationPipeline(new_spec).layout
+    old = _agent(old_spec, algo, 0)
+    new = _agent(new_spec, algo, 1)
+    new.load_state_dict(widen(old.state_dict(), old_layout.to_list(), new_layout, g1.num_joints))
+
+    torch.manual_seed(2)
+    values = {e.name: torch.randn(64, e.dim) for e in (*old_layout.entries, *new_layout.entries)}
+    for e in old_layout.entries:          # a dropped term: as if it sat at its running mean
+        if e.name not in new_layout.names:
+            values[e.name] = old.obs_norm.mean[old_layout.slice(e.name)].expand(64, e.dim)
+    x_old, x_new = _feed(old_layout, values), _feed(new_layout, values)
+    act = torch.rand(64, g1.num_joints) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(new.act(x_new, deterministic=True), old.act(x_old, deterministic=True),
+                              atol=1e-6)
+        assert torch.allclose(new.critic.q_values(new.critic_norm(x_new), act),
+                              old.critic.q_values(old.critic_norm(x_old), act), atol=1e-5)
+        if algo == "dsac_e":
+            q_e_new = new.temperature.entropy_critic.q_values(new.critic_norm(x_new), act)
+            q_e_old = old.temperature.entropy_critic.q_values(old.critic_norm(x_old), act)
+            assert torch.allclose(q_e_new, q_e_old, atol=1e-5)
+    # an added term's inputs change nothing yet, and the updates can still reach them
+    if "gait_phase" in new_layout.names and "gait_phase" not in old_layout.names:
+        first = new.actor.trunk[0].weight
+        assert (first[:, new_layout.slice("gait_phase")] == 0).all() and first.requires_grad
+
+
+def _checkpoint(tmp_path, spec: RobotSpec, agent: SAC, robot: str | None = None):
+    path = tmp_path / "model_000010.pt"
+    spec_dict = spec.to_dict()
+    torch.save({"format": FORMAT, "robot": {"name": robot or spec.name, "hash": "old",
+                                             "spec": spec_dict},
+                "obs_layout": ObservationPipeline(spec).layout.to_list(),
+                "agent": {"model": agent.state_dict()}, "progress": {"iteration": 10}}, path)
+    return path
+
+
+def test_warm_start_loads_a_checkpoint_file_and_says_what_it_added(g1, tmp_path):
+    old_spec = _spec_with(g1, [t.term for t in g1.observations if t.term != "gait_phase"])
+    old, new = _agent(old_spec, "sac", 0), _agent(g1, "sac", 1)
+    said = warm_start(new, g1, ObservationPipeline(g1).layout, _checkpoint(tmp_path, old_spec, old))
+    assert "iteration 10" in said and "zero weights: gait_phase" in said and "dropped: none" in said
+    assert torch.equal(new.obs_norm.count, old.obs_norm.count)
+
+
+def test_warm_start_refuses_another_robot_and_a_network_of_another_size(g1, tmp_path):
+    go2 = RobotSpec.load("go2")
+    with pytest.raises(CheckpointError, match="same robot and joint order"):
+        warm_start(_agent(g1, "sac", 1), g1, ObservationPipeline(g1).layout,
+                   _checkpoint(tmp_path, go2, _agent(go2, "sac", 0)))
+    other = SAC(ObservationPipeline(g1).dim, -np.ones(g1.num_joints), np.ones(g1.num_joints),
+                dataclasses.replace(load_train_config(resolve_config(None, "sac", False)).sac,
+                                    actor_hidden=(16,), critic_hidden=(16,)))
+    with pytest.raises(CheckpointError, match="do not fit this run's config"):
+        warm_start(other, g1, ObservationPipeline(g1).layout,
+                   _checkpoint(tmp_path, g1, _agent(g1, "sac", 0)))

@@ -1,0 +1,95 @@
+"""Start a new run from the networks of a checkpoint trained on an earlier observation layout of the
+same robot (`sac2real train --init-from`): a term added to the spec (a gait clock, a sensor) should
+not cost the hours it took to learn balance again.
+
+Every input of the checkpoint's networks is matched to the new layout by term name: a kept term's
+weights move to its new offset, an added term's inputs get zero weights (the networks compute what
+they computed before until the updates find a use for it), a dropped term's weights are left out
+(the networks then compute what they did with that term at its running mean).
+The observation normalizer is carried over the same way, an added term starting at mean 0 and
+variance 1. The optimizers, the replay buffer and the progress counters start afresh: this is a new
+run, not a resumed one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from deploy.observations import ObservationLayout
+from deploy.spec import RobotSpec
+from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+NORMALIZER = ("obs_norm.mean", "obs_norm.var")
+
+
+def input_map(old: list[dict], new: ObservationLayout) -> tuple[torch.Tensor, list[str], list[str]]:
+    """(index, added, dropped): index[i] is the old input feeding new input i, -1 for none."""
+    by_name = {e["name"]: e for e in old}
+    index = torch.full((new.dim,), -1, dtype=torch.long)
+    for e in new.entries:
+        was = by_name.get(e.name)
+        if was is None:
+            continue
+        if was["dim"] != e.dim:
+            raise CheckpointError(f"observation term '{e.name}' had {was['dim']} values in the "
+                                  f"checkpoint and has {e.dim} now; it cannot be carried over")
+        index[e.offset:e.offset + e.dim] = torch.arange(was["offset"], was["offset"] + e.dim)
+    added = [e.name for e in new.entries if e.name not in by_name]
+    dropped = [name for name in by_name if name not in new.names]
+    return index, added, dropped
+
+
+def _remap(tensor: torch.Tensor, axis: int, index: torch.Tensor, fill: float) -> torch.Tensor:
+    """`tensor` with its `axis` rebuilt from `index` (-1: `fill`)."""
+    shape = list(tensor.shape)
+    shape[axis] = len(index)
+    out = torch.full(shape, fill, dtype=tensor.dtype)
+    keep = index >= 0
+    out.index_copy_(axis, torch.nonzero(keep).squeeze(1), tensor.index_select(axis, index[keep]))
+    return out
+
+
+def widen(model: dict, old: list[dict], new: ObservationLayout, act_dim: int) -> dict:
+    """The checkpoint's model state with every observation input remapped to `new`: the first
+    layer of each network (weights of shape (out, in) or, for a critic ensemble, (Q, in, out))
+    reading the observation, or the observation and the action, and the normalizer."""
+    index, _, _ = input_map(old, new)
+    old_dim = sum(e["dim"] for e in old)
+    with_action = torch.cat([index, old_dim + torch.arange(act_dim)])
+    out = {}
+    for key, value in model.items():
+        if key in NORMALIZER:
+            value = _remap(value, 0, index, 1.0 if key.endswith("var") else 0.0)
+        elif key.endswith(".0.weight") and value.dim() >= 2 and value.shape[1] == old_dim:
+            value = _remap(value, 1, index, 0.0)
+        elif key.endswith(".0.weight") and value.dim() >= 2 and value.shape[1] == old_dim + act_dim:
+            value = _remap(value, 1, with_action, 0.0)
+        out[key] = value
+    return out
+
+
+def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayout,
+               path: str | Path) -> str:
+    """Load `path`'s networks into `agent` across a layout change; returns what was carried over,
+    in words. Refused: another robot, another joint order, an agent of another shape."""
+    path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    robot = ckpt["robot"]
+    joints = [j["name"] for j in robot["spec"]["joints"]]
+    if robot["name"] != spec.name or joints != spec.joint_names:
+        raise CheckpointError(f"{path}: trained for robot '{robot['name']}' with joints {joints}; "
+                              f"--init-from needs the same robot and joint order as this run's "
+                              f"'{spec.name}' ({spec.source})")
+    if not ckpt.get("obs_layout"):
+        raise CheckpointError(f"{path}: records no observation layout (not a robot task's "
+                              f"checkpoint); --init-from matches inputs by term name")
+    model = widen(ckpt["agent"]["model"], ckpt["obs_layout"], layout, spec.num_joints)
+    try:
+        agent.load_state_dict(model)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its networks do not fit this run's config (network "
+                              f"sizes, algorithm switches): {exc}") from exc
+    _, added, dropped = input_map(ckpt["obs_layout"], layout)
+    return (f"networks of {path} (iteration {ckpt['progress']['iteration']}); observation terms "
+            f"added with zero weights: {', '.join(added) or 'none'}; dropped: "
+            f"{', '.join(dropped) or 'none'}")
