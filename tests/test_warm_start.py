@@ -112,3 +112,12 @@ def test_warm_start_refuses_another_robot_and_a_network_of_another_size(g1, tmp_
     with pytest.raises(CheckpointError, match="do not fit this run's config"):
         warm_start(other, g1, ObservationPipeline(g1).layout,
                    _checkpoint(tmp_path, g1, _agent(g1, "sac", 0)))
+
+
+def test_a_malformed_checkpoint_is_refused_naming_the_file(g1, tmp_path):
+    path = _checkpoint(tmp_path, g1, _agent(g1, "sac", 0))
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["obs_layout"][2].pop("offset")
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"model_000010.pt: malformed checkpoint .*offset"):
+        warm_start(_agent(g1, "sac", 1), g1, ObservationPipeline(g1).layout, path)

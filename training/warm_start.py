@@ -74,8 +74,14 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
     in words. Refused: another robot, another joint order, an agent of another shape."""
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
-    robot = ckpt["robot"]
-    joints = [j["name"] for j in robot["spec"]["joints"]]
+    try:
+        robot = ckpt["robot"]
+        joints = [j["name"] for j in robot["spec"]["joints"]]
+        ckpt["agent"]["model"], ckpt["progress"]["iteration"]
+        [(str(e["name"]), int(e["dim"]), int(e["offset"])) for e in ckpt.get("obs_layout") or ()]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc}): "
+                              f"robot, agent.model, progress and obs_layout are needed") from exc
     if robot["name"] != spec.name or joints != spec.joint_names:
         raise CheckpointError(f"{path}: trained for robot '{robot['name']}' with joints {joints}; "
                               f"--init-from needs the same robot and joint order as this run's "
