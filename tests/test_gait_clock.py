@@ -54,7 +54,8 @@ def test_gait_contact_for_a_robot_without_a_gait_clock_is_refused():
 def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1):
     """A G1 transition pays gait_contact from the clock in its next_obs; a record without one, or
     with a non-finite one, has no reward rather than a guessed one."""
-    path = RobotRewards(g1, TaskRewards.load("velocity_flat", g1))
+    task = TaskRewards.load("velocity_flat", g1)
+    path = RobotRewards(g1, task)
     j, layout = g1.num_joints, ObservationPipeline(g1).layout
     base = {"action": np.zeros(j), "joint_target": g1.default_pos.copy(), "command": np.zeros(3),
             "imu_gyro": np.zeros(3), "imu_quat": np.array([1.0, 0, 0, 0]), "joint_pos": g1.default_pos,
@@ -74,5 +75,5 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     assert rewards["unknown"] is None and "reward" not in fields
     # phase 0: left in stance (down, pays), right at 0.5 in stance too (down, pays); at angle 0.9
     # rad (phase 0.143) the right foot is at 0.643, swing: down there does not pay
-    weight = 0.18 * g1.policy_dt
+    weight = next(t.weight for t in task.terms if t.term == "gait_contact") * g1.policy_dt
     assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(weight, rel=1e-6)
