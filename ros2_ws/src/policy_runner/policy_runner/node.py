@@ -615,15 +615,16 @@ class PolicyRunner(LifecycleNode):
 
     def diagnostics_status(self) -> list[dict]:
         """The /diagnostics content as plain dicts (name, level, message, values)."""
-        if self.controller is None:
+        ctrl, backend = self.controller, self.backend      # a teardown may clear them meanwhile
+        if ctrl is None or backend is None:
             state = self._state_machine.current_state[1]
             return [{"name": "policy_runner: controller", "level": 1,
                      "message": f"node {state}: not configured", "values": {"lifecycle": state}}]
-        d = self.controller.diagnostics()
+        d = ctrl.diagnostics()
         loop, safety, replay = d["loop"], d["safety"], d["replay"] or {}
         period, jitter = loop.get("period_ms") or {}, loop.get("jitter_ms") or {}
         last = safety.get("last_fatal") or {}
-        sample = self.backend.read_state()
+        sample = backend.read_state()
         base_pos = getattr(sample, "base_pos", None) if sample is not None else None
         mode = d["mode"]
         why = d["transitions"][-1]["why"] if d["transitions"] else ""
@@ -657,7 +658,7 @@ class PolicyRunner(LifecycleNode):
             message += f"; replay dropped {replay['malformed']} malformed transitions"
         statuses = [{"name": "policy_runner: controller", "level": level, "message": message,
                      "values": values}]
-        bdiag = getattr(self.backend, "diagnostics", None)
+        bdiag = getattr(backend, "diagnostics", None)
         if callable(bdiag):
             b = bdiag()
             statuses.append({"name": f"policy_runner: backend {self.settings.backend}",
