@@ -61,6 +61,16 @@ class MjcfMap:
                    penalized_bodies=body(spec.penalized_contacts, "bodies.penalized_contacts"))
 
 
+def pose_at_origin(model: mujoco.MjModel, data: mujoco.MjData, mapping: MjcfMap,
+                   base_quat: np.ndarray, joint_pos: np.ndarray) -> None:
+    """Forward kinematics of one measured pose with the base at the world origin: what a robot's
+    IMU orientation and joint encoders fix, and all that relative foot positions need."""
+    data.qpos[mapping.free_qpos:mapping.free_qpos + 3] = 0.0
+    data.qpos[mapping.free_qpos + 3:mapping.free_qpos + 7] = base_quat
+    data.qpos[mapping.qpos_adr] = joint_pos
+    mujoco.mj_kinematics(model, data)
+
+
 def _id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str, src: str, key: str,
         spec: RobotSpec, prefix: str = "") -> int:
     idx = mujoco.mj_name2id(model, kind, prefix + name)

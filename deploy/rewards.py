@@ -37,6 +37,7 @@ class RewardInputs:
     spec: RobotSpec
     sigma: float
     foot_phase: np.ndarray | None = None   # (N, F) gait phase of each foot (spec gait), if it has one
+    foot_height: np.ndarray | None = None  # (N, F) height of each foot body's origin, any common datum
 
 
 MOVING_SPEED = 0.1   # m/s: the air-time terms only pay while the command asks to move
@@ -82,6 +83,19 @@ def _gait_contact(x: RewardInputs) -> np.ndarray:
     return (x.foot_contact == (x.foot_phase < x.spec.gait.stance)).sum(1).astype(np.float64)
 
 
+def _feet_swing_height(x: RewardInputs, apex: float, width: float) -> np.ndarray:
+    """Feet tracking the clock's swing trajectory (GaitSpec.swing_height), each paying
+    exp(-(error / width)^2): unlike gait_contact's yes-or-no, a foot lifted a little in its swing
+    already earns more than one left down, so stepping can be found by small changes. Clearance is
+    measured over the lowest foot, which stands on the ground, so no datum is needed."""
+    if x.foot_phase is None or x.foot_height is None:
+        raise ValueError("reward term feet_swing_height needs the feet's gait phases and heights; "
+                         "this caller passes none")
+    clearance = x.foot_height - x.foot_height.min(1, keepdims=True)
+    error = clearance - x.spec.gait.swing_height(x.foot_phase, apex)
+    return np.exp(-(error / width) ** 2).sum(1)
+
+
 AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
 
 
@@ -109,8 +123,13 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "feet_slide": lambda x, j, p: (x.foot_speed_xy * x.foot_contact).sum(1),
     "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
     "gait_contact": lambda x, j, p: _gait_contact(x),
+    "feet_swing_height": lambda x, j, p: _feet_swing_height(x, p["apex"], p["width"]),
 }
-PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4}}
+PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4},
+          "feet_swing_height": {"apex": 0.08, "width": 0.05}}
+# each parameter's allowed range (low, high, whether low itself is excluded)
+PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 0.5, True), "width": (0.0, 0.5, True)}
+CLOCK_TERMS = ("gait_contact", "feet_swing_height")   # the terms that read the spec's gait clock
 MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
 
 
@@ -130,12 +149,12 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
         short = not isinstance(value, dict)     # `name: weight`, read under the name's own key
         row = Section({} if short else value, section.file, section.key(name))
         if not short:
-            row.allow(["weight"], ["term", "joints", "threshold"])
+            row.allow(["weight"], ["term", "joints", *PARAM_LIMITS])
         term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
         if term not in TERMS:
             raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
-        if term == "gait_contact" and spec.gait is None:
-            raise section.error(name, f"reward term gait_contact needs a gait clock: {spec.name}'s "
+        if term in CLOCK_TERMS and spec.gait is None:
+            raise section.error(name, f"reward term {term} needs a gait clock: {spec.name}'s "
                                 f"spec has no 'gait' section ({spec.source})")
         joints = np.arange(spec.num_joints)
         if "joints" in row.data:
@@ -144,8 +163,12 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
                 raise row.error("joints", f"regex '{row.data['joints']}' matches no joint of "
                                 f"{spec.name} (joints: {', '.join(spec.joint_names)})")
         params = dict(PARAMS.get(term, {}))
-        if "threshold" in row.data:
-            params["threshold"] = row.number("threshold", low=0.0, high=10.0)
+        for key, (low, high, open_low) in PARAM_LIMITS.items():
+            if key in row.data:
+                if key not in params:
+                    raise row.error(key, f"term {term} takes no '{key}' (its parameters: "
+                                    f"{', '.join(params) or 'none'})")
+                params[key] = row.number(key, low=low, high=high, open_low=open_low)
         weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \
             row.number("weight", low=-MAX_WEIGHT, high=MAX_WEIGHT)
         terms.append(RewardTerm(name, term, weight, joints, params))

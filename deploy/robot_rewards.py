@@ -16,6 +16,10 @@ env uses, fed with what the robot measures:
 |                     |                                | over the robot's configured threshold, else    |
 |                     |                                | leg kinematics: deploy/contacts.py); without   |
 |                     |                                | it a simulator's foot_force > CONTACT_FORCE_N  |
+| foot heights        | simulator                      | leg kinematics of the measured pose (the spec's|
+|                     |                                | MJCF posed by joint_pos and imu_quat): the     |
+|                     |                                | feet's heights relative to each other, all the |
+|                     |                                | feet_swing_height term reads                   |
 | foot slip speed     | simulator                      | not measured: 0 (feet_slide pays nothing)      |
 | penalized contacts  | simulator                      | not measured: 0 (undesired_contacts)           |
 | action, last action | the policy's                   | the applied action (after the safety filter)   |
@@ -28,11 +32,13 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping
 
+import mujoco
 import numpy as np
 
 from deploy.contacts import force_contact
+from deploy.mjcf import check_model, load_model, pose_at_origin
 from deploy.observations import ObservationPipeline, projected_gravity
-from deploy.rewards import AIR_TIME, RewardInputs, TaskRewards, foot_timers
+from deploy.rewards import AIR_TIME, CLOCK_TERMS, RewardInputs, TaskRewards, foot_timers
 from deploy.spec import RobotSpec
 
 # N: a record's foot_force above this is contact where the record carries no foot_contact, which
@@ -52,7 +58,9 @@ class RobotRewards:
         self.scale = float(spec.action_scale)
         self.needs_contact = any(t.term in AIR_TIME or t.term in ("feet_slide", "gait_contact")
                                  for t in task.terms)
-        self.needs_phase = any(t.term == "gait_contact" for t in task.terms)
+        self.needs_phase = any(t.term in CLOCK_TERMS for t in task.terms)
+        self._kinematics = FootKinematics(spec) \
+            if any(t.term == "feet_swing_height" for t in task.terms) else None
         layout = ObservationPipeline(spec).layout
         self._phase_at = layout.slice("gait_phase") if "gait_phase" in layout.names else None
         self._dropped: int | None = None
@@ -101,17 +109,19 @@ class RobotRewards:
                 or (self.needs_phase and phase is None):
             return                                 # an unknown input: the reward stays NaN
         quat = np.asarray(fields["imu_quat"], np.float64)[None]
+        joint_pos = np.asarray(fields["joint_pos"], np.float64)[None]
         f = len(self.spec.foot_bodies)
         inputs = RewardInputs(
             command=np.asarray(fields["command"], np.float64)[None], lin_vel=lin_vel,
             ang_vel=np.asarray(fields["imu_gyro"], np.float64)[None],
-            gravity=projected_gravity(quat), joint_pos=np.asarray(fields["joint_pos"], np.float64)[None],
+            gravity=projected_gravity(quat), joint_pos=joint_pos,
             joint_torque=np.asarray(fields["joint_torque"], np.float64)[None], joint_acc=joint_acc,
             action=applied[None], last_action=last_action, foot_contact=feet, first_contact=first,
             last_air_time=last_air, air_time=self.air_time, contact_time=self.contact_time,
             foot_speed_xy=np.zeros((1, f)), penalized_contacts=np.zeros(1),
             terminated=np.array([bool(fields["terminated"])]), spec=self.spec, sigma=self.task.sigma,
-            foot_phase=phase)
+            foot_phase=phase,
+            foot_height=None if self._kinematics is None else self._kinematics(quat[0], joint_pos[0]))
         reward, _, pieces = self.task.step(inputs)
         fields["reward"] = float(reward[0])
         fields["reward_velocity"] = pieces["velocity"][0]
@@ -140,6 +150,20 @@ class RobotRewards:
                 contact = force_contact(force, CONTACT_FORCE_N)
                 fields["foot_contact"] = contact
         return (np.nan_to_num(contact, nan=1.0) > 0.5)[None]
+
+
+class FootKinematics:
+    """(1, F) foot body heights of a measured pose, the base at the origin (deploy.mjcf.pose_at_origin):
+    their differences are the simulator's for the same pose."""
+
+    def __init__(self, spec: RobotSpec):
+        self.model = load_model(spec)
+        self.map = check_model(spec, self.model)
+        self.data = mujoco.MjData(self.model)
+
+    def __call__(self, base_quat: np.ndarray, joint_pos: np.ndarray) -> np.ndarray:
+        pose_at_origin(self.model, self.data, self.map, base_quat, joint_pos)
+        return self.data.xpos[self.map.foot_bodies, 2][None].copy()
 
 
 def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bool = False):

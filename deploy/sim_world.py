@@ -141,6 +141,7 @@ class _Shard:
         self.nominal_body_ipos = self.model.body_ipos.copy()
         self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
         self.gantries: dict[int, Gantry] = {}    # local robot index -> the gantry it hangs from
+        self.posed = mujoco.MjData(self.model)   # kinematics of the current qpos, beside `data`
 
     def holds(self, robots: np.ndarray) -> np.ndarray:
         """Which of the global robot ids live in this shard (a mask over `robots`)."""
@@ -323,6 +324,17 @@ class SimWorld:
         """(N, 3) base position relative to each robot's own origin on the grid."""
         return self._cat(lambda s: s.data.qpos[s.idx.free_qpos[:, None] + np.arange(3)]
                          - s.origins * [1, 1, 0])
+
+    def foot_height(self) -> np.ndarray:
+        """(N, F) world height of each foot body's origin (the grid's floor is at 0) at the state
+        the robots are in now. After mj_step, `data.xpos` still holds the pose the last substep
+        started from, so the pose is computed afresh on a side copy, leaving `data` untouched:
+        what a robot's leg kinematics compute from the joint angles it reads."""
+        def one(s: _Shard) -> np.ndarray:
+            s.posed.qpos[:] = s.data.qpos
+            mujoco.mj_kinematics(s.model, s.posed)
+            return s.posed.xpos[s.idx.feet][..., 2]
+        return self._cat(one)
 
     @property
     def joint_torque(self) -> np.ndarray:

@@ -133,6 +133,13 @@ class GaitSpec:
         angle = np.arctan2(sin_cos[:, 0], sin_cos[:, 1]) / (2.0 * np.pi)
         return np.mod(angle - self.offsets[0], 1.0) * self.period
 
+    def swing_height(self, phases: np.ndarray, apex: float) -> np.ndarray:
+        """(N, F) the clearance each foot should have at `phases`: 0 in stance, a half sine rising
+        to `apex` metres and back over the swing, so the foot leaves and meets the ground smoothly."""
+        swing = np.clip((phases - self.stance) / (1.0 - self.stance), 0.0, 1.0) if self.stance < 1 \
+            else np.zeros_like(phases)
+        return apex * np.sin(np.pi * swing)
+
 
 @dataclass(frozen=True)
 class TerminationSpec:

@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 
 from deploy.config import ConfigError
-from deploy.mjcf import check_model, load_model
+from deploy.mjcf import check_model, load_model, pose_at_origin
 from deploy.observations import RobotState, _cross, quat_rotate_inverse
 from deploy.spec import RobotSpec
 
@@ -81,13 +81,10 @@ class LegOdometry:
         the lowest one, and, given a `prior` (body frame), by how well their answer agrees with
         it: a swing foot skimming the ground gives an outlier, a planted one does not."""
         m, d, mp = self.model, self.data, self.map
-        d.qpos[mp.free_qpos:mp.free_qpos + 3] = 0.0
-        d.qpos[mp.free_qpos + 3:mp.free_qpos + 7] = state.base_quat[0]
-        d.qpos[mp.qpos_adr] = state.joint_pos[0]
+        pose_at_origin(m, d, mp, state.base_quat[0], state.joint_pos[0])
         d.qvel[mp.free_dof:mp.free_dof + 3] = 0.0
         d.qvel[mp.free_dof + 3:mp.free_dof + 6] = state.base_ang_vel[0]   # free joint: body frame
         d.qvel[mp.dof_adr] = state.joint_vel[0]
-        mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
         feet = mp.foot_bodies
         soles = np.array([self._sole(g) for g in self._foot_geoms])

@@ -17,7 +17,8 @@ def g1():
     return RobotSpec.load("g1", check_mjcf=False)
 
 
-def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None) -> RewardInputs:
+def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None,
+            height: np.ndarray | None = None) -> RewardInputs:
     n, f, j = contact.shape[0], contact.shape[1], spec.num_joints
     zeros = lambda *shape: np.zeros(shape)  # noqa: E731
     return RewardInputs(
@@ -26,7 +27,7 @@ def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None) -> R
         action=zeros(n, j), last_action=zeros(n, j), foot_contact=contact,
         first_contact=np.zeros((n, f), bool), last_air_time=zeros(n, f), air_time=zeros(n, f),
         contact_time=zeros(n, f), foot_speed_xy=zeros(n, f), penalized_contacts=zeros(n),
-        terminated=np.zeros(n, bool), spec=spec, sigma=0.5, foot_phase=phase)
+        terminated=np.zeros(n, bool), spec=spec, sigma=0.5, foot_phase=phase, foot_height=height)
 
 
 def test_gait_contact_pays_each_foot_whose_contact_matches_its_phase(g1):
@@ -42,6 +43,39 @@ def test_gait_contact_pays_each_foot_whose_contact_matches_its_phase(g1):
     np.testing.assert_allclose(total, parts["gait_contact"])
     with pytest.raises(ValueError, match="gait_contact needs the feet's gait phases"):
         compute_rewards(terms, _inputs(g1, contact, None), g1.policy_dt)
+
+
+def test_feet_swing_height_pays_each_foot_by_its_distance_from_the_swing_trajectory(g1):
+    """Clearance is over the lower foot; the wanted clearance is 0 in stance and apex x
+    sin(pi x swing fraction) in swing (stance 0.55: the swing runs over phases 0.55-1)."""
+    phase = np.array([[0.10, 0.60], [0.10, 0.775], [0.10, 0.775], [0.30, 0.999], [0.775, 0.275]])
+    height = np.array([[0.50, 0.50], [0.50, 0.60], [-0.2, -0.1], [0.03, 0.05], [0.04, 0.00]])
+    wanted = [[0.0, 0.06 * np.sin(np.pi * 0.05 / 0.45)], [0.0, 0.06], [0.0, 0.06],
+              [0.0, 0.06 * np.sin(np.pi * 0.449 / 0.45)], [0.06, 0.0]]
+    clearance = [[0.0, 0.0], [0.0, 0.10], [0.0, 0.10], [0.0, 0.02], [0.04, 0.0]]
+    by_hand = [sum(np.exp(-((c - w) / 0.03) ** 2) for c, w in zip(cs, ws))
+               for cs, ws in zip(clearance, wanted)]
+    section = Section({"feet_swing_height": {"weight": 2.0, "apex": 0.06, "width": 0.03}},
+                      "task.yaml", "rewards.g1")
+    terms = parse_rewards(section, g1)
+    contact = np.ones((5, 2), bool)
+    _, parts = compute_rewards(terms, _inputs(g1, contact, phase, height), g1.policy_dt)
+    np.testing.assert_allclose(parts["feet_swing_height"], 2.0 * g1.policy_dt * np.array(by_hand),
+                               rtol=1e-12)
+    assert parts["feet_swing_height"][1] == pytest.approx(parts["feet_swing_height"][2], rel=1e-12)
+    with pytest.raises(ValueError, match="feet_swing_height needs the feet's gait phases and heights"):
+        compute_rewards(terms, _inputs(g1, contact, phase, None), g1.policy_dt)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"weight": 1.0, "apex": 0.0}, r"rewards.g1.feet_swing_height.apex: .*outside the allowed range"),
+    ({"weight": 1.0, "width": float("nan")}, r"rewards.g1.feet_swing_height.width"),
+    ({"weight": 1.0, "threshold": 0.4}, r"rewards.g1.feet_swing_height.threshold: term "
+                                        r"feet_swing_height takes no 'threshold' \(its parameters: apex, width\)"),
+])
+def test_bad_swing_height_parameters_are_refused_with_the_field_named(g1, row, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_rewards(Section({"feet_swing_height": row}, "task.yaml", "rewards.g1"), g1)
 
 
 def test_gait_contact_for_a_robot_without_a_gait_clock_is_refused():
@@ -74,6 +108,12 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     path(fields)
     assert rewards["unknown"] is None and "reward" not in fields
     # phase 0: left in stance (down, pays), right at 0.5 in stance too (down, pays); at angle 0.9
-    # rad (phase 0.143) the right foot is at 0.643, swing: down there does not pay
-    weight = next(t.weight for t in task.terms if t.term == "gait_contact") * g1.policy_dt
-    assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(weight, rel=1e-6)
+    # rad (phase 0.143, the clock 0.115 s, read as the tick at 0.12 s: phase 0.15) the right foot
+    # is at 0.65, swing: down there does not pay gait_contact, and feet_swing_height, which wants
+    # it 8 cm x sin(pi (0.65 - 0.55) / 0.45) up, pays it exp(-(that / 5 cm)^2) instead of 1 (the
+    # default pose has both feet level)
+    weight = {t.term: t.weight * g1.policy_dt for t in task.terms}
+    wanted = 0.08 * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
+    swing_loss = weight["feet_swing_height"] * (1.0 - np.exp(-(wanted / 0.05) ** 2))
+    assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(
+        weight["gait_contact"] + swing_loss, rel=1e-6)

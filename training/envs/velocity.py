@@ -165,7 +165,8 @@ class VelocityEnv:
             air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
             penalized_contacts=penalized, terminated=terminated, spec=spec,
             sigma=self.task.tracking_sigma,
-            foot_phase=None if spec.gait is None else spec.gait.foot_phases(self.clock))
+            foot_phase=None if spec.gait is None else spec.gait.foot_phases(self.clock),
+            foot_height=self.world.foot_height())
         reward, parts, pieces = self.task_rewards.step(inputs)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
