@@ -5,6 +5,7 @@ A task config lists terms by name with a weight and optional parameters (a joint
 grouped terms, an air-time threshold); unknown names are refused when the task loads."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -96,6 +97,27 @@ def _feet_swing_height(x: RewardInputs, apex: float, width: float) -> np.ndarray
     return np.exp(-(error / width) ** 2).sum(1)
 
 
+@dataclass(frozen=True)
+class LegFlexion:
+    """Joints that bend a leg to lift its foot, with their shares of the flexion."""
+    joints: np.ndarray   # (M,) policy joint indices
+    feet: np.ndarray     # (M,) the foot each belongs to
+    shares: np.ndarray   # (M,) rad of that joint per rad of flexion
+
+
+def _gait_joint_reference(x: RewardInputs, apex: float, width: float, flex: LegFlexion) -> np.ndarray:
+    """The legs' joints near a stepping reference: the default pose, each leg bent by the clock's
+    half sine (apex rad at mid-swing, GaitSpec.swing_height) in its swing. Joint space, so the
+    actor (whose actions are joint targets) is shown per joint which way stepping lies."""
+    if x.foot_phase is None:
+        raise ValueError("reward term gait_joint_reference needs the feet's gait phases; this caller "
+                         "passes none")
+    bend = x.spec.gait.swing_height(x.foot_phase, apex)[:, flex.feet]
+    reference = x.spec.default_pos[flex.joints] + bend * flex.shares
+    error = ((x.joint_pos[:, flex.joints] - reference) ** 2).sum(1)
+    return np.exp(-error / width ** 2)
+
+
 AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
 
 
@@ -124,12 +146,14 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
     "gait_contact": lambda x, j, p: _gait_contact(x),
     "feet_swing_height": lambda x, j, p: _feet_swing_height(x, p["apex"], p["width"]),
+    "gait_joint_reference": lambda x, j, p: _gait_joint_reference(x, p["apex"], p["width"], p["flex"]),
 }
 PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4},
-          "feet_swing_height": {"apex": 0.08, "width": 0.05}}
+          "feet_swing_height": {"apex": 0.08, "width": 0.05},
+          "gait_joint_reference": {"apex": 0.5, "width": 0.3, "flex": None}}
 # each parameter's allowed range (low, high, whether low itself is excluded)
-PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 0.5, True), "width": (0.0, 0.5, True)}
-CLOCK_TERMS = ("gait_contact", "feet_swing_height")   # the terms that read the spec's gait clock
+PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 1.5, True), "width": (0.0, 1.5, True)}
+CLOCK_TERMS = ("gait_contact", "feet_swing_height", "gait_joint_reference")   # the terms that read the spec's gait clock
 MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
 
 
@@ -149,7 +173,7 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
         short = not isinstance(value, dict)     # `name: weight`, read under the name's own key
         row = Section({} if short else value, section.file, section.key(name))
         if not short:
-            row.allow(["weight"], ["term", "joints", *PARAM_LIMITS])
+            row.allow(["weight"], ["term", "joints", "flex", *PARAM_LIMITS])
         term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
         if term not in TERMS:
             raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
@@ -162,17 +186,48 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
             if len(joints) == 0:
                 raise row.error("joints", f"regex '{row.data['joints']}' matches no joint of "
                                 f"{spec.name} (joints: {', '.join(spec.joint_names)})")
-        params = dict(PARAMS.get(term, {}))
-        for key, (low, high, open_low) in PARAM_LIMITS.items():
-            if key in row.data:
-                if key not in params:
-                    raise row.error(key, f"term {term} takes no '{key}' (its parameters: "
-                                    f"{', '.join(params) or 'none'})")
-                params[key] = row.number(key, low=low, high=high, open_low=open_low)
+        params = _params(row, term, spec)
         weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \
             row.number("weight", low=-MAX_WEIGHT, high=MAX_WEIGHT)
         terms.append(RewardTerm(name, term, weight, joints, params))
     return terms
+
+
+def _params(row: Section, term: str, spec: RobotSpec) -> dict:
+    """The term's parameters: its defaults, overridden by the row's, each checked."""
+    params = dict(PARAMS.get(term, {}))
+    for key in [k for k in (*PARAM_LIMITS, "flex") if k in row.data]:
+        if key not in params:
+            raise row.error(key, f"term {term} takes no '{key}' (its parameters: "
+                            f"{', '.join(params) or 'none'})")
+        if key == "flex":
+            params[key] = _leg_flexion(row, spec)
+        else:
+            low, high, open_low = PARAM_LIMITS[key]
+            params[key] = row.number(key, low=low, high=high, open_low=open_low)
+    if term == "gait_joint_reference" and params["flex"] is None:
+        raise row.error("flex", f"term {term} needs 'flex': {{joint regex: share of the flexion}}")
+    return params
+
+
+def _leg_flexion(row: Section, spec: RobotSpec) -> LegFlexion:
+    """`flex: {regex: share}`: each regex must match one joint per foot; a joint belongs to the
+    foot whose body name shares the longest prefix with it (left_knee_joint: left_ankle_roll_link)."""
+    flex = row.sub("flex")
+    joints, feet, shares = [], [], []
+    for pattern in flex.data:
+        share = flex.number(pattern, low=-10.0, high=10.0)
+        matched = spec.joints_matching(pattern)
+        owners = [max(range(len(spec.foot_bodies)),
+                      key=lambda f: len(os.path.commonprefix([spec.joint_names[j], spec.foot_bodies[f]])))
+                  for j in matched]
+        if sorted(owners) != list(range(len(spec.foot_bodies))):
+            raise flex.error(pattern, f"must match one joint per foot ({', '.join(spec.foot_bodies)}); "
+                             f"matches {[spec.joint_names[j] for j in matched]}")
+        joints += matched
+        feet += owners
+        shares += [share] * len(matched)
+    return LegFlexion(np.array(joints, np.int64), np.array(feet, np.int64), np.array(shares))
 
 
 def compute_rewards(terms: list[RewardTerm], x: RewardInputs, scale: float) -> tuple[np.ndarray, dict]:
