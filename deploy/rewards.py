@@ -106,16 +106,21 @@ class LegFlexion:
 
 
 def _gait_joint_reference(x: RewardInputs, apex: float, width: float, flex: LegFlexion) -> np.ndarray:
-    """The legs' joints near a stepping reference: the default pose, each leg bent by the clock's
-    half sine (apex rad at mid-swing, GaitSpec.swing_height) in its swing. Joint space, so the
-    actor (whose actions are joint targets) is shown per joint which way stepping lies."""
+    """The legs' flexions following the clock's stepping pattern: each leg bent by its half sine
+    (apex rad at mid-swing, GaitSpec.swing_height) in its swing, measured against the other legs
+    (each leg's flexion and wanted bend less their means over the legs), so a policy that stands
+    in another posture than the default is paid for stepping from it too. A leg's flexion is its
+    flex joints' offsets from the default pose projected onto their shares. Joint space: the
+    actor, whose actions are joint targets, is shown per joint which way stepping lies."""
     if x.foot_phase is None:
         raise ValueError("reward term gait_joint_reference needs the feet's gait phases; this caller "
                          "passes none")
-    bend = x.spec.gait.swing_height(x.foot_phase, apex)[:, flex.feet]
-    reference = x.spec.default_pos[flex.joints] + bend * flex.shares
-    error = ((x.joint_pos[:, flex.joints] - reference) ** 2).sum(1)
-    return np.exp(-error / width ** 2)
+    owner = np.eye(x.foot_phase.shape[1])[flex.feet]                      # (M, F)
+    offsets = (x.joint_pos[:, flex.joints] - x.spec.default_pos[flex.joints]) * flex.shares
+    flexion = offsets @ owner / (flex.shares ** 2 @ owner)
+    bend = x.spec.gait.swing_height(x.foot_phase, apex)
+    error = (flexion - flexion.mean(1, keepdims=True)) - (bend - bend.mean(1, keepdims=True))
+    return np.exp(-(error ** 2).sum(1) / width ** 2)
 
 
 AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
@@ -153,7 +158,8 @@ PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshol
           "gait_joint_reference": {"apex": 0.5, "width": 0.3, "flex": None}}
 # each parameter's allowed range (low, high, whether low itself is excluded)
 PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 1.5, True), "width": (0.0, 1.5, True)}
-CLOCK_TERMS = ("gait_contact", "feet_swing_height", "gait_joint_reference")   # the terms that read the spec's gait clock
+# the terms that read the spec's gait clock
+CLOCK_TERMS = ("gait_contact", "feet_swing_height", "gait_joint_reference")
 MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
 
 

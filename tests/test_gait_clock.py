@@ -67,29 +67,35 @@ def test_feet_swing_height_pays_each_foot_by_its_distance_from_the_swing_traject
         compute_rewards(terms, _inputs(g1, contact, phase, None), g1.policy_dt)
 
 
-def test_gait_joint_reference_pays_the_legs_by_their_distance_from_the_stepping_pose(g1):
-    """Each leg's flex joints are wanted at default + share x apex x sin(pi x swing fraction) in
-    its swing and at default in stance; the term pays exp(-squared error / width^2)."""
+def test_gait_joint_reference_pays_the_legs_by_their_distance_from_the_stepping_pattern(g1):
+    """A leg's flexion is its flex joints' offsets from default projected on the shares (for
+    shares -0.5, 1, -0.5: (-0.5 hip + knee - 0.5 ankle) / 1.5); each leg is wanted bent by
+    apex x sin(pi x swing fraction) in its swing, 0 in stance, both measured against the legs'
+    mean, and the term pays exp(-sum of squared errors / width^2)."""
     flex = {".*_hip_pitch_joint": -0.5, ".*_knee_joint": 1.0, ".*_ankle_pitch_joint": -0.5}
     section = Section({"ref": {"term": "gait_joint_reference", "weight": 3.0, "apex": 0.4,
                                "width": 0.2, "flex": flex}}, "task.yaml", "rewards.g1")
     terms = parse_rewards(section, g1)
-    names = {n: g1.joint_names.index(n) for n in g1.joint_names}
-    phase = np.array([[0.10, 0.60], [0.775, 0.275], [0.775, 0.275], [0.30, 0.80]])
-    pose = np.tile(g1.default_pos, (4, 1))
-    for leg, bend in (("left", 0.4), ):                  # row 2: the left leg at mid-swing, bent
-        pose[2, names[f"{leg}_hip_pitch_joint"]] -= 0.5 * bend
-        pose[2, names[f"{leg}_knee_joint"]] += bend
-        pose[2, names[f"{leg}_ankle_pitch_joint"]] -= 0.5 * bend
-    pose[3, names["left_knee_joint"]] += 0.1             # row 3: a stance knee off by 0.1, and the
-    right = 0.4 * np.sin(np.pi * 0.25 / 0.45)            # right leg straight where it should bend
-    squared = [0.4 ** 2 * 1.5 * np.sin(np.pi * 0.05 / 0.45) ** 2, 0.4 ** 2 * 1.5, 0.0,
-               0.1 ** 2 + right ** 2 * 1.5]
-    x = _inputs(g1, np.ones((4, 2), bool), phase)
+    at = {n: g1.joint_names.index(n) for n in g1.joint_names}
+    phase = np.array([[0.10, 0.60], [0.775, 0.275], [0.775, 0.275], [0.775, 0.275], [0.30, 0.80]])
+    pose = np.tile(g1.default_pos, (5, 1))
+    pose[2, at["left_knee_joint"]] += 0.4                  # row 2: the left leg bent as wanted
+    pose[2, at["left_hip_pitch_joint"]] -= 0.2
+    pose[2, at["left_ankle_pitch_joint"]] -= 0.2
+    pose[3, [at["left_knee_joint"], at["right_knee_joint"]]] += 0.3     # row 3: both knees bent
+    pose[4, at["right_hip_pitch_joint"]] += 0.3           # row 4: a right hip against the pattern
+    wanted = lambda s: 0.4 * np.sin(np.pi * s)            # noqa: E731  (s: swing fraction)
+    left_minus_right = [(0.0, -wanted(0.05 / 0.45)), (0.0, wanted(0.5)),
+                        ((0.4 + 0.1 + 0.1) / 1.5, wanted(0.5)), (0.0, wanted(0.5)),
+                        ((0.0 - (-0.5 * 0.3) / 1.5), -wanted(0.25 / 0.45))]
+    # biped: each leg's error against the mean is half the left-right difference, twice over
+    squared = [2 * ((f - b) / 2) ** 2 for f, b in left_minus_right]
+    x = _inputs(g1, np.ones((5, 2), bool), phase)
     x = RewardInputs(**{**x.__dict__, "joint_pos": pose})
     _, parts = compute_rewards(terms, x, g1.policy_dt)
     np.testing.assert_allclose(parts["ref"], 3.0 * g1.policy_dt * np.exp(-np.array(squared) / 0.2 ** 2),
                                rtol=1e-12)
+    assert parts["ref"][2] == pytest.approx(3.0 * g1.policy_dt)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -157,10 +163,10 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     weight = {t.term: t.weight * g1.policy_dt for t in task.terms}
     wanted = 0.08 * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
     swing_loss = weight["feet_swing_height"] * (1.0 - np.exp(-(wanted / 0.05) ** 2))
-    # and gait_joint_reference wants the right leg bent by apex x that same sine (knee 1, hip and
-    # ankle pitch -0.5 each: 1.5 x bend^2 of squared error), which the default pose is not
+    # and gait_joint_reference wants the right leg bent by apex x that same sine more than the
+    # left (each off the legs' mean by half of it), which the default pose is not
     reference = next(t.params for t in task.terms if t.term == "gait_joint_reference")
     bend = reference["apex"] * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
-    reference_loss = weight["gait_joint_reference"] * (1.0 - np.exp(-1.5 * bend ** 2 / reference["width"] ** 2))
+    reference_loss = weight["gait_joint_reference"] * (1.0 - np.exp(-bend ** 2 / 2 / reference["width"] ** 2))
     assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(
         weight["gait_contact"] + swing_loss + reference_loss, rel=1e-6)
