@@ -170,3 +170,27 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     reference_loss = weight["gait_joint_reference"] * (1.0 - np.exp(-bend ** 2 / 2 / reference["width"] ** 2))
     assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(
         weight["gait_contact"] + swing_loss + reference_loss, rel=1e-6)
+
+
+def test_the_gait_tally_scores_a_robot_standing_on_both_feet_by_the_clock_alone(g1):
+    """A G1 standing on both feet (zero actions, the ticks of its first 40 that it stands on both,
+    before it tips; it lands from its spawn height first) matches the clock exactly where a foot's
+    phase is in stance: t x 0.02 / 0.8 for the left foot, half a cycle on for the right (tick 22
+    is the first of the left foot's swing exactly); never on one foot."""
+    from training.envs.velocity import TaskConfig, VelocityEnv
+    from training.runner import GaitTally
+
+    spec = RobotSpec.load("g1")
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 1, randomize=False, obs_noise=False)
+    env.reset(seed=0, stagger=False)
+    tally, by_hand = GaitTally(1), []
+    for t in range(1, 41):
+        env.step(np.zeros((1, spec.num_joints)))
+        both_down = env.world.contacts()[2].all(1)
+        tally.add(env, both_down)
+        if both_down[0]:     # in whole ticks: a cycle is 40, stance its first 22, the right 20 on
+            by_hand.append(((t % 40 < 22) + ((t + 20) % 40 < 22)) / 2)
+    assert len(by_hand) >= 25
+    shares = tally.shares()
+    assert shares["clock_match"][0] == pytest.approx(np.mean(by_hand), rel=1e-12)
+    assert shares["single_stance"][0] == 0.0

@@ -172,5 +172,7 @@ def per_command(commands: list, envs: dict, repeats: int) -> list[dict]:
         out.append({"command": command,
                     "mean_velocity": [round(float(v), 3) for v in envs["mean_velocity"][at].mean(0)],
                     "lin_vel_error": round(float(envs["lin_vel_error"][at].mean()), 3),
-                    "falls": int(envs["fell"][at].sum())})
+                    "falls": int(envs["fell"][at].sum()),
+                    **{k: round(float(envs[k][at].mean()), 3)
+                       for k in ("clock_match", "single_stance") if k in envs}})
     return out

@@ -327,8 +327,11 @@ def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: 
     ret, fell, err, length = np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n)
     velocity = np.zeros((n, 3))
     seen = np.zeros(n, bool)
+    gait = GaitTally(n) if per_env and env.spec.gait is not None else None
     for _ in range(env.max_steps):
         result = env.step(agent.act(obs, deterministic=True).cpu().numpy())
+        if gait is not None:
+            gait.add(env, ~seen & ~result.terminated & ~result.truncated)
         ep = result.info.get("episode")
         if ep is not None:
             first = ~seen[ep["envs"]]
@@ -344,8 +347,29 @@ def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: 
                "lin_vel_error": float(err.mean()), "lin_vel_error_worst_episode": float(err.max()),
                "episode_length_s": float(length.mean() * env.spec.policy_dt)}
     if per_env:
-        metrics["envs"] = {"fell": fell, "lin_vel_error": err, "mean_velocity": velocity}
+        metrics["envs"] = {"fell": fell, "lin_vel_error": err, "mean_velocity": velocity,
+                           **({} if gait is None else gait.shares())}
     return metrics
+
+
+class GaitTally:
+    """Per env, the share of steps whose foot contacts matched the gait clock (a robot standing
+    still on a clock with stance s matches about s of the time: stepping is what raises it) and
+    the share spent on exactly one foot: whether a policy steps, not only whether it moves."""
+
+    def __init__(self, n: int):
+        self.match, self.single, self.count = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def add(self, env, envs: np.ndarray) -> None:
+        _, _, feet = env.world.contacts()
+        wanted = env.spec.gait.foot_phases(env.clock) < env.spec.gait.stance
+        self.match += envs * (feet == wanted).mean(1)
+        self.single += envs * (feet.sum(1) == 1)
+        self.count += envs
+
+    def shares(self) -> dict[str, np.ndarray]:
+        count = np.maximum(self.count, 1)
+        return {"clock_match": self.match / count, "single_stance": self.single / count}
 
 
 def plot_eval_curve(csv_path: Path, png_path: Path) -> None:
