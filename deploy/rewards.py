@@ -188,10 +188,7 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
                                 f"spec has no 'gait' section ({spec.source})")
         joints = np.arange(spec.num_joints)
         if "joints" in row.data:
-            joints = np.array(spec.joints_matching(row.get("joints", str)), dtype=np.int64)
-            if len(joints) == 0:
-                raise row.error("joints", f"regex '{row.data['joints']}' matches no joint of "
-                                f"{spec.name} (joints: {', '.join(spec.joint_names)})")
+            joints = np.array(spec.joints_named_by(row, "joints", row.get("joints", str)), dtype=np.int64)
         params = _params(row, term, spec)
         weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \
             row.number("weight", low=-MAX_WEIGHT, high=MAX_WEIGHT)
@@ -220,10 +217,12 @@ def _leg_flexion(row: Section, spec: RobotSpec) -> LegFlexion:
     """`flex: {regex: share}`: each regex must match one joint per foot; a joint belongs to the
     foot whose body name shares the longest prefix with it (left_knee_joint: left_ankle_roll_link)."""
     flex = row.sub("flex")
+    if not flex.data:
+        raise row.error("flex", "needs at least one `joint regex: share` row")
     joints, feet, shares = [], [], []
     for pattern in flex.data:
         share = flex.number(pattern, low=-10.0, high=10.0)
-        matched = spec.joints_matching(pattern)
+        matched = spec.joints_named_by(flex, pattern, pattern)
         owners = [max(range(len(spec.foot_bodies)),
                       key=lambda f: len(os.path.commonprefix([spec.joint_names[j], spec.foot_bodies[f]])))
                   for j in matched]

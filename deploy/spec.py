@@ -287,6 +287,19 @@ class RobotSpec:
         rx = re.compile(pattern)
         return [i for i, n in enumerate(self.joint_names) if rx.fullmatch(n)]
 
+    def joints_named_by(self, section: Section, key: str, pattern: str) -> list[int]:
+        """joints_matching for a config's `key` (in `section`): a pattern that does not compile or
+        matches no joint is refused naming the file and field."""
+        import re
+        try:
+            hits = self.joints_matching(str(pattern))
+        except re.error as exc:
+            raise section.error(key, f"'{pattern}' is not a regular expression ({exc})") from None
+        if not hits:
+            raise section.error(key, f"regex '{pattern}' matches no joint of {self.name} "
+                                f"(joints: {', '.join(self.joint_names)})")
+        return hits
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("hash")

@@ -224,9 +224,13 @@ def test_a_stopped_run_damps_the_robot_before_it_exits(bundle_dir, sig):
     proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "run", "--robot", "go2",
                              "--policy", str(bundle_dir), "--duration", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
     for line in proc.stderr:
+        seen.append(line)
         if " POLICY " in line:             # a status line: the policy drives
             break
+    else:
+        pytest.fail("the run never reported POLICY:\n" + "".join(seen[-20:]))
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert "run: interrupted, damping" in err

@@ -295,15 +295,7 @@ def _start(sec: Section, spec: RobotSpec | None) -> Start:
     for pattern in pos.data:
         value = pos.number(pattern, low=-JOINT_RANGE, high=JOINT_RANGE)
         if spec is not None:
-            import re
-            try:
-                hits = spec.joints_matching(str(pattern))
-            except re.error as exc:
-                raise pos.error(str(pattern), f"not a regular expression ({exc})") from None
-            if not hits:
-                raise pos.error(str(pattern), f"matches no joint of {spec.name} "
-                                f"(joints: {', '.join(spec.joint_names)})")
-            for i in hits:
+            for i in spec.joints_named_by(pos, str(pattern), str(pattern)):
                 lo, hi = spec.hard_lower[i], spec.hard_upper[i]
                 if not lo <= value <= hi:
                     raise pos.error(str(pattern), f"{value} rad is outside the hard limits "
