@@ -141,6 +141,7 @@ class _Shard:
         self.nominal_body_ipos = self.model.body_ipos.copy()
         self.origins = self.data.qpos[self.idx.free_qpos[:, None] + np.arange(3)].copy()
         self.gantries: dict[int, Gantry] = {}    # local robot index -> the gantry it hangs from
+        self.assist = 0.0                          # N m/rad: SimWorld.set_upright_assist
         self.posed = mujoco.MjData(self.model)   # kinematics of the current qpos, beside `data`
 
     def holds(self, robots: np.ndarray) -> np.ndarray:
@@ -148,13 +149,25 @@ class _Shard:
         return (robots >= self.start) & (robots < self.start + self.n)
 
     def step(self, substeps: int) -> None:
-        if not self.gantries:
+        if not self.gantries and not self.assist:
             mujoco.mj_step(self.model, self.data, nstep=substeps)
             return
         for _ in range(substeps):
+            if self.assist:
+                self._apply_assist()
             for r, g in self.gantries.items():
                 g.apply(self.data, self.idx.base_body[r], self.idx.free_dof[r])
             mujoco.mj_step(self.model, self.data)
+
+    def _apply_assist(self) -> None:
+        """SimWorld.set_upright_assist's torque on every base: the gantry's attitude spring and
+        damping, about the horizontal axes only."""
+        b = self.idx.base_body
+        rot = self.data.xmat[b].reshape(-1, 3, 3)
+        tilt = np.cross(rot[:, :, 2], [0.0, 0.0, 1.0])                  # axis x sin(tilt)
+        rate = np.einsum("nij,nj->ni", rot, self.data.qvel[self.idx.free_dof[:, None] + np.arange(3, 6)])
+        rate[:, 2] = 0.0                                                  # world frame, yaw left free
+        self.data.xfrc_applied[b, 3:] = self.assist * tilt - 2.0 * np.sqrt(self.assist) * rate
 
     def robot_mass(self, local: int) -> float:
         return float(self.model.body_mass[self.idx.body_robot == local].sum())
@@ -302,6 +315,16 @@ class SimWorld:
         """(N, J) joint position targets in policy order."""
         for sh in self.shards:
             sh.data.ctrl[sh.idx.actuator] = self._split(joint_targets, sh)
+
+    def set_upright_assist(self, stiffness: float) -> None:
+        """A training aid, never on the robot's side: a torque on every base pulling it upright
+        (`stiffness` N m per rad of tilt, critically damped, roll and pitch only: yaw stays free),
+        so a robot that cannot yet balance on one foot lives long enough to learn stepping. Set at
+        every physics step, as the gantry's springs are; 0 switches it off."""
+        for sh in self.shards:
+            sh.assist = float(stiffness)
+            if sh.assist == 0.0:
+                sh.data.xfrc_applied[sh.idx.base_body, 3:] = 0.0
 
     def step(self, substeps: int) -> None:
         if self._pool is None:

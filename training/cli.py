@@ -91,6 +91,10 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"sac2real train: error: {cfg.source}: start_at_command: the IsaacLab backend resets "
                   f"with its own events; set it to false there", file=sys.stderr)
             return 2
+        if cfg.upright_assist is not None:
+            print(f"sac2real train: error: {cfg.source}: upright_assist: the MuJoCo training env's "
+                  f"aid; the IsaacLab backend has none, leave it out there", file=sys.stderr)
+            return 2
         from training.envs.isaaclab import make_isaaclab_env
         env = make_isaaclab_env(spec, args.task, cfg.num_envs, device)
         eval_env = None

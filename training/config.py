@@ -40,9 +40,35 @@ class TrainConfig:
     exploration_scale: tuple[float, float] = (1.0, 1.0)
     command_relabel: float = 0.0
     start_at_command: bool = False
+    upright_assist: UprightAssist | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class UprightAssist:
+    """`upright_assist: {stiffness, fade: [from, to]}`: the training envs' bases are pulled upright
+    (deploy.sim_world.SimWorld.set_upright_assist) at full `stiffness` N m/rad until iteration
+    `from`, less and less until `to`, and not at all after: a humanoid learns to step while it
+    cannot fall over, then to balance while it steps. By iteration number, so a resumed run
+    continues the same schedule."""
+    stiffness: float
+    fade: tuple[float, float]
+
+    @classmethod
+    def parse(cls, root: Section) -> "UprightAssist":
+        sec = root.sub("upright_assist")
+        sec.allow(["stiffness", "fade"])
+        start, end = sec.pair("fade", low=0, high=1e8)
+        if end <= start:
+            raise sec.error("fade", f"[from, to] needs to > from, got [{start:g}, {end:g}]")
+        return cls(sec.number("stiffness", low=0.0, high=1e4, open_low=True), (start, end))
+
+    def at(self, iteration: int) -> float:
+        """The stiffness for `iteration`."""
+        start, end = self.fade
+        return self.stiffness * min(1.0, max(0.0, (end - iteration) / (end - start)))
 
 
 def default_profile(algo: str, cuda: bool) -> Path:
@@ -55,7 +81,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     loop = ["algo", "num_envs", "steps_per_env", "max_iterations", "learning_starts", "buffer_size",
             "updates_per_iteration", "batch_size", "sim_threads", "eval", "checkpoint", "sac"]
     root.allow(loop, ["exploration_noise", "exploration_scale", "symmetry", "command_relabel",
-                      "start_at_command"])
+                      "start_at_command", "upright_assist"])
     algo = root.choice("algo", ALGOS)
     ints = {k: _positive_int(root, k) for k in loop[1:9]}
     ints.update(overrides or {})
@@ -72,7 +98,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
                        symmetry=root.choice("symmetry", SYMMETRY_KINDS, "none"),
                        exploration_scale=_scale_range(root),
                        command_relabel=root.number("command_relabel", low=0.0, high=1.0, default=0.0),
-                       start_at_command=root.get("start_at_command", bool, False))
+                       start_at_command=root.get("start_at_command", bool, False),
+                       upright_assist=UprightAssist.parse(root) if "upright_assist" in root.data else None)
 
 
 def read_profile(path: Path, seen: tuple[Path, ...] = ()) -> dict:

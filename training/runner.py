@@ -148,6 +148,8 @@ class Trainer:
         """N_s steps of every env into the buffer; returns the iteration's mean reward terms and
         episode statistics for the logs."""
         cfg, p = self.cfg, self.progress
+        if cfg.upright_assist is not None:          # the MuJoCo training env's (training/cli.py)
+            self.env.world.set_upright_assist(cfg.upright_assist.at(p.iteration))
         terms: dict[str, float] = {}
         lengths, falls = [], []
         for _ in range(cfg.steps_per_env):
