@@ -318,9 +318,9 @@ class SimWorld:
 
     def set_upright_assist(self, stiffness: float) -> None:
         """A training aid, never on the robot's side: a torque on every base pulling it upright
-        (`stiffness` N m per rad of tilt, critically damped, roll and pitch only: yaw stays free),
-        so a robot that cannot yet balance on one foot lives long enough to learn stepping. Set at
-        every physics step, as the gantry's springs are; 0 switches it off."""
+        (`stiffness` N m per rad of tilt, with the gantry's damping; roll and pitch only, yaw
+        stays free), so a robot that cannot yet balance on one foot lives long enough to learn
+        stepping. Set at every physics step, as the gantry's springs are; 0 switches it off."""
         for sh in self.shards:
             sh.assist = float(stiffness)
             if sh.assist == 0.0:
