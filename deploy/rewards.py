@@ -317,6 +317,11 @@ class TaskRewards:
         return cls.from_section(task_section(task), spec)
 
     @cached_property
+    def reads_foot_height(self) -> bool:
+        """Whether a term needs RewardInputs.foot_height (kinematics a caller can skip otherwise)."""
+        return any(t.term == "feet_swing_height" for t in self.terms)
+
+    @cached_property
     def command_reward(self) -> CommandReward:
         return CommandReward.of(list(self.terms), self.sigma, self.scale)
 

@@ -59,8 +59,7 @@ class RobotRewards:
         self.needs_contact = any(t.term in AIR_TIME or t.term in ("feet_slide", "gait_contact")
                                  for t in task.terms)
         self.needs_phase = any(t.term in CLOCK_TERMS for t in task.terms)
-        self._kinematics = FootKinematics(spec) \
-            if any(t.term == "feet_swing_height" for t in task.terms) else None
+        self._kinematics = FootKinematics(spec) if task.reads_foot_height else None
         layout = ObservationPipeline(spec).layout
         self._phase_at = layout.slice("gait_phase") if "gait_phase" in layout.names else None
         self._dropped: int | None = None

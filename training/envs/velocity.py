@@ -166,7 +166,7 @@ class VelocityEnv:
             penalized_contacts=penalized, terminated=terminated, spec=spec,
             sigma=self.task.tracking_sigma,
             foot_phase=None if spec.gait is None else spec.gait.foot_phases(self.clock),
-            foot_height=self.world.foot_height())
+            foot_height=self.world.foot_height() if self.task_rewards.reads_foot_height else None)
         reward, parts, pieces = self.task_rewards.step(inputs)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
