@@ -463,8 +463,8 @@ class Controller:
         obs = None
         usable = sample is not None and (fault is None or fault in PHYSICAL_FAULTS)
         if usable and (self.mode is Mode.POLICY or prev_mode is Mode.POLICY):
-            clock = np.array([(self._tick - self._policy_tick0) * self.spec.policy_dt])
-            obs = self.pipeline.compute(sample.state, self._applied, self._last_action, clock=clock)[0]
+            obs = self.pipeline.compute(sample.state, self._applied, self._last_action,
+                                        clock=self._gait_clock(0))[0]
             ofault = sup.check_observation(obs)
             if ofault is not None:
                 obs = None
@@ -598,10 +598,15 @@ class Controller:
             self._previous_bundle = None
             self._swap_time = -math.inf
 
+    def _gait_clock(self, ticks_ahead: int) -> np.ndarray:
+        """(1,) the gait clock `ticks_ahead` ticks after this one: 0 on the tick POLICY starts. An
+        observation reads this tick's; the targets of the action it gives are for the next."""
+        return np.array([(self._tick - self._policy_tick0 + ticks_ahead) * self.spec.policy_dt])
+
     def _mode_command(self, now: float, action, sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mode = self.mode
         if mode is Mode.POLICY and action is not None:
-            target = self.action_map.joint_targets(action)
+            target = self.action_map.joint_targets(action[None], self._gait_clock(1))[0]
             blend = self.config.controller.blend_in_s
             b = 1.0 if blend <= 0 else _smoothstep((now - self._blend_t0) / blend)
             if b < 1.0:

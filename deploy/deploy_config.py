@@ -10,7 +10,8 @@ RobotSpec, so gains, limits and rates are never typed twice:
     safety:
       max_state_age_s: null     # default 3 policy periods
       max_tilt: null            # rad in (0, pi/2]; default the spec's termination.max_tilt
-      hard_limit_tolerance: 0.03   # rad a measured joint may sit beyond its hard limit
+      hard_limit_tolerance: 0.03   # rad a measured joint may sit beyond its hard limit; default the
+                                   # spec's termination.joint_limit_tolerance where it has one
       joint_velocity_factor: 1.5   # x the spec's joint velocity limit
       rate_limit_factor: 1.0       # per-tick target change <= factor x velocity limit x policy_dt
       torque_limit_factor: 1.0     # |kp (q* - q) - kd qd| <= factor x effort (targets clamped)
@@ -80,6 +81,8 @@ class SafetyConfig:
     @classmethod
     def from_spec(cls, spec: RobotSpec, **over) -> "SafetyConfig":
         base = dict(max_state_age_s=3 * spec.policy_dt, max_tilt=spec.termination.max_tilt)
+        if spec.termination.joint_limit_tolerance is not None:
+            base["hard_limit_tolerance"] = spec.termination.joint_limit_tolerance
         base.update({k: v for k, v in over.items() if v is not None})
         return cls(**base)
 

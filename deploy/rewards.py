@@ -5,7 +5,6 @@ A task config lists terms by name with a weight and optional parameters (a joint
 grouped terms, an air-time threshold); unknown names are refused when the task loads."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -85,40 +84,36 @@ def _gait_contact(x: RewardInputs) -> np.ndarray:
 
 
 def _feet_swing_height(x: RewardInputs, apex: float, width: float) -> np.ndarray:
-    """Feet tracking the clock's swing trajectory (GaitSpec.swing_height), each paying
+    """Feet in their swing tracking the clock's swing trajectory (GaitSpec.swing_height), each paying
     exp(-(error / width)^2): unlike gait_contact's yes-or-no, a foot lifted a little in its swing
-    already earns more than one left down, so stepping can be found by small changes. Clearance is
-    measured over the lowest foot, which stands on the ground, so no datum is needed."""
+    already earns more than one left down, so stepping can be found by small changes. Stance pays
+    nothing here (gait_contact covers it): paid there too, a G1 standing still earned 74% of the
+    term. Clearance is measured over the lowest foot, which stands on the ground, so no datum is
+    needed."""
     if x.foot_phase is None or x.foot_height is None:
         raise ValueError("reward term feet_swing_height needs the feet's gait phases and heights; "
                          "this caller passes none")
     clearance = x.foot_height - x.foot_height.min(1, keepdims=True)
     error = clearance - x.spec.gait.swing_height(x.foot_phase, apex)
-    return np.exp(-(error / width) ** 2).sum(1)
+    return (np.exp(-(error / width) ** 2) * (x.foot_phase >= x.spec.gait.stance)).sum(1)
 
 
-@dataclass(frozen=True)
-class LegFlexion:
-    """Joints that bend a leg to lift its foot, with their shares of the flexion."""
-    joints: np.ndarray   # (M,) policy joint indices
-    feet: np.ndarray     # (M,) the foot each belongs to
-    shares: np.ndarray   # (M,) rad of that joint per rad of flexion
-
-
-def _gait_joint_reference(x: RewardInputs, apex: float, width: float, flex: LegFlexion) -> np.ndarray:
-    """The legs' flexions following the clock's stepping pattern: each leg bent by its half sine
-    (apex rad at mid-swing, GaitSpec.swing_height) in its swing, measured against the other legs
-    (each leg's flexion and wanted bend less their means over the legs), so a policy that stands
-    in another posture than the default is paid for stepping from it too. A leg's flexion is its
-    flex joints' offsets from the default pose projected onto their shares. Joint space: the
-    actor, whose actions are joint targets, is shown per joint which way stepping lies."""
+def _gait_joint_reference(x: RewardInputs, width: float) -> np.ndarray:
+    """The legs' flexions following the spec's swing pattern (GaitSpec.swing: each leg bent by its
+    half sine in its swing), measured against the other legs (each leg's flexion and wanted bend
+    less their means over the legs), so a policy that stands in another posture than the default
+    is paid for stepping from it too. A leg's flexion is its flex joints' offsets from the default
+    pose projected onto their shares. Joint space: the actor, whose actions are joint targets, is
+    shown per joint which way stepping lies."""
     if x.foot_phase is None:
         raise ValueError("reward term gait_joint_reference needs the feet's gait phases; this caller "
                          "passes none")
-    owner = np.eye(x.foot_phase.shape[1])[flex.feet]                      # (M, F)
-    offsets = (x.joint_pos[:, flex.joints] - x.spec.default_pos[flex.joints]) * flex.shares
-    flexion = offsets @ owner / (flex.shares ** 2 @ owner)
-    bend = x.spec.gait.swing_height(x.foot_phase, apex)
+    swing = x.spec.gait.swing
+    joints, shares = list(swing.joints), np.asarray(swing.shares)
+    owner = np.eye(x.foot_phase.shape[1])[list(swing.feet)]                # (M, F)
+    offsets = (x.joint_pos[:, joints] - x.spec.default_pos[joints]) * shares
+    flexion = offsets @ owner / (shares ** 2 @ owner)
+    bend = x.spec.gait.leg_bend(x.foot_phase)
     error = (flexion - flexion.mean(1, keepdims=True)) - (bend - bend.mean(1, keepdims=True))
     return np.exp(-(error ** 2).sum(1) / width ** 2)
 
@@ -151,11 +146,11 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "termination_penalty": lambda x, j, p: x.terminated.astype(np.float64),
     "gait_contact": lambda x, j, p: _gait_contact(x),
     "feet_swing_height": lambda x, j, p: _feet_swing_height(x, p["apex"], p["width"]),
-    "gait_joint_reference": lambda x, j, p: _gait_joint_reference(x, p["apex"], p["width"], p["flex"]),
+    "gait_joint_reference": lambda x, j, p: _gait_joint_reference(x, p["width"]),
 }
 PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshold": 0.4},
           "feet_swing_height": {"apex": 0.08, "width": 0.05},
-          "gait_joint_reference": {"apex": 0.5, "width": 0.3, "flex": None}}
+          "gait_joint_reference": {"width": 0.3}}
 # each parameter's allowed range (low, high, whether low itself is excluded)
 PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 1.5, True), "width": (0.0, 1.5, True)}
 # the terms that read the spec's gait clock
@@ -179,60 +174,36 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
         short = not isinstance(value, dict)     # `name: weight`, read under the name's own key
         row = Section({} if short else value, section.file, section.key(name))
         if not short:
-            row.allow(["weight"], ["term", "joints", "flex", *PARAM_LIMITS])
+            row.allow(["weight"], ["term", "joints", *PARAM_LIMITS])
         term = row.choice("term", sorted(TERMS)) if "term" in row.data else name
         if term not in TERMS:
             raise section.error(name, f"unknown reward term '{name}' (known: {', '.join(sorted(TERMS))})")
         if term in CLOCK_TERMS and spec.gait is None:
             raise section.error(name, f"reward term {term} needs a gait clock: {spec.name}'s "
                                 f"spec has no 'gait' section ({spec.source})")
+        if term == "gait_joint_reference" and spec.gait.swing is None:
+            raise section.error(name, f"reward term {term} follows the spec's swing pattern: "
+                                f"{spec.name}'s spec has no 'gait.swing' section ({spec.source})")
         joints = np.arange(spec.num_joints)
         if "joints" in row.data:
             joints = np.array(spec.joints_named_by(row, "joints", row.get("joints", str)), dtype=np.int64)
-        params = _params(row, term, spec)
+        params = _params(row, term)
         weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \
             row.number("weight", low=-MAX_WEIGHT, high=MAX_WEIGHT)
         terms.append(RewardTerm(name, term, weight, joints, params))
     return terms
 
 
-def _params(row: Section, term: str, spec: RobotSpec) -> dict:
+def _params(row: Section, term: str) -> dict:
     """The term's parameters: its defaults, overridden by the row's, each checked."""
     params = dict(PARAMS.get(term, {}))
-    for key in [k for k in (*PARAM_LIMITS, "flex") if k in row.data]:
+    for key in [k for k in PARAM_LIMITS if k in row.data]:
         if key not in params:
             raise row.error(key, f"term {term} takes no '{key}' (its parameters: "
                             f"{', '.join(params) or 'none'})")
-        if key == "flex":
-            params[key] = _leg_flexion(row, spec)
-        else:
-            low, high, open_low = PARAM_LIMITS[key]
-            params[key] = row.number(key, low=low, high=high, open_low=open_low)
-    if term == "gait_joint_reference" and params["flex"] is None:
-        raise row.error("flex", f"term {term} needs 'flex': {{joint regex: share of the flexion}}")
+        low, high, open_low = PARAM_LIMITS[key]
+        params[key] = row.number(key, low=low, high=high, open_low=open_low)
     return params
-
-
-def _leg_flexion(row: Section, spec: RobotSpec) -> LegFlexion:
-    """`flex: {regex: share}`: each regex must match one joint per foot; a joint belongs to the
-    foot whose body name shares the longest prefix with it (left_knee_joint: left_ankle_roll_link)."""
-    flex = row.sub("flex")
-    if not flex.data:
-        raise row.error("flex", "needs at least one `joint regex: share` row")
-    joints, feet, shares = [], [], []
-    for pattern in flex.data:
-        share = flex.number(pattern, low=-10.0, high=10.0)
-        matched = spec.joints_named_by(flex, pattern, pattern)
-        owners = [max(range(len(spec.foot_bodies)),
-                      key=lambda f: len(os.path.commonprefix([spec.joint_names[j], spec.foot_bodies[f]])))
-                  for j in matched]
-        if sorted(owners) != list(range(len(spec.foot_bodies))):
-            raise flex.error(pattern, f"must match one joint per foot ({', '.join(spec.foot_bodies)}); "
-                             f"matches {[spec.joint_names[j] for j in matched]}")
-        joints += matched
-        feet += owners
-        shares += [share] * len(matched)
-    return LegFlexion(np.array(joints, np.int64), np.array(feet, np.int64), np.array(shares))
 
 
 def compute_rewards(terms: list[RewardTerm], x: RewardInputs, scale: float) -> tuple[np.ndarray, dict]:

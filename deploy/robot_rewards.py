@@ -75,7 +75,11 @@ class RobotRewards:
         """Complete `fields` in place; runs on the writer's thread, never in the control loop."""
         target = np.asarray(fields.get("joint_target", np.nan), np.float64)
         action = np.asarray(fields["action"], np.float64)
-        applied = (target - self.default) / self.scale
+        clock = self._clock(fields)
+        # the target holds the swing feed-forward of the step's end, the clock in next_obs
+        feedforward = 0.0 if not self.spec.swing_feedforward else np.nan if clock is None \
+            else self.spec.gait.joint_offsets(clock, len(self.default))[0]
+        applied = (target - self.default - feedforward) / self.scale
         if np.isfinite(applied).all():
             fields["applied_action"] = applied
             fields["action_filtered"] = bool(np.abs(applied - action).max() > 1e-4)
@@ -85,11 +89,11 @@ class RobotRewards:
         if dropped != self._dropped:
             self._restart()                       # a gap: this transition's predecessor is lost
         self._dropped = dropped
-        self._pay(fields, applied)
+        self._pay(fields, applied, clock)
         if fields["terminated"] or fields["truncated"]:
             self._restart()
 
-    def _pay(self, fields: MutableMapping[str, Any], applied: np.ndarray) -> None:
+    def _pay(self, fields: MutableMapping[str, Any], applied: np.ndarray, clock: np.ndarray | None) -> None:
         dt = self.spec.policy_dt
         joint_vel = np.asarray(fields["joint_vel"], np.float64)[None]
         last_vel = joint_vel if self.last_joint_vel is None else self.last_joint_vel
@@ -102,7 +106,7 @@ class RobotRewards:
         first, last_air, self.air_time, self.contact_time = foot_timers(
             feet, self.air_time, self.contact_time, dt)
         lin_vel = np.asarray(fields.get("base_lin_vel", np.full(3, np.nan)), np.float64)[None]
-        phase = self._foot_phase(fields)
+        phase = None if clock is None else self.spec.gait.foot_phases(clock)
         if not np.isfinite(lin_vel).all() or (self.needs_contact and not np.isfinite(
                 np.asarray(fields.get("foot_contact", np.nan), np.float64)).all()) \
                 or (self.needs_phase and phase is None):
@@ -127,16 +131,16 @@ class RobotRewards:
         fields["reward_air"] = float(pieces["air"][0])
         fields["reward_base"] = float(pieces["base"][0])
 
-    def _foot_phase(self, fields: MutableMapping[str, Any]) -> np.ndarray | None:
-        """(1, F) the feet's gait phases at the measurement, from the gait clock in next_obs; None
-        where the layout has no clock or the record no finite observation."""
+    def _clock(self, fields: MutableMapping[str, Any]) -> np.ndarray | None:
+        """(1,) the gait clock at the measurement (modulo the period), from next_obs; None where the
+        layout has no clock or the record no finite observation."""
         if self._phase_at is None or "next_obs" not in fields:
             return None
         sin_cos = np.asarray(fields["next_obs"], np.float64)[self._phase_at][None]
         if not np.isfinite(sin_cos).all():
             return None
         dt = self.spec.policy_dt                  # the clock runs in whole ticks
-        return self.spec.gait.foot_phases(np.round(self.spec.gait.clock_of(sin_cos) / dt) * dt)
+        return np.round(self.spec.gait.clock_of(sin_cos) / dt) * dt
 
     def _contacts(self, fields: MutableMapping[str, Any]) -> np.ndarray:
         """(1, F) bool: the logged contact where known, else the foot force over a threshold;
@@ -180,16 +184,19 @@ def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bo
 
 
 def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.ndarray,
-                     robot: int = 0, next_obs: np.ndarray | None = None) -> dict:
+                     robot: int = 0, next_obs: np.ndarray | None = None,
+                     clock: float | None = None) -> dict:
     """The fields a MuJoCo robot's transition carries into the reward path (RobotRewards) for the
-    step `world` just took: measured state, the target sent for `action`, the true velocity (a
-    caller with an estimator puts its estimate in base_lin_vel) and the simulator's contacts;
-    `next_obs`, the observation after the step, carries a gait clock to the reward."""
+    step `world` just took: measured state, the target sent for `action` (at gait `clock`, the
+    step's end, for a spec whose swing pattern is a feed-forward), the true velocity (a caller
+    with an estimator puts its estimate in base_lin_vel) and the simulator's contacts; `next_obs`,
+    the observation after the step, carries a gait clock to the reward."""
     from deploy.action_map import ActionMap
 
     st = world.read_state()
     _, _, feet = world.contacts()
-    return {"action": action, "joint_target": ActionMap(spec).joint_targets(action[None])[0],
+    return {"action": action, "joint_target": ActionMap(spec).joint_targets(
+                action[None], None if clock is None else np.array([clock]))[0],
             "command": np.asarray(command, dtype=np.float64).copy(),
             "base_lin_vel": st.base_lin_vel[robot], "imu_gyro": st.base_ang_vel[robot],
             "imu_quat": st.base_quat[robot], "joint_pos": st.joint_pos[robot],

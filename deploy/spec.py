@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -112,6 +113,22 @@ class CommandSpec:
 
 
 @dataclass(frozen=True)
+class SwingPattern:
+    """A stepping pattern in joint space driven by the gait clock: each leg bends by a half sine over
+    its swing (`apex` rad of flexion at mid-swing, none in stance), spread over its flex joints by
+    their shares. The gait_joint_reference reward pays for following it; with `feedforward` the
+    action map adds it to the policy's targets, a trajectory generator under a residual policy
+    (PMTG, Iscen et al. 2018): the policy's zero action steps in place, and what it learns is the
+    balance and steering around the steps, where a policy that must find stepping itself stays in
+    its safer double stance."""
+    apex: float
+    joints: tuple[int, ...]      # policy joint indices
+    feet: tuple[int, ...]        # the foot each joint's leg ends in (spec feet order)
+    shares: tuple[float, ...]    # rad of that joint per rad of flexion
+    feedforward: bool
+
+
+@dataclass(frozen=True)
 class GaitSpec:
     """A periodic gait clock (the `gait_phase` observation, the `gait_contact` reward): each foot
     runs through one cycle of `period` seconds, shifted by its offset (a fraction of the cycle), and
@@ -119,6 +136,7 @@ class GaitSpec:
     period: float
     offsets: tuple[float, ...]   # per foot, spec feet order
     stance: float
+    swing: SwingPattern | None = None
 
     def foot_phases(self, clock: np.ndarray) -> np.ndarray:
         """(N, F) phase in [0, 1) of each foot at `clock` (N,) seconds since the policy started;
@@ -140,12 +158,26 @@ class GaitSpec:
             else np.zeros_like(phases)
         return apex * np.sin(np.pi * swing)
 
+    def leg_bend(self, phases: np.ndarray) -> np.ndarray:
+        """(N, F) each leg's wanted flexion (rad) at `phases`: the swing pattern's half sine."""
+        return self.swing_height(phases, self.swing.apex)
+
+    def joint_offsets(self, clock: np.ndarray, num_joints: int) -> np.ndarray:
+        """(N, J) the swing pattern's joint offsets at `clock` seconds (policy order)."""
+        bend = self.leg_bend(self.foot_phases(clock))
+        out = np.zeros((bend.shape[0], num_joints))
+        out[:, list(self.swing.joints)] = bend[:, list(self.swing.feet)] * np.asarray(self.swing.shares)
+        return out
+
 
 @dataclass(frozen=True)
 class TerminationSpec:
     max_tilt: float
     min_base_height: float
     contacts: tuple[str, ...]
+    # rad: a joint measured beyond its hard limits by more is a fall in training, as it is a fault
+    # for the robot's safety supervisor (its hard_limit_tolerance defaults to this); None: no rule
+    joint_limit_tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +319,19 @@ class RobotSpec:
         rx = re.compile(pattern)
         return [i for i, n in enumerate(self.joint_names) if rx.fullmatch(n)]
 
+    def beyond_joint_limits(self, joint_pos: np.ndarray) -> np.ndarray:
+        """(N,) bool: a joint of `joint_pos` (N, J) beyond its hard limits by more than the
+        termination's joint_limit_tolerance (never, without one)."""
+        tol = self.termination.joint_limit_tolerance
+        if tol is None:
+            return np.zeros(joint_pos.shape[0], dtype=bool)
+        return ((joint_pos < self.hard_lower - tol) | (joint_pos > self.hard_upper + tol)).any(1)
+
+    @property
+    def swing_feedforward(self) -> bool:
+        """Whether the action map adds the gait's swing pattern to the policy's targets."""
+        return self.gait is not None and self.gait.swing is not None and self.gait.swing.feedforward
+
     def joints_named_by(self, section: Section, key: str, pattern: str) -> list[int]:
         """joints_matching for a config's `key` (in `section`): a pattern that does not compile or
         matches no joint is refused naming the file and field."""
@@ -363,6 +408,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
     )
     _check_defaults_inside_soft_limits(spec, root)
     _check_gait_terms(spec, root)
+    spec = _with_swing(spec, root)
     digest = hashlib.sha256(json.dumps(_hashed_content(spec), sort_keys=True).encode()).hexdigest()
     return _replace_hash(spec, digest)
 
@@ -375,6 +421,10 @@ def _hashed_content(spec: RobotSpec) -> dict:
     d.pop("stand_gantry")   # how a simulator holds the robot while it stands, not a policy contract
     if d["gait"] is None:   # added 2026-12: a spec without a gait clock keeps its earlier hash
         d.pop("gait")
+    elif d["gait"]["swing"] is None:   # and one without a swing pattern, its own
+        d["gait"].pop("swing")
+    if d["termination"]["joint_limit_tolerance"] is None:     # so does one without this rule
+        d["termination"].pop("joint_limit_tolerance")
     return d
 
 
@@ -463,7 +513,7 @@ def _parse_gait(root: Section, feet: int) -> GaitSpec | None:
     if "gait" not in root.data:
         return None
     sec = root.sub("gait")
-    sec.allow(["period", "offsets", "stance"])
+    sec.allow(["period", "offsets", "stance"], ["swing"])
     offsets = sec.vector("offsets", feet, low=0.0, high=1.0,
                          what=f"one phase offset per foot in [0, 1), {feet} feet")
     if max(offsets) >= 1.0:
@@ -471,6 +521,38 @@ def _parse_gait(root: Section, feet: int) -> GaitSpec | None:
     return GaitSpec(period=sec.number("period", low=0.1, high=5.0),
                     offsets=tuple(offsets),
                     stance=sec.number("stance", low=0.0, high=1.0, open_low=True))
+
+
+def _with_swing(spec: RobotSpec, root: Section) -> RobotSpec:
+    """`gait.swing: {apex, flex: {joint regex: share}, feedforward}`, read once the joints are known:
+    each regex must match one joint per foot, which belongs to the foot whose body name shares the
+    longest prefix with it (left_knee_joint: left_ankle_roll_link)."""
+    if spec.gait is None or "swing" not in root.data["gait"]:
+        return spec
+    sec = root.sub("gait").sub("swing")
+    sec.allow(["apex", "flex"], ["feedforward"])
+    flex = sec.sub("flex")
+    if not flex.data:
+        raise sec.error("flex", "needs at least one `joint regex: share` row")
+    joints, feet, shares = [], [], []
+    for pattern in flex.data:
+        share = flex.number(pattern, low=-10.0, high=10.0)
+        matched = spec.joints_named_by(flex, pattern, pattern)
+        owners = [max(range(len(spec.foot_bodies)),
+                      key=lambda f: len(os.path.commonprefix([spec.joint_names[j], spec.foot_bodies[f]])))
+                  for j in matched]
+        if sorted(owners) != list(range(len(spec.foot_bodies))):
+            raise flex.error(pattern, f"must match one joint per foot ({', '.join(spec.foot_bodies)}); "
+                             f"matches {[spec.joint_names[j] for j in matched]}")
+        joints += matched
+        feet += owners
+        shares += [share] * len(matched)
+    if len(set(joints)) < len(joints):
+        raise sec.error("flex", "a joint is matched by more than one regex")
+    swing = SwingPattern(apex=sec.number("apex", low=0.0, high=1.5, open_low=True), joints=tuple(joints),
+                         feet=tuple(feet), shares=tuple(shares),
+                         feedforward=sec.get("feedforward", bool, False))
+    return replace(spec, gait=replace(spec.gait, swing=swing))
 
 
 def _check_gait_terms(spec: RobotSpec, root: Section) -> None:
@@ -500,11 +582,13 @@ def _parse_commands(sec: Section) -> CommandSpec:
 
 
 def _parse_termination(sec: Section) -> TerminationSpec:
-    sec.allow(["max_tilt", "min_base_height", "contacts"])
+    sec.allow(["max_tilt", "min_base_height", "contacts"], ["joint_limit_tolerance"])
     return TerminationSpec(max_tilt=sec.number("max_tilt", low=0.0, high=math.pi / 2,
                                                open_low=True),
                            min_base_height=sec.number("min_base_height", low=0.0, high=5.0),
-                           contacts=tuple(_names(sec, "contacts")))
+                           contacts=tuple(_names(sec, "contacts")),
+                           joint_limit_tolerance=sec.number("joint_limit_tolerance", None, low=0.0,
+                                                            high=0.5))
 
 
 def available_robots() -> list[str]:

@@ -3,11 +3,12 @@
 temporary registry (never into models/policies)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from deploy.spec import REPO_ROOT
+from deploy.spec import REPO_ROOT, RobotSpec
 
 G1_WIP = REPO_ROOT / "models" / "checkpoints" / "g1_wip" / "model.pt"
 
@@ -18,3 +19,12 @@ def export_g1_wip(root: Path) -> Path:
     from training.export import export_checkpoint
 
     return export_checkpoint(G1_WIP, root, parity_samples=200, log=lambda *a: None)
+
+
+def without_feedforward(spec: RobotSpec) -> RobotSpec:
+    """The spec with its swing pattern kept for the reward but not added to the targets: for tests
+    of what a standing robot does, or of a backend that cannot add it."""
+    if not spec.swing_feedforward:
+        return spec
+    return dataclasses.replace(spec, gait=dataclasses.replace(
+        spec.gait, swing=dataclasses.replace(spec.gait.swing, feedforward=False)))

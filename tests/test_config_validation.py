@@ -208,3 +208,10 @@ def test_every_config_in_the_tree_loads_and_every_number_read_has_a_bounded_rang
     assert all(math.isfinite(r.low) and math.isfinite(r.high) for r in ranges.values())
     for path in (REPO / "configs").rglob("*.yaml"):
         load_yaml(path)       # no duplicate keys, no non-finite numbers
+
+
+@pytest.mark.parametrize("value, why", [("-0.1", "outside the allowed range"), ("0.6", "outside the allowed range"),
+                                        (".nan", "finite"), ("loose", "")])
+def test_a_bad_joint_limit_tolerance_in_the_spec_termination_is_refused(tmp_path, value, why):
+    path = _spec_with(tmp_path, "max_tilt: 1.0", f"max_tilt: 1.0\n  joint_limit_tolerance: {value}")
+    _refused(lambda p: RobotSpec.load(p, check_mjcf=False), path, "termination.joint_limit_tolerance", why)

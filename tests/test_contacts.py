@@ -128,8 +128,10 @@ def test_the_g1_lowstate_path_pays_rewards_from_estimated_velocity_and_kinematic
     rms = np.sqrt(np.mean((f["base_lin_vel"] - velocity) ** 2, 0))
     assert (rms < 0.1).all(), rms                   # measured: [0.008, 0.015, 0.001] m/s
     assert set(np.unique(f["foot_contact"])) <= {0.0, 1.0}
-    # the policy balances in place (it does not track commands yet): both feet stay down
-    assert np.mean((f["foot_contact"] > 0.5) == contact) > 0.95      # measured: 1.0
+    # the policy steps (the spec's swing feed-forward): the kinematic estimate sees each foot both
+    # down and lifted, and agrees with the simulator's contacts except around touch-down and lift-off
+    assert {0.0, 1.0} <= set(np.unique(f["foot_contact"][:, 0]))
+    assert np.mean((f["foot_contact"] > 0.5) == contact) > 0.8       # measured: 0.88
 
 
 @pytest.mark.parametrize("robot_name, reads_velocity", [("g1", False), ("go2", True)])

@@ -46,15 +46,15 @@ def test_gait_contact_pays_each_foot_whose_contact_matches_its_phase(g1):
 
 
 def test_feet_swing_height_pays_each_foot_by_its_distance_from_the_swing_trajectory(g1):
-    """Clearance is over the lower foot; the wanted clearance is 0 in stance and apex x
-    sin(pi x swing fraction) in swing (stance 0.55: the swing runs over phases 0.55-1)."""
+    """Clearance is over the lower foot; a foot in its swing (stance 0.55: phases 0.55-1) is wanted
+    apex x sin(pi x swing fraction) up; a foot in stance pays nothing, whatever its height."""
     phase = np.array([[0.10, 0.60], [0.10, 0.775], [0.10, 0.775], [0.30, 0.999], [0.775, 0.275]])
     height = np.array([[0.50, 0.50], [0.50, 0.60], [-0.2, -0.1], [0.03, 0.05], [0.04, 0.00]])
     wanted = [[0.0, 0.06 * np.sin(np.pi * 0.05 / 0.45)], [0.0, 0.06], [0.0, 0.06],
               [0.0, 0.06 * np.sin(np.pi * 0.449 / 0.45)], [0.06, 0.0]]
     clearance = [[0.0, 0.0], [0.0, 0.10], [0.0, 0.10], [0.0, 0.02], [0.04, 0.0]]
-    by_hand = [sum(np.exp(-((c - w) / 0.03) ** 2) for c, w in zip(cs, ws))
-               for cs, ws in zip(clearance, wanted)]
+    by_hand = [sum(np.exp(-((c - w) / 0.03) ** 2) * (p >= 0.55) for c, w, p in zip(cs, ws, ps))
+               for cs, ws, ps in zip(clearance, wanted, phase)]
     section = Section({"feet_swing_height": {"weight": 2.0, "apex": 0.06, "width": 0.03}},
                       "task.yaml", "rewards.g1")
     terms = parse_rewards(section, g1)
@@ -68,25 +68,25 @@ def test_feet_swing_height_pays_each_foot_by_its_distance_from_the_swing_traject
 
 
 def test_gait_joint_reference_pays_the_legs_by_their_distance_from_the_stepping_pattern(g1):
-    """A leg's flexion is its flex joints' offsets from default projected on the shares (for
-    shares -0.5, 1, -0.5: (-0.5 hip + knee - 0.5 ankle) / 1.5); each leg is wanted bent by
-    apex x sin(pi x swing fraction) in its swing, 0 in stance, both measured against the legs'
+    """A leg's flexion is its flex joints' offsets from default projected on the shares (g1.yaml
+    gait.swing, shares -0.5, 1, -0.5: (-0.5 hip + knee - 0.5 ankle) / 1.5); each leg is wanted bent
+    by apex x sin(pi x swing fraction) in its swing, 0 in stance, both measured against the legs'
     mean, and the term pays exp(-sum of squared errors / width^2)."""
-    flex = {".*_hip_pitch_joint": -0.5, ".*_knee_joint": 1.0, ".*_ankle_pitch_joint": -0.5}
-    section = Section({"ref": {"term": "gait_joint_reference", "weight": 3.0, "apex": 0.4,
-                               "width": 0.2, "flex": flex}}, "task.yaml", "rewards.g1")
+    apex = g1.gait.swing.apex
+    section = Section({"ref": {"term": "gait_joint_reference", "weight": 3.0, "width": 0.2}},
+                      "task.yaml", "rewards.g1")
     terms = parse_rewards(section, g1)
     at = {n: g1.joint_names.index(n) for n in g1.joint_names}
     phase = np.array([[0.10, 0.60], [0.775, 0.275], [0.775, 0.275], [0.775, 0.275], [0.30, 0.80]])
     pose = np.tile(g1.default_pos, (5, 1))
-    pose[2, at["left_knee_joint"]] += 0.4                  # row 2: the left leg bent as wanted
-    pose[2, at["left_hip_pitch_joint"]] -= 0.2
-    pose[2, at["left_ankle_pitch_joint"]] -= 0.2
+    pose[2, at["left_knee_joint"]] += apex                 # row 2: the left leg bent as wanted
+    pose[2, at["left_hip_pitch_joint"]] -= apex / 2
+    pose[2, at["left_ankle_pitch_joint"]] -= apex / 2
     pose[3, [at["left_knee_joint"], at["right_knee_joint"]]] += 0.3     # row 3: both knees bent
     pose[4, at["right_hip_pitch_joint"]] += 0.3           # row 4: a right hip against the pattern
-    wanted = lambda s: 0.4 * np.sin(np.pi * s)            # noqa: E731  (s: swing fraction)
+    wanted = lambda s: apex * np.sin(np.pi * s)           # noqa: E731  (s: swing fraction)
     left_minus_right = [(0.0, -wanted(0.05 / 0.45)), (0.0, wanted(0.5)),
-                        ((0.4 + 0.1 + 0.1) / 1.5, wanted(0.5)), (0.0, wanted(0.5)),
+                        ((apex + apex / 4 + apex / 4) / 1.5, wanted(0.5)), (0.0, wanted(0.5)),
                         ((0.0 - (-0.5 * 0.3) / 1.5), -wanted(0.25 / 0.45))]
     # biped: each leg's error against the mean is half the left-right difference, twice over
     squared = [2 * ((f - b) / 2) ** 2 for f, b in left_minus_right]
@@ -99,26 +99,26 @@ def test_gait_joint_reference_pays_the_legs_by_their_distance_from_the_stepping_
 
 
 @pytest.mark.parametrize("row, message", [
-    ({"term": "gait_joint_reference", "weight": 1.0}, r"rewards.g1.ref.flex: term gait_joint_reference needs 'flex'"),
-    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {".*_knee_joint": 1.0, "left_hip_pitch_joint": -0.5}},
-     r"rewards.g1.ref.flex.left_hip_pitch_joint: must match one joint per foot \(left_ankle_roll_link, "
-     r"right_ankle_roll_link\); matches \['left_hip_pitch_joint'\]"),
-    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {".*_hip_.*": 1.0}},
-     r"rewards.g1.ref.flex..\*_hip_.\*: must match one joint per foot"),
-    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {}},
-     r"rewards.g1.ref.flex: needs at least one `joint regex: share` row"),
-    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {"(": 1.0}},
-     r"rewards.g1.ref.flex.\(: '\(' is not a regular expression"),
+    ({"term": "gait_joint_reference", "weight": 1.0, "apex": 0.4},
+     r"rewards.g1.ref.apex: term gait_joint_reference takes no 'apex' \(its parameters: width\)"),
+    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {".*_knee_joint": 1.0}},
+     r"rewards.g1.ref.flex: unknown key"),
+    ({"term": "gait_joint_reference", "weight": 1.0, "width": float("inf")}, r"rewards.g1.ref.width"),
     ({"term": "joint_deviation_l1", "weight": 1.0, "joints": "[a-"},
      r"rewards.g1.ref.joints: '\[a-' is not a regular expression"),
-    ({"term": "gait_joint_reference", "weight": 1.0, "flex": {".*_knee_joint": "bent"}},
-     r"rewards.g1.ref.flex..\*_knee_joint"),
-    ({"term": "gait_contact", "weight": 1.0, "flex": {".*_knee_joint": 1.0}},
-     r"rewards.g1.ref.flex: term gait_contact takes no 'flex' \(its parameters: none\)"),
 ])
 def test_bad_joint_reference_rows_are_refused_with_the_field_named(g1, row, message):
     with pytest.raises(ConfigError, match=message):
         parse_rewards(Section({"ref": row}, "task.yaml", "rewards.g1"), g1)
+
+
+def test_the_joint_reference_without_a_swing_pattern_in_the_spec_is_refused(g1):
+    from dataclasses import replace
+    no_swing = replace(g1, gait=replace(g1.gait, swing=None))
+    with pytest.raises(ConfigError, match=r"rewards.g1.ref: reward term gait_joint_reference follows "
+                                          r"the spec's swing pattern: g1's spec has no 'gait.swing'"):
+        parse_rewards(Section({"ref": {"term": "gait_joint_reference", "weight": 1.0}}, "task.yaml",
+                              "rewards.g1"), no_swing)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -145,7 +145,7 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     task = TaskRewards.load("velocity_flat", g1)
     path = RobotRewards(g1, task)
     j, layout = g1.num_joints, ObservationPipeline(g1).layout
-    base = {"action": np.zeros(j), "joint_target": g1.default_pos.copy(), "command": np.zeros(3),
+    base = {"action": np.zeros(j), "joint_target": np.full(j, np.nan), "command": np.zeros(3),
             "imu_gyro": np.zeros(3), "imu_quat": np.array([1.0, 0, 0, 0]), "joint_pos": g1.default_pos,
             "joint_vel": np.zeros(j), "joint_torque": np.zeros(j), "terminated": False,
             "truncated": False, "dropped": 0, "base_lin_vel": np.zeros(3),
@@ -164,29 +164,30 @@ def test_the_robot_path_leaves_the_reward_unknown_without_a_clock_it_can_read(g1
     # phase 0: left in stance (down, pays), right at 0.5 in stance too (down, pays); at angle 0.9
     # rad (phase 0.143, the clock 0.115 s, read as the tick at 0.12 s: phase 0.15) the right foot
     # is at 0.65, swing: down there does not pay gait_contact, and feet_swing_height, which wants
-    # it 8 cm x sin(pi (0.65 - 0.55) / 0.45) up, pays it exp(-(that / 5 cm)^2) instead of 1 (the
-    # default pose has both feet level)
+    # it 8 cm x sin(pi (0.65 - 0.55) / 0.45) up, pays it exp(-(that / 5 cm)^2) (the default pose
+    # has both feet level), where with both feet in stance it pays nothing
     weight = {t.term: t.weight * g1.policy_dt for t in task.terms}
     wanted = 0.08 * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
-    swing_loss = weight["feet_swing_height"] * (1.0 - np.exp(-(wanted / 0.05) ** 2))
+    swing_loss = -weight["feet_swing_height"] * np.exp(-(wanted / 0.05) ** 2)
     # and gait_joint_reference wants the right leg bent by apex x that same sine more than the
     # left (each off the legs' mean by half of it), which the default pose is not
     reference = next(t.params for t in task.terms if t.term == "gait_joint_reference")
-    bend = reference["apex"] * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
+    bend = g1.gait.swing.apex * np.sin(np.pi * (0.12 / 0.8 + 0.5 - 0.55) / 0.45)
     reference_loss = weight["gait_joint_reference"] * (1.0 - np.exp(-bend ** 2 / 2 / reference["width"] ** 2))
     assert rewards["both_in_stance"] - rewards["right_in_swing"] == pytest.approx(
         weight["gait_contact"] + swing_loss + reference_loss, rel=1e-6)
 
 
 def test_the_gait_tally_scores_a_robot_standing_on_both_feet_by_the_clock_alone(g1):
-    """A G1 standing on both feet (zero actions, the ticks of its first 40 that it stands on both,
-    before it tips; it lands from its spawn height first) matches the clock exactly where a foot's
-    phase is in stance: t x 0.02 / 0.8 for the left foot, half a cycle on for the right (tick 22
-    is the first of the left foot's swing exactly); never on one foot."""
+    """A G1 standing on both feet (zero actions without the swing feed-forward, the ticks of its
+    first 40 that it stands on both, before it tips; it lands from its spawn height first) matches
+    the clock exactly where a foot's phase is in stance: t x 0.02 / 0.8 for the left foot, half a
+    cycle on for the right (tick 22 is the first of the left foot's swing exactly); never on one foot."""
+    from g1_policy import without_feedforward
     from training.envs.velocity import TaskConfig, VelocityEnv
     from training.runner import GaitTally
 
-    spec = RobotSpec.load("g1")
+    spec = without_feedforward(RobotSpec.load("g1"))
     env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 1, randomize=False, obs_noise=False)
     env.reset(seed=0, stagger=False)
     tally, by_hand = GaitTally(1), []

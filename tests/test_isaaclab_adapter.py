@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from g1_policy import without_feedforward
+
 from deploy.config import ConfigError
 from deploy.spec import RobotSpec
 from tests.isaaclab_standin import ActionTerm, JointPositionActionCfg, ManagerBasedRLEnv
@@ -88,8 +90,17 @@ def test_task_ids_per_robot_and_major_version():
         task_id(spec, "stairs", "3")
 
 
-def test_parity_report_reads_the_articulation_and_the_policy_group():
+def test_a_spec_whose_swing_pattern_is_a_feed_forward_is_refused_naming_the_field():
+    """The G1's spec adds its swing pattern to the targets (gait.swing.feedforward); IsaacLab's joint
+    position action would not, so the policy would be trained for another robot."""
     spec = RobotSpec.load("g1", check_mjcf=False)
+    with pytest.raises(ConfigError, match=r"g1.yaml: gait.swing.feedforward: IsaacLab task for g1: "
+                                          r"IsaacLab's joint position action adds no swing pattern"):
+        IsaacLabVecEnv(with_pre_reset_obs(ManagerBasedRLEnv)(spec), spec)
+
+
+def test_parity_report_reads_the_articulation_and_the_policy_group():
+    spec = without_feedforward(RobotSpec.load("g1", check_mjcf=False))
     env = IsaacLabVecEnv(with_pre_reset_obs(ManagerBasedRLEnv)(spec), spec)
     report = parity_report(env, "Isaac-Velocity-Flat-G1", "3.0.0")
     assert report["joint_names"] == spec.joint_names and len(report["joint_names"]) == 29

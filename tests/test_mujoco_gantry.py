@@ -85,6 +85,17 @@ def test_sac2real_runs_lockstep_loop_keeps_the_g1_up_through_stand_into_policy(g
     backend.close()
 
 
+def _stand_then_policy(ctrl: Controller, backend: MujocoBackend, seconds: float) -> None:
+    """STAND up, POLICY as soon as standing is done, `seconds` more; it must still be in POLICY."""
+    ctrl.request_stand()
+    for _ in range(int((ctrl._stand_T + seconds) / ctrl.spec.policy_dt)):
+        ctrl.tick()
+        if ctrl.mode is Mode.STAND and ctrl.last_request.get("request") == "stand":
+            ctrl.request_policy()
+        backend.advance()
+    assert ctrl.mode is Mode.POLICY, ctrl.transitions
+
+
 def test_the_gait_clock_starts_with_each_policy_episode_and_runs_in_ticks(g1, g1_bundle):
     """The G1 policy sees its gait clock (configs/robots/g1.yaml gait) as in training: 0 on the
     first POLICY tick (an episode's first observation) and one policy period further each tick;
@@ -102,13 +113,7 @@ def test_the_gait_clock_starts_with_each_policy_episode_and_runs_in_ticks(g1, g1
 
     ctrl.on_tick = record
     for episode in (1, 2):
-        ctrl.request_stand()
-        for _ in range(int((ctrl._stand_T + 1.0) / g1.policy_dt)):
-            ctrl.tick()
-            if ctrl.mode is Mode.STAND and ctrl.last_request.get("request") == "stand":
-                ctrl.request_policy()
-            backend.advance()
-        assert ctrl.mode is Mode.POLICY, ctrl.transitions
+        _stand_then_policy(ctrl, backend, 1.0)
         ctrl.request_stand()                    # POLICY -> STAND, then the next episode
         ctrl.tick()
         backend.advance()
@@ -119,4 +124,34 @@ def test_the_gait_clock_starts_with_each_policy_episode_and_runs_in_ticks(g1, g1
         for _, tick, sin, cos in rows:
             angle = 2 * np.pi * (tick - first) * g1.policy_dt / g1.gait.period
             assert (sin, cos) == pytest.approx((np.sin(angle), np.cos(angle)), abs=1e-6)
+    backend.close()
+
+
+def test_the_policy_targets_carry_the_swing_feed_forward_of_the_next_tick(g1, g1_bundle):
+    """What the Controller sends in POLICY after the blend-in is the action map's target for the
+    policy's action at the gait clock one tick on (the end of the action's tick), as the training
+    env's are: the spec's swing pattern added (gait.swing.feedforward), the knee swinging by its
+    full apex over a cycle. Ticks where the safety filter clamped a target (a wrist's torque) are
+    left out."""
+    backend = _exact(g1)
+    ctrl = Controller(g1, backend, g1_bundle, clock=backend.clock)
+    release_after_blend_in(ctrl, backend)
+    knee = g1.joint_names.index("left_knee_joint")
+    checked = []
+
+    def record(c) -> None:
+        blended = c._now - c._blend_t0 >= c.config.controller.blend_in_s
+        if c.mode is Mode.POLICY and c._prev_action is not None and blended:
+            clock = np.array([(c._tick - c._policy_tick0 + 1) * g1.policy_dt])
+            want = c.action_map.joint_targets(np.asarray(c._prev_action, np.float64)[None], clock)[0]
+            ff = g1.gait.joint_offsets(clock, g1.num_joints)[0]
+            checked.append((c._tick, np.abs(c._last_target - want).max(), ff[knee]))
+
+    ctrl.on_tick = record
+    _stand_then_policy(ctrl, backend, 3.5)
+    clamped = {e.tick for e in ctrl.safety.events}
+    assert all(not e.fatal for e in ctrl.safety.events), ctrl.safety.events
+    tick, error, knee_ff = np.array([row for row in checked if row[0] not in clamped]).T
+    assert len(tick) > 50 and error.max() < 1e-6
+    assert knee_ff.min() == 0.0 and knee_ff.max() > 0.95 * g1.gait.swing.apex
     backend.close()

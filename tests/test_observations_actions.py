@@ -193,3 +193,27 @@ def test_joint_targets_reach_the_soft_limits_exactly_at_the_bounds_and_clamp_bey
     assert np.allclose(amap.joint_targets(np.zeros(12)), spec.default_pos)
     wild = amap.joint_targets(np.full((5, 12), 1e3))
     assert np.allclose(wild, spec.soft_upper)
+
+
+def test_a_feed_forward_spec_adds_its_swing_pattern_at_the_given_clock():
+    """The G1's spec (gait.swing.feedforward) adds each leg's half-sine bend to the targets: at the
+    clock where the left foot is mid-swing (phase 0.775 of 0.8 s) the left knee gets apex, its hip
+    and ankle pitch -apex/2 each, the right leg (in stance) nothing; no clock is refused."""
+    spec = RobotSpec.load("g1", check_mjcf=False)
+    amap = ActionMap(spec)
+    apex, period = spec.gait.swing.apex, spec.gait.period
+    action = np.random.default_rng(0).uniform(-0.3, 0.3, (3, spec.num_joints))
+    clock = np.array([0.0, 0.775 * period, 0.275 * period])
+    by_hand = np.tile(spec.default_pos, (3, 1)) + spec.action_scale * action
+    at = spec.joint_names.index
+    for row, side in ((1, "left"), (2, "right")):
+        by_hand[row, at(f"{side}_knee_joint")] += apex
+        by_hand[row, at(f"{side}_hip_pitch_joint")] -= apex / 2
+        by_hand[row, at(f"{side}_ankle_pitch_joint")] -= apex / 2
+    by_hand = np.clip(by_hand, spec.soft_lower, spec.soft_upper)
+    np.testing.assert_allclose(amap.joint_targets(action, clock), by_hand, atol=1e-12)
+    with pytest.raises(ValueError, match="g1's spec adds its swing pattern .* needs the gait clock"):
+        amap.joint_targets(action)
+    go2 = ActionMap(RobotSpec.load("go2", check_mjcf=False))
+    assert np.array_equal(go2.joint_targets(np.zeros((1, 12)), np.array([0.3])),
+                          go2.joint_targets(np.zeros((1, 12))))

@@ -20,7 +20,8 @@ from training.envs.velocity import TaskConfig, VelocityEnv  # noqa: E402
 
 def _logged(env: VelocityEnv, action: np.ndarray, next_obs: np.ndarray) -> dict:
     """What a MuJoCo-backed robot logs for env 0's step, with joint_acc as a simulator can hand it."""
-    return {**simulated_fields(env.world, env.spec, action, env.command[0], next_obs=next_obs),
+    return {**simulated_fields(env.world, env.spec, action, env.command[0], next_obs=next_obs,
+                               clock=float(env.clock[0])),
             "joint_acc": env.world.joint_acc[0]}
 
 
@@ -35,7 +36,11 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
     rng = np.random.default_rng(0)
     compared = 0
     for _ in range(40):
-        action = rng.uniform(amap.low, amap.high) * 0.3       # inside the bounds: no clamp
+        action = rng.uniform(amap.low, amap.high) * 0.3       # inside the bounds: no clamp,
+        if spec.swing_feedforward:                            # with the swing feed-forward too
+            room = amap.joint_targets(np.zeros((1, spec.num_joints)), env.clock + spec.policy_dt)[0]
+            action = np.clip(action, (spec.soft_lower - room) / amap.scale * 0.99,
+                             (spec.soft_upper - room) / amap.scale * 0.99)
         r = env.step(action[None])
         if r.terminated[0] or r.truncated[0]:
             break                      # the env has reset: its state is the next episode's

@@ -199,3 +199,53 @@ def test_the_gait_phase_term_without_a_gait_clock_is_refused(tmp_path):
     data["observations"].append({"term": "gait_phase"})
     with pytest.raises(ConfigError, match=r"observations: term gait_phase needs a 'gait' section"):
         _load(tmp_path, data, check_mjcf=False)
+
+
+def _go2_swing(tmp_path: Path, swing: dict) -> dict:
+    data = _go2(tmp_path)
+    data["gait"] = {"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.5, "swing": swing}
+    return data
+
+
+GO2_FLEX = {".*_thigh_joint": 0.5, ".*_calf_joint": -1.0}
+
+
+def test_a_swing_pattern_is_read_per_foot_and_changes_the_hash(tmp_path):
+    """Each flex regex is split over the feet by name (FL_calf_joint belongs to FL_foot); the pattern
+    is part of the policy contract, so it changes the hash, and a clock without one keeps its own."""
+    data = _go2(tmp_path)
+    data["gait"] = {"period": 0.5, "offsets": [0.0, 0.5, 0.5, 0.0], "stance": 0.5}
+    clock_only = _load(tmp_path, data, check_mjcf=False)
+    assert clock_only.gait.swing is None and not clock_only.swing_feedforward
+    spec = _load(tmp_path, _go2_swing(tmp_path, {"apex": 0.4, "flex": GO2_FLEX}), check_mjcf=False)
+    swing = spec.gait.swing
+    assert spec.hash != clock_only.hash and not spec.swing_feedforward
+    for j, f, share in zip(swing.joints, swing.feet, swing.shares):
+        name = spec.joint_names[j]
+        assert spec.foot_bodies[f].split("_")[0] == name.split("_")[0]
+        assert share == (0.5 if "thigh" in name else -1.0)
+    assert sorted(swing.joints) == sorted(spec.joints_matching(".*_(thigh|calf)_joint"))
+    ff = _load(tmp_path, _go2_swing(tmp_path, {"apex": 0.4, "flex": GO2_FLEX, "feedforward": True}),
+               check_mjcf=False)
+    assert ff.swing_feedforward and ff.hash != spec.hash
+
+
+@pytest.mark.parametrize("swing, where, why", [
+    ({"flex": GO2_FLEX}, "gait.swing.apex", "required"),
+    ({"apex": 0.0, "flex": GO2_FLEX}, "gait.swing.apex", "outside the allowed range"),
+    ({"apex": float("inf"), "flex": GO2_FLEX}, "gait.swing.apex", ""),
+    ({"apex": 0.4, "flex": {}}, "gait.swing.flex", "needs at least one"),
+    ({"apex": 0.4, "flex": {"FL_calf_joint": 1.0}}, "gait.swing.flex.FL_calf_joint",
+     "must match one joint per foot"),
+    ({"apex": 0.4, "flex": {"(": 1.0}}, "gait.swing.flex.(", "not a regular expression"),
+    ({"apex": 0.4, "flex": {".*_calf_joint": float("nan")}}, "gait.swing.flex..*_calf_joint", ""),
+    ({"apex": 0.4, "flex": {".*_calf_joint": 1.0, ".*_c.*_joint": 1.0}}, "gait.swing.flex",
+     "more than one regex"),
+    ({"apex": 0.4, "flex": GO2_FLEX, "feedforward": "yes"}, "gait.swing.feedforward", ""),
+    ({"apex": 0.4, "flex": GO2_FLEX, "gain": 1.0}, "gait.swing.gain", "unknown key"),
+], ids=["apex_missing", "apex_zero", "apex_inf", "flex_empty", "flex_one_foot", "flex_bad_regex",
+        "share_nan", "joint_twice", "feedforward_not_bool", "unknown_key"])
+def test_a_bad_swing_pattern_is_refused_naming_the_field(tmp_path, swing, where, why):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, _go2_swing(tmp_path, swing), check_mjcf=False)
+    assert "robot.yaml" in str(err.value) and where in str(err.value) and why in str(err.value)

@@ -363,3 +363,32 @@ def test_a_go2_sitting_on_its_rear_thighs_is_a_fall():
     result = env.step((pose - spec.default_pos) / spec.action_scale)
     assert result.terminated.tolist() == [True, False]
     env.close()
+
+
+def test_a_g1_joint_pushed_past_its_hard_limit_is_a_fall_and_the_robots_fault():
+    """MuJoCo's joint limits give: a G1 joint more than termination.joint_limit_tolerance (0.03 rad)
+    past its stop ends the episode, as the safety supervisor faults the robot there by default; one
+    0.02 rad past it does not. In the env: an ankle roll started 0.3 rad past its stop ends the
+    episode at the first tick, which it does not without the rule; a robot beside it stands."""
+    from deploy.deploy_config import DeployConfig
+
+    spec = RobotSpec.load("g1")
+    assert DeployConfig.load(spec).safety.hard_limit_tolerance == spec.termination.joint_limit_tolerance
+    roll = spec.joint_names.index("right_ankle_roll_joint")
+    pose = np.tile(spec.default_pos, (3, 1))
+    pose[0, roll] = spec.hard_upper[roll] + 0.04
+    pose[1, roll] = spec.hard_upper[roll] + 0.02
+    assert spec.beyond_joint_limits(pose).tolist() == [True, False, False]
+    pose[0, roll] = spec.hard_lower[roll] - 0.04
+    assert spec.beyond_joint_limits(pose).tolist() == [True, False, False]
+    pose = np.tile(spec.default_pos, (2, 1))
+    pose[0, roll] = spec.hard_upper[roll] + 0.3
+    without_rule = dataclasses.replace(spec, termination=dataclasses.replace(
+        spec.termination, joint_limit_tolerance=None))
+    for robot, ends in ((spec, [True, False]), (without_rule, [False, False])):
+        env = VelocityEnv(robot, TaskConfig.load("velocity_flat", robot), 2, seed=0, randomize=False,
+                          obs_noise=False)
+        env.reset(seed=0, stagger=False)
+        env.world.reset(np.arange(2), joint_pos=pose)
+        assert env.step(np.zeros((2, spec.num_joints))).terminated.tolist() == ends
+        env.close()

@@ -63,7 +63,7 @@ def _roll(spec: RobotSpec, bundle, episodes: list[Episode], world: SimWorld) -> 
         _push_due(world, episodes, pushed, t)
         obs = pipeline.compute(world.read_state(), command, action, rng, clock=np.full(n, t))
         action = np.asarray(bundle.act(obs), dtype=np.float64)
-        target = action_map.joint_targets(action)
+        target = action_map.joint_targets(action, np.full(n, t + dt))
         world.set_targets(target)
         world.step(spec.decimation)
         st = world.read_state()
@@ -71,7 +71,7 @@ def _roll(spec: RobotSpec, bundle, episodes: list[Episode], world: SimWorld) -> 
         height = world.base_pos[:, 2]
         cos_tilt = 1.0 - 2.0 * (st.base_quat[:, 1] ** 2 + st.base_quat[:, 2] ** 2)
         fell = fall | (cos_tilt < math.cos(spec.termination.max_tilt)) \
-            | (height < spec.termination.min_base_height)
+            | (height < spec.termination.min_base_height) | spec.beyond_joint_limits(st.joint_pos)
         for i in np.flatnonzero(alive):
             for key, value in (("t_policy", t + dt), ("command", command[i]),
                                ("lin_vel", st.base_lin_vel[i]), ("ang_vel", st.base_ang_vel[i]),

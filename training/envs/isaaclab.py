@@ -115,6 +115,9 @@ class IsaacLabVecEnv:
 def check_contract(env, spec: RobotSpec) -> None:
     """Joint order, action scale and observation layout must be the spec's, or nothing trains."""
     where = f"IsaacLab task for {spec.name}"
+    if spec.swing_feedforward:
+        raise ConfigError(spec.source, "gait.swing.feedforward", f"{where}: IsaacLab's joint position "
+                          "action adds no swing pattern to the policy's; train this spec on MuJoCo")
     names = list(env.scene[ROBOT].data.joint_names)
     if names != spec.joint_names:
         diff = next((i for i, (a, b) in enumerate(zip(names, spec.joint_names)) if a != b), len(names))

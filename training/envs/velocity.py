@@ -142,7 +142,7 @@ class VelocityEnv:
         spec = self.spec
         actions = np.array(actions, dtype=np.float64)   # a copy: load_state_dict writes into it
         self.last_action, self.action = self.action, actions
-        self.world.set_targets(self.action_map.joint_targets(actions))
+        self.world.set_targets(self.action_map.joint_targets(actions, self.clock + spec.policy_dt))
         self.world.step(spec.decimation)
         self.episode_step += 1
 
@@ -151,7 +151,8 @@ class VelocityEnv:
         gravity = projected_gravity(state.base_quat)
         tilt = np.arccos(np.clip(-gravity[:, 2], -1.0, 1.0))
         terminated = contact_term | (tilt > spec.termination.max_tilt) \
-            | (self.world.base_pos[:, 2] < spec.termination.min_base_height)
+            | (self.world.base_pos[:, 2] < spec.termination.min_base_height) \
+            | spec.beyond_joint_limits(state.joint_pos)
         truncated = (self.episode_step >= self.max_steps) & ~terminated
 
         first_contact, last_air, self.air_time, self.contact_time = foot_timers(
