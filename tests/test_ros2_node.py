@@ -241,28 +241,32 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
     assert node.proc.returncode == 0, node.output()
 
 
-def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy():
-    """Needs a policy that walks: SAC2REAL_GATE_BUNDLE, else the registry's current Go2 bundle."""
+@pytest.mark.parametrize("robot", ["go2", "g1"])
+def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot):
+    """Needs a policy that walks: SAC2REAL_GATE_BUNDLE (a Go2's), else the registry's current bundle
+    of the robot (the G1 stands up hanging from its gantry and is let go after the blend-in)."""
     from deploy.registry import PolicyRegistry, RegistryError
 
-    ref = os.environ.get("SAC2REAL_GATE_BUNDLE")
+    ref = os.environ.get("SAC2REAL_GATE_BUNDLE") if robot == "go2" else None
     if not ref:
         try:
-            current = PolicyRegistry().current("go2")
+            current = PolicyRegistry().current(robot)
         except RegistryError as exc:
             current = None
             print(f"registry: {exc}")
         ref = str(current) if current else None
     if not ref:
-        reason = ("no walking Go2 policy: set SAC2REAL_GATE_BUNDLE or promote one "
-                  "(sac2real models promote ID); the forward-motion check waits for it")
+        reason = (f"no walking {robot} policy: promote one (sac2real models promote ID)"
+                  f"{' or set SAC2REAL_GATE_BUNDLE' if robot == 'go2' else ''}; the forward-motion "
+                  f"check waits for it")
         print(reason)
         pytest.skip(reason)
-    node = _go2_on_mujoco(ref, "allow_external_bundles:=true")     # $SAC2REAL_GATE_BUNDLE: any folder
+    node = _node_process(f"robot:={robot}", "backend:=mujoco", f"policy:={ref}", "diagnostics_rate_hz:=10.0",
+                         "limits.max_state_age_s:=0.5", "allow_external_bundles:=true")
     client = Client()
     try:
         client.start_robot()
-        client.wait(lambda c: c["mode"] == "POLICY", 20, "POLICY")
+        client.wait(lambda c: c["mode"] == "POLICY", 30, "POLICY")
         x0 = float(client.controller()["base_pos"].split(",")[0])
         end = time.monotonic() + 5.0
         while time.monotonic() < end:
