@@ -319,6 +319,15 @@ class RobotSpec:
         rx = re.compile(pattern)
         return [i for i, n in enumerate(self.joint_names) if rx.fullmatch(n)]
 
+    def fallen(self, contact: np.ndarray, up_z: np.ndarray, base_height: np.ndarray,
+               joint_pos: np.ndarray) -> np.ndarray:
+        """(N,) bool: the termination's fall, one rule for the training env and sim2sim's reference
+        rollouts: a termination contact, the base tilted past max_tilt (`up_z`, the world z of its
+        z axis, below cos max_tilt), the base below min_base_height, or a joint beyond its limits."""
+        t = self.termination
+        return np.asarray(contact, dtype=bool) | (up_z < math.cos(t.max_tilt)) \
+            | (base_height < t.min_base_height) | self.beyond_joint_limits(joint_pos)
+
     def beyond_joint_limits(self, joint_pos: np.ndarray) -> np.ndarray:
         """(N,) bool: a joint of `joint_pos` (N, J) beyond its hard limits by more than the
         termination's joint_limit_tolerance (never, without one)."""

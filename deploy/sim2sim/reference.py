@@ -18,8 +18,6 @@ policy drives from t = 0 (the deployment path starts from PASSIVE, stands and bl
 statistics' window in behaviour.py skips that)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from deploy.action_map import ActionMap
@@ -70,8 +68,7 @@ def _roll(spec: RobotSpec, bundle, episodes: list[Episode], world: SimWorld) -> 
         fall, _, feet = world.contacts()
         height = world.base_pos[:, 2]
         cos_tilt = 1.0 - 2.0 * (st.base_quat[:, 1] ** 2 + st.base_quat[:, 2] ** 2)
-        fell = fall | (cos_tilt < math.cos(spec.termination.max_tilt)) \
-            | (height < spec.termination.min_base_height) | spec.beyond_joint_limits(st.joint_pos)
+        fell = spec.fallen(fall, cos_tilt, height, st.joint_pos)
         for i in np.flatnonzero(alive):
             for key, value in (("t_policy", t + dt), ("command", command[i]),
                                ("lin_vel", st.base_lin_vel[i]), ("ang_vel", st.base_ang_vel[i]),

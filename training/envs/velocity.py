@@ -149,10 +149,7 @@ class VelocityEnv:
         state = self.world.read_state()
         contact_term, penalized, feet = self.world.contacts()
         gravity = projected_gravity(state.base_quat)
-        tilt = np.arccos(np.clip(-gravity[:, 2], -1.0, 1.0))
-        terminated = contact_term | (tilt > spec.termination.max_tilt) \
-            | (self.world.base_pos[:, 2] < spec.termination.min_base_height) \
-            | spec.beyond_joint_limits(state.joint_pos)
+        terminated = spec.fallen(contact_term, -gravity[:, 2], self.world.base_pos[:, 2], state.joint_pos)
         truncated = (self.episode_step >= self.max_steps) & ~terminated
 
         first_contact, last_air, self.air_time, self.contact_time = foot_timers(
