@@ -324,9 +324,15 @@ class RobotSpec:
         """(N,) bool: the termination's fall, one rule for the training env and sim2sim's reference
         rollouts: a termination contact, the base tilted past max_tilt (`up_z`, the world z of its
         z axis, below cos max_tilt), the base below min_base_height, or a joint beyond its limits."""
+        return self.toppled(contact, up_z, base_height) | self.beyond_joint_limits(joint_pos)
+
+    def toppled(self, contact: np.ndarray, up_z: np.ndarray, base_height: np.ndarray) -> np.ndarray:
+        """(N,) bool: the fall less its joint-limit rule, for the gate, where the Controller's
+        safety supervisor faults on joints beyond their limits (at the same tolerance by default)
+        and the gate reports that as the fault it is."""
         t = self.termination
-        return np.asarray(contact, dtype=bool) | (up_z < math.cos(t.max_tilt)) \
-            | (base_height < t.min_base_height) | self.beyond_joint_limits(joint_pos)
+        return np.asarray(contact, dtype=bool) | (np.asarray(up_z) < math.cos(t.max_tilt)) \
+            | (np.asarray(base_height) < t.min_base_height)
 
     def beyond_joint_limits(self, joint_pos: np.ndarray) -> np.ndarray:
         """(N,) bool: a joint of `joint_pos` (N, J) beyond its hard limits by more than the

@@ -392,3 +392,22 @@ def test_a_g1_joint_pushed_past_its_hard_limit_is_a_fall_and_the_robots_fault():
         env.world.reset(np.arange(2), joint_pos=pose)
         assert env.step(np.zeros((2, spec.num_joints))).terminated.tolist() == ends
         env.close()
+
+
+def test_the_fall_rule_is_the_gates_toppled_rule_plus_joint_limits():
+    """Each rule of RobotSpec.fallen on its own row: a termination contact, a tilt just past
+    max_tilt, a base just below min_base_height, a joint past its tolerance; the gate's `toppled`
+    (the Controller faults on the joint) sees the first three only, and neither sees an upright
+    robot just inside every bound."""
+    spec = RobotSpec.load("g1")
+    t = spec.termination
+    contact = np.array([True, False, False, False, False])
+    up_z = np.full(5, 1.0)
+    up_z[1] = np.cos(t.max_tilt) - 1e-3
+    up_z[4] = np.cos(t.max_tilt) + 1e-3
+    height = np.full(5, t.min_base_height + 1e-3)
+    height[2] = t.min_base_height - 1e-3
+    pose = np.tile(spec.default_pos, (5, 1))
+    pose[3, 0] = spec.hard_lower[0] - t.joint_limit_tolerance - 1e-3
+    assert spec.fallen(contact, up_z, height, pose).tolist() == [True, True, True, True, False]
+    assert spec.toppled(contact, up_z, height).tolist() == [True, True, True, False, False]
