@@ -161,12 +161,21 @@ class ObservationLayout:
         return hashlib.sha256(json.dumps(self.to_list(), sort_keys=True).encode()).hexdigest()
 
 
+def appended(first: ObservationLayout, second: ObservationLayout) -> ObservationLayout:
+    """`second`'s entries after `first`'s: the critic's layout, the policy's and then its own."""
+    moved = tuple(LayoutEntry(e.name, e.dim, e.offset + first.dim, e.scale, e.clip)
+                  for e in second.entries)
+    return ObservationLayout(first.entries + moved)
+
+
 class ObservationPipeline:
     """Builds the policy observation from a RobotState, identically everywhere."""
 
-    def __init__(self, spec: RobotSpec, height_scan: bool = False):
+    def __init__(self, spec: RobotSpec, height_scan: bool = False,
+                 terms: tuple[ObsTermSpec, ...] | None = None):
+        """`terms`: another list than the spec's policy observations (the critic's extra terms)."""
         self.spec = spec
-        terms = list(spec.observations)
+        terms = list(spec.observations if terms is None else terms)
         if height_scan:
             hs = spec.height_scan
             terms.append(ObsTermSpec("height_scan", scale=1.0, clip=hs.clip, noise=hs.noise))

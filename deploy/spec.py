@@ -205,6 +205,9 @@ class RobotSpec:
     stand_gantry: bool = False   # cannot balance on PD at the STAND gains: simulators hang it until
                                  # the policy has taken over (deploy.sim_world.SimWorld.set_gantry)
     gait: GaitSpec | None = None
+    # terms only the critic sees, exact (an asymmetric critic): what the robot cannot measure but
+    # the reward depends on, e.g. base_lin_vel for a policy whose layout leaves it out
+    critic_observations: tuple[ObsTermSpec, ...] = ()
     hash: str = field(default="", compare=False)
 
     # ---- loading -------------------------------------------------------------------------
@@ -374,7 +377,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _parse(root: Section, path: Path) -> RobotSpec:
     root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
-                "height_scan", "commands", "termination"], ["stand", "gait"])
+                "height_scan", "commands", "termination"], ["stand", "gait", "critic_observations"])
     stand = root.sub("stand", {})
     stand.allow([], ["kp_scale", "kd_scale", "gantry"])
     hw = root.sub("hardware")
@@ -420,6 +423,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         stand_kd_scale=stand.number("kd_scale", 1.0, low=0.1, high=20.0),
         stand_gantry=stand.get("gantry", bool, False),
         gait=_parse_gait(root, len(_names(bodies, "feet"))),
+        critic_observations=_parse_critic_observations(root),
     )
     _check_defaults_inside_soft_limits(spec, root)
     _check_gait_terms(spec, root)
@@ -440,6 +444,8 @@ def _hashed_content(spec: RobotSpec) -> dict:
         d["gait"].pop("swing")
     if d["termination"]["joint_limit_tolerance"] is None:     # so does one without this rule
         d["termination"].pop("joint_limit_tolerance")
+    if not d["critic_observations"]:                          # and one without critic terms
+        d.pop("critic_observations")
     return d
 
 
@@ -524,6 +530,29 @@ def _parse_observations(root: Section) -> tuple[ObsTermSpec, ...]:
     return tuple(terms)
 
 
+def _parse_critic_observations(root: Section) -> tuple[ObsTermSpec, ...]:
+    """The critic's extra terms: exact values (no noise: the critic is never run on the robot's
+    sensors alone), none the policy sees already."""
+    from deploy.observations import TERMS
+    if "critic_observations" not in root.data:
+        return ()
+    policy = {t.term for t in _parse_observations(root)}
+    allowed = sorted(set(TERMS) - policy - {"height_scan"})
+    terms = []
+    for row in root.items("critic_observations"):
+        row.allow(["term"], ["scale", "clip"])
+        name = row.choice("term", allowed)
+        if any(t.term == name for t in terms):
+            raise row.error("term", f"critic observation term '{name}' is listed twice")
+        terms.append(ObsTermSpec(term=name,
+                                 scale=row.number("scale", 1.0, low=0.0, high=1e3, open_low=True),
+                                 clip=row.number("clip", None, low=0.0, high=1e3, open_low=True)))
+    if not terms:
+        raise root.error("critic_observations", "an empty list; leave the key out for a critic "
+                         "that sees the policy's observation only")
+    return tuple(terms)
+
+
 def _parse_gait(root: Section, feet: int) -> GaitSpec | None:
     if "gait" not in root.data:
         return None
@@ -572,6 +601,9 @@ def _with_swing(spec: RobotSpec, root: Section) -> RobotSpec:
 
 def _check_gait_terms(spec: RobotSpec, root: Section) -> None:
     """The clock's observation term needs the clock's definition."""
+    if spec.gait is None and any(t.term == "gait_phase" for t in spec.critic_observations):
+        raise root.error("critic_observations", "term gait_phase needs a 'gait' section (period, "
+                         "offsets, stance) in this robot's spec")
     if spec.gait is None and any(t.term == "gait_phase" for t in spec.observations):
         raise root.error("observations", "term gait_phase needs a 'gait' section (period, "
                          "offsets, stance) in this robot's spec")

@@ -2,6 +2,7 @@
 (tests/isaaclab_standin.py; IsaacLab cannot run here: no GPU, no Isaac Sim)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -99,8 +100,18 @@ def test_a_spec_whose_swing_pattern_is_a_feed_forward_is_refused_naming_the_fiel
         IsaacLabVecEnv(with_pre_reset_obs(ManagerBasedRLEnv)(spec), spec)
 
 
-def test_parity_report_reads_the_articulation_and_the_policy_group():
+def test_a_spec_with_critic_observations_is_refused_naming_the_field():
+    """The G1's critic reads base_lin_vel besides the policy's observation (critic_observations);
+    this adapter hands the critic IsaacLab's policy group only."""
     spec = without_feedforward(RobotSpec.load("g1", check_mjcf=False))
+    with pytest.raises(ConfigError, match=r"g1.yaml: critic_observations: IsaacLab task for g1: "
+                                          r"this adapter hands the critic IsaacLab's policy group"):
+        IsaacLabVecEnv(with_pre_reset_obs(ManagerBasedRLEnv)(spec), spec)
+
+
+def test_parity_report_reads_the_articulation_and_the_policy_group():
+    spec = dataclasses.replace(without_feedforward(RobotSpec.load("g1", check_mjcf=False)),
+                               critic_observations=())
     env = IsaacLabVecEnv(with_pre_reset_obs(ManagerBasedRLEnv)(spec), spec)
     report = parity_report(env, "Isaac-Velocity-Flat-G1", "3.0.0")
     assert report["joint_names"] == spec.joint_names and len(report["joint_names"]) == 29

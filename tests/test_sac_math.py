@@ -26,11 +26,12 @@ OBSERVED = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -2.0], [2.5, 3.0, 0.0], [-
 SEED = 7
 
 
-def _agent(**over) -> SAC:
+def _agent(privileged: int = 0, **over) -> SAC:
+    """`privileged`: that many of the observation's last columns are the critic's alone."""
     torch.manual_seed(0)
     cfg = dict(actor_hidden=(8,), critic_hidden=(8, 8), init_alpha=0.3, init_std=0.5,
                max_grad_norm=1e4, target_entropy_scale=0.5, tau=0.2)
-    agent = SAC(3, LOW, HIGH, SACConfig(**{**cfg, **over}))
+    agent = SAC(3 - privileged, LOW, HIGH, SACConfig(**{**cfg, **over}), privileged)
     agent.observe(OBSERVED)
     with torch.no_grad():   # targets that differ from the online critics, members that differ
         for p in agent.critic.q_target.parameters():
@@ -54,7 +55,9 @@ def _batch() -> Batch:
 
 # ---- the reference -------------------------------------------------------------------------------
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean, var = OBSERVED.mean(0), OBSERVED.var(0, unbiased=False)
+    """Each column by the statistics of its own column of OBSERVED (a prefix of them: the actor's)."""
+    cols = x.shape[-1]
+    mean, var = OBSERVED.mean(0)[:cols], OBSERVED.var(0, unbiased=False)[:cols]
     return (x - mean) / torch.sqrt(var + 1e-2)
 
 
@@ -98,11 +101,12 @@ def _update(agent: SAC, batch: Batch) -> dict:
     return agent.update(batch)
 
 
-def _ref_critic_loss(before: SAC, batch: Batch) -> torch.Tensor:
+def _ref_critic_loss(before: SAC, batch: Batch, policy_cols: int = 3) -> torch.Tensor:
+    """The critic reads every column; the policy that draws a' only the first `policy_cols`."""
     eps_next, _ = _eps()
     alpha = math.exp(before.temperature.log_alpha.item())
     with torch.no_grad():
-        a_next, logp_next = _ref_policy(before.actor, batch.next_obs, eps_next)
+        a_next, logp_next = _ref_policy(before.actor, batch.next_obs[:, :policy_cols], eps_next)
         q_next = _ref_q(before.critic.q_target, batch.next_obs, a_next)
         y = batch.returns + batch.bootstrap * (torch.minimum(q_next[0], q_next[1]) - alpha * logp_next)
     q = _ref_q(before.critic.q, batch.obs, batch.actions)
@@ -131,6 +135,28 @@ def test_critic_loss_and_gradient_of_both_members_match_the_reference_target():
     _close(_grads(agent.critic.q.parameters()), list(want))
     for w in want:                      # both members get a gradient
         assert all(float(m.abs().sum()) > 0 for m in w)
+
+
+def test_an_asymmetric_critic_reads_the_privileged_column_and_the_actor_never_does():
+    """The spec's critic_observations: the last column is the critic's alone. The critic loss and
+    gradient match the reference with the critic on all three normalized columns and a' drawn from
+    the first two; changing the privileged column moves the critic's input, never an action."""
+    agent, batch = _agent(privileged=1), _batch()
+    before = copy.deepcopy(agent)
+    logs = _update(agent, batch)
+    loss = _ref_critic_loss(before, batch, policy_cols=2)
+    assert float(logs["loss/critic"]) == pytest.approx(loss.item(), rel=1e-5)
+    _close(_grads(agent.critic.q.parameters()),
+           list(torch.autograd.grad(loss, list(before.critic.q.parameters()))))
+    moved = batch.obs.clone()
+    moved[:, 2] += 5.0
+    for deterministic in (True, False):
+        torch.manual_seed(1)
+        a = agent.act(batch.obs, deterministic=deterministic)
+        torch.manual_seed(1)
+        assert torch.equal(a, agent.act(moved, deterministic=deterministic))
+    assert not torch.allclose(agent.critic_input(batch.obs), agent.critic_input(moved))
+    assert torch.allclose(agent.critic_input(batch.obs), _normalize(batch.obs))
 
 
 def test_actor_loss_climbs_the_minimum_of_the_updated_critics():

@@ -249,3 +249,36 @@ def test_a_bad_swing_pattern_is_refused_naming_the_field(tmp_path, swing, where,
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, _go2_swing(tmp_path, swing), check_mjcf=False)
     assert "robot.yaml" in str(err.value) and where in str(err.value) and why in str(err.value)
+
+
+def test_critic_observations_are_read_in_order_and_change_the_hash(tmp_path):
+    """The Go2 without them keeps its hash; with them the critic's terms are part of the contract a
+    checkpoint is checked against, and exact (no noise)."""
+    plain = _load(tmp_path, _go2(tmp_path), check_mjcf=False)
+    assert plain.critic_observations == () and plain.hash == RobotSpec.load("go2").hash
+    data = _go2(tmp_path)
+    data["observations"] = [t for t in data["observations"] if t["term"] != "base_lin_vel"]
+    data["critic_observations"] = [{"term": "base_lin_vel", "scale": 0.5}]
+    spec = _load(tmp_path, data, check_mjcf=False)
+    assert [(t.term, t.scale, t.noise) for t in spec.critic_observations] == [("base_lin_vel", 0.5, 0.0)]
+    data.pop("critic_observations")
+    assert spec.hash != _load(tmp_path, data, check_mjcf=False).hash
+
+
+@pytest.mark.parametrize("terms, where, why", [
+    ([{"term": "base_ang_vel"}], "critic_observations[0].term", "not one of"),
+    ([{"term": "height_scan"}], "critic_observations[0].term", "not one of"),
+    ([{"term": "base_velocity"}], "critic_observations[0].term", "not one of"),
+    ([{"term": "base_lin_vel"}, {"term": "base_lin_vel"}], "critic_observations[1].term", "twice"),
+    ([{"term": "base_lin_vel", "noise": 0.1}], "critic_observations[0].noise", "unknown key"),
+    ([{"term": "base_lin_vel", "scale": float("nan")}], "critic_observations[0].scale", ""),
+    ([], "critic_observations", "empty list"),
+    ({"term": "base_lin_vel"}, "critic_observations", ""),
+], ids=["policy_term", "height_scan", "unknown", "twice", "noise", "scale_nan", "empty", "not_a_list"])
+def test_bad_critic_observations_are_refused_naming_the_field(tmp_path, terms, where, why):
+    data = _go2(tmp_path)
+    data["observations"] = [t for t in data["observations"] if t["term"] != "base_lin_vel"]
+    data["critic_observations"] = terms
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, data, check_mjcf=False)
+    assert "robot.yaml" in str(err.value) and where in str(err.value) and why in str(err.value)

@@ -73,7 +73,7 @@ def test_a_mirrored_robot_sees_mirrored_observations_and_earns_the_same_reward(r
     spec = without_feedforward(RobotSpec.load(robot))
     env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 2, seed=0, threads=1,
                       randomize=False, obs_noise=False)
-    m = Mirror.build(spec, env.pipeline.layout)
+    m = Mirror.build(spec, env.critic_layout)      # the G1's critic sees base_lin_vel besides
     rng = np.random.default_rng(1)
     q0 = np.clip(spec.default_pos + rng.uniform(-0.15, 0.15, spec.num_joints), spec.soft_lower, spec.soft_upper)
     quat0 = np.array([0.98, 0.06, -0.05, 0.18])

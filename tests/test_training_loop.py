@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -411,3 +412,45 @@ def test_the_fall_rule_is_the_gates_toppled_rule_plus_joint_limits():
     pose[3, 0] = spec.hard_lower[0] - t.joint_limit_tolerance - 1e-3
     assert spec.fallen(contact, up_z, height, pose).tolist() == [True, True, True, True, False]
     assert spec.toppled(contact, up_z, height).tolist() == [True, True, True, False, False]
+
+
+def test_the_g1_critic_sees_its_exact_base_velocity_and_the_exported_policy_does_not(tmp_path):
+    """configs/robots/g1.yaml critic_observations: every observation the env hands the learner ends
+    with the true base velocity, exact while the policy's columns are noised (their pre-reset copies
+    too); a short run stores it, its checkpoint loads with a critic three inputs wider than the
+    actor, the exported bundle's observation is the policy's layout alone, and fine-tuning, whose
+    robot logs hold no such column, refuses the checkpoint."""
+    from training.export import export_checkpoint, load_agent
+
+    spec = RobotSpec.load("g1")
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 2, seed=0, threads=1)
+    policy = env.pipeline.dim
+    assert env.obs_dim == policy + 3 and env.critic_layout.names[-1] == "base_lin_vel"
+    env.reset(seed=0)
+    result = env.step(np.zeros((2, spec.num_joints)))
+    state = env.world.read_state()
+    np.testing.assert_allclose(result.obs[:, policy:], state.base_lin_vel, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(result.final_obs[:, policy:], state.base_lin_vel, rtol=1e-6, atol=1e-7)
+    ang = env.pipeline.layout.slice("base_ang_vel")
+    assert np.abs(result.obs[:, ang] - state.base_ang_vel).max() > 1e-3        # noised
+    env.close()
+
+    cfg = _cfg(num_envs=2, max_iterations=2, symmetry="mirror", command_relabel=0.5)
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), cfg.num_envs, seed=3, threads=1)
+    trainer = Trainer(cfg, spec, env, None, tmp_path / "run", "velocity_flat", seed=3)
+    trainer.train(max_iterations=2, show_progress=False)
+    assert trainer.buffer.obs.shape[-1] == policy + 3
+    _, _, agent, layout = load_agent(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert agent.privileged_dim == 3 and sum(e["dim"] for e in layout) == policy
+    assert agent.actor.trunk[0].in_features == policy
+    bundle = export_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt", tmp_path / "models",
+                               parity_samples=50, log=lambda *a: None)
+    meta = json.loads((bundle / "policy.json").read_text())
+    assert meta["observation"]["dim"] == policy and meta["observation"]["hash"] == env.pipeline.layout.hash
+    env.close()
+    from training.finetune import FinetuneError, FineTuner, FinetuneOptions
+    (tmp_path / "replay").mkdir()
+    with pytest.raises(FinetuneError, match=r"model_0000002.pt: its critic reads the spec's "
+                                            r"critic_observations \(base_lin_vel\), which robot replay"):
+        FineTuner(FinetuneOptions(tmp_path / "run" / "checkpoints" / "latest.pt", tmp_path / "replay",
+                                  tmp_path / "ft", prior="none"))

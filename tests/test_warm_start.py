@@ -28,14 +28,15 @@ def _spec_with(spec: RobotSpec, terms: list[str]) -> RobotSpec:
     return dataclasses.replace(spec, observations=tuple(by_name[t] for t in terms))
 
 
-def _agent(spec: RobotSpec, algo: str, seed: int) -> SAC:
+def _agent(spec: RobotSpec, algo: str, seed: int, privileged: int = 0) -> SAC:
     """A SAC of the preset whose weights and normalizer statistics are all non-trivial."""
     torch.manual_seed(seed)
     cfg = dataclasses.replace(load_train_config(resolve_config(None, algo, False)).sac,
                               actor_hidden=(32, 32), critic_hidden=(32, 32))
     low = -np.ones(spec.num_joints)
-    agent = SAC(ObservationPipeline(spec).dim, low, -low, cfg)
-    agent.observe(torch.randn(500, ObservationPipeline(spec).dim) * 3 + 1)
+    dim = ObservationPipeline(spec).dim
+    agent = SAC(dim, low, -low, cfg, privileged)
+    agent.observe(torch.randn(500, dim + privileged) * 3 + 1)
     return agent
 
 
@@ -121,3 +122,32 @@ def test_a_malformed_checkpoint_is_refused_naming_the_file(g1, tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match=r"model_000010.pt: malformed checkpoint .*offset"):
         warm_start(_agent(g1, "sac", 1), g1, ObservationPipeline(g1).layout, path)
+
+
+@pytest.mark.parametrize("algo", ["sac", "fastdsac", "dsac_e"])
+def test_a_critic_term_added_starts_at_zero_weight_and_the_critic_computes_what_it_did(g1, algo,
+                                                                                       tmp_path):
+    """The G1's base_lin_vel for the critic alone (spec critic_observations), carried from a
+    checkpoint whose critic saw the policy's observation only: actor and critics compute what they
+    did whatever the new column holds, its weights start at zero, its normalizer afresh."""
+    policy = ObservationPipeline(g1).layout
+    extra = ObservationPipeline(g1, terms=g1.critic_observations).layout
+    assert extra.names == ["base_lin_vel"]
+    old, new = _agent(g1, algo, 0), _agent(g1, algo, 1, privileged=extra.dim)
+    said = warm_start(new, g1, policy, _checkpoint(tmp_path, g1, old), extra)
+    assert "the critic's own terms added: base_lin_vel" in said
+    torch.manual_seed(2)
+    x, act = torch.randn(64, policy.dim), torch.rand(64, g1.num_joints) * 2 - 1
+    with torch.no_grad():
+        want_q = old.critic.q_values(old.critic_norm(x), act)
+        for velocity in (torch.zeros(64, 3), torch.randn(64, 3) * 5):
+            full = torch.cat([x, velocity], 1)
+            assert torch.allclose(new.critic.q_values(new.critic_input(full), act), want_q, atol=1e-5)
+            assert torch.allclose(new.act(full, deterministic=True), old.act(x, deterministic=True),
+                                  atol=1e-6)
+            if algo == "dsac_e":
+                assert torch.allclose(
+                    new.temperature.entropy_critic.q_values(new.critic_input(full), act),
+                    old.temperature.entropy_critic.q_values(old.critic_norm(x), act), atol=1e-5)
+    assert torch.equal(new.privileged_norm.mean, torch.zeros(3))
+    assert torch.equal(new.privileged_norm.var, torch.ones(3))

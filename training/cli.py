@@ -112,8 +112,9 @@ def run_train(args: argparse.Namespace) -> int:
         if args.resume:
             trainer.resume(Path(args.resume))
         elif args.init_from:
+            privileged = env.privileged.layout if getattr(env, "privileged", None) else None
             print("initialised from " + warm_start(trainer.agent, spec, env.pipeline.layout,
-                                                   args.init_from), flush=True)
+                                                   args.init_from, privileged), flush=True)
         distributed.attach(trainer.agent)        # rank 0's weights everywhere, gradients averaged
     except (CheckpointError, RelabelError) as exc:
         print(f"sac2real train: error: {exc}", file=sys.stderr)

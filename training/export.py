@@ -228,7 +228,8 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
         if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-6):
             raise ExportError(f"{path}: action bounds ({name}) in the checkpoint differ from those of "
                               f"spec '{spec.name}' ({spec.source})")
-    agent = SAC(obs_dim, low, high, sac_config(ckpt["config"]["sac"], path, "config.sac"))
+    privileged = sum(int(e["dim"]) for e in ckpt.get("privileged_layout") or ())
+    agent = SAC(obs_dim, low, high, sac_config(ckpt["config"]["sac"], path, "config.sac"), privileged)
     try:
         agent.load_state_dict(model)
     except RuntimeError as exc:
@@ -326,8 +327,8 @@ def export_checkpoint(checkpoint: str | Path, root: str | Path | None = None,
         report = {"tolerance": PARITY_TOLERANCE, "precision": precision}
         sets = [("random", random_observations(policy, parity_samples), None)]
         replayed, source = replay_observations(path, parity_samples)
-        if replayed is not None:
-            sets.append(("replayed", replayed, source))
+        if replayed is not None:      # the policy's columns (the critic may have its own after)
+            sets.append(("replayed", replayed[:, :policy.obs_dim], source))
         for name, obs, src in sets:
             worst, row, noise = parity(policy, session, obs)
             report[name] = {"count": len(obs), "max_abs_diff": worst, "float32_noise": noise,

@@ -270,6 +270,11 @@ class FineTuner:
         self.device = torch.device(opts.device)
         self.parent_path = resolve_checkpoint(opts.checkpoint)
         self.parent, self.spec, self.agent, _ = load_agent(self.parent_path)
+        if self.agent.privileged_dim:
+            raise FinetuneError(f"{self.parent_path}: its critic reads the spec's critic_observations "
+                                f"({', '.join(t.term for t in self.spec.critic_observations)}), which "
+                                f"robot replay logs do not hold; fine-tuning such a checkpoint is not "
+                                f"supported yet")
         self.agent.load_full_state(self.parent["agent"])      # optimizer moments, targets, alpha
         self.agent.train().to(self.device)
         self.parent_sha = _sha256(self.parent_path)

@@ -89,7 +89,9 @@ class Trainer:
         self.out = Path(out_dir)
         self.task, self.seed, self.device = task, seed, torch.device(device)
         torch.manual_seed(seed)
-        self.agent = SAC(env.obs_dim, env.action_low, env.action_high, cfg.sac).to(self.device)
+        privileged = getattr(env, "privileged_dim", 0)
+        self.agent = SAC(env.obs_dim - privileged, env.action_low, env.action_high, cfg.sac,
+                         privileged).to(self.device)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
         self.relabel = None
         if cfg.command_relabel > 0:
@@ -106,7 +108,7 @@ class Trainer:
                                               torch.Generator().manual_seed(seed + 2))
         self.mirror = None
         if cfg.symmetry == "mirror":      # both robot envs build observations with deploy's pipeline
-            self.mirror = Mirror.build(spec, env.pipeline.layout).to(self.device)
+            self.mirror = Mirror.build(spec, critic_layout(env)).to(self.device)
         self.learner = Learner(self.agent, [Source("sim", self._sample_sim)], cfg.batch_size,
                                self.sample_rng, None if self.mirror is None else self.mirror.augment)
         self.progress = Progress()
@@ -270,6 +272,8 @@ class Trainer:
             "task": self.task,
             "config": self.cfg.to_dict(),
             "obs_layout": env.pipeline.layout.to_list() if hasattr(env, "pipeline") else None,
+            "privileged_layout": env.privileged.layout.to_list()
+            if getattr(env, "privileged", None) is not None else None,
             "action_bounds": {"low": np.asarray(env.action_low).tolist(),
                               "high": np.asarray(env.action_high).tolist()},
             "agent": self.agent.full_state(),
@@ -318,6 +322,11 @@ class Trainer:
                 self.buffer.load_state_dict(torch.load(replay, weights_only=False))
             except ValueError as exc:
                 raise CheckpointError(f"{replay}: {exc}") from exc
+
+
+def critic_layout(env):
+    """What the stored observations hold: the policy's layout, then the critic's extra terms."""
+    return getattr(env, "critic_layout", env.pipeline.layout)
 
 
 @torch.no_grad()

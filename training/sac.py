@@ -116,15 +116,20 @@ SWITCH_PARAMS = {"dem_temperature": ("actor", "dem"), "critic_stabilizer": ("cri
 
 
 class SAC(nn.Module):
+    """`obs_dim` is the policy's observation; with `privileged_dim` > 0 (an asymmetric critic, the
+    spec's critic_observations) every observation handed in has that many exact values after the
+    policy's columns, which the critic reads and the actor never does."""
+
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 cfg: SACConfig):
+                 cfg: SACConfig, privileged_dim: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.policy_dim = obs_dim
         act_dim = len(action_low)
         self.actor = SquashedGaussianActor(obs_dim, action_low, action_high, list(cfg.actor_hidden),
                                            cfg.activation, cfg.init_std, cfg.mean_init_std,
                                            cfg.layer_norm, cfg.dem_temperature)
-        critic_args = (obs_dim, act_dim, list(cfg.critic_hidden), cfg.activation, cfg.num_q, cfg.layer_norm)
+        critic_args = (obs_dim + privileged_dim, act_dim, list(cfg.critic_hidden), cfg.activation, cfg.num_q, cfg.layer_norm)
         self.critic = TwinQCritic(*critic_args) if cfg.critic == "mse" else \
             GaussianTwinCritic(*critic_args, cfg.critic_stabilizer, cfg.critic_stat_rate)
         self.temperature = EntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,
@@ -135,6 +140,9 @@ class SAC(nn.Module):
                                          cfg.auto_alpha)
         normalize = cfg.normalize_actor_obs or cfg.normalize_critic_obs
         self.obs_norm = EmpiricalNormalizer(obs_dim) if normalize else nn.Identity()
+        self.privileged_norm = EmpiricalNormalizer(privileged_dim) \
+            if privileged_dim and cfg.normalize_critic_obs else nn.Identity()
+        self.privileged_dim = privileged_dim
         self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_opt = adam(self.critic.q.parameters(), cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.temperature.log_alpha], lr=cfg.alpha_lr)
@@ -151,17 +159,30 @@ class SAC(nn.Module):
     def critic_norm(self) -> nn.Module:
         return self.obs_norm if self.cfg.normalize_critic_obs else nn.Identity()
 
+    def critic_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """The critic's normalized input: the policy's columns, then the privileged ones."""
+        if not self.privileged_dim:
+            return self.critic_norm(obs)
+        p = self.policy_dim
+        return torch.cat([self.critic_norm(obs[..., :p]), self.privileged_norm(obs[..., p:])], -1)
+
+    def actor_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor_norm(obs[..., :self.policy_dim] if self.privileged_dim else obs)
+
     @torch.no_grad()
     def observe(self, obs: torch.Tensor) -> None:
-        """Feed collected observations to the normalizer (never during an update)."""
+        """Feed collected observations to the normalizers (never during an update)."""
+        p = self.policy_dim
         if isinstance(self.obs_norm, EmpiricalNormalizer):
-            self.obs_norm.update(obs)
+            self.obs_norm.update(obs[..., :p])
+        if isinstance(self.privileged_norm, EmpiricalNormalizer):
+            self.privileged_norm.update(obs[..., p:])
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None,
             logit_scale: torch.Tensor | None = None) -> torch.Tensor:
         """An action per row; `logit_scale` (B,) is DEM's per-env factor on the modulation logits."""
-        x = self.actor_norm(obs)
+        x = self.actor_input(obs)
         return self.actor.deterministic(x) if deterministic else self.actor(x, noise, logit_scale)[0]
 
     # ---- learning --------------------------------------------------------------------------
@@ -173,8 +194,8 @@ class SAC(nn.Module):
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         step = int(self.num_updates)
-        obs_a, next_a = self.actor_norm(batch.obs), self.actor_norm(batch.next_obs)
-        obs_c, next_c = self.critic_norm(batch.obs), self.critic_norm(batch.next_obs)
+        obs_a, next_a = self.actor_input(batch.obs), self.actor_input(batch.next_obs)
+        obs_c, next_c = self.critic_input(batch.obs), self.critic_input(batch.next_obs)
         alpha = self.temperature.alpha
 
         with torch.no_grad():

@@ -7,7 +7,8 @@ weights move to its new offset, an added term's inputs get zero weights (the net
 they computed before until the updates find a use for it), a dropped term's weights are left out
 (the networks then compute what they did with that term at its running mean).
 The observation normalizer is carried over the same way, an added term starting at mean 0 and
-variance 1. The optimizers, the replay buffer and the progress counters start afresh: this is a new
+variance 1. The critic's own terms (the spec's critic_observations) and their normalizer are matched
+by name the same way, all of them new where the checkpoint's critic had none. The optimizers, the replay buffer and the progress counters start afresh: this is a new
 run, not a resumed one."""
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from deploy.spec import RobotSpec
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
 NORMALIZER = ("obs_norm.mean", "obs_norm.var")
+PRIVILEGED_NORMALIZER = ("privileged_norm.mean", "privileged_norm.var")
 
 
 def input_map(old: list[dict], new: ObservationLayout) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -49,29 +51,38 @@ def _remap(tensor: torch.Tensor, axis: int, index: torch.Tensor, fill: float) ->
     return out
 
 
-def widen(model: dict, old: list[dict], new: ObservationLayout, act_dim: int) -> dict:
+def widen(model: dict, old: list[dict], new: ObservationLayout, act_dim: int,
+          old_privileged: list[dict] = (), privileged: ObservationLayout | None = None) -> dict:
     """The checkpoint's model state with every observation input remapped to `new`: the first
     layer of each network (weights of shape (out, in) or, for a critic ensemble, (Q, in, out))
-    reading the observation, or the observation and the action, and the normalizer."""
+    reading the observation, or the observation, the critic's extra terms and the action, and the
+    normalizers."""
+    privileged = privileged or ObservationLayout(())
     index, _, _ = input_map(old, new)
-    old_dim = sum(e["dim"] for e in old)
-    with_action = torch.cat([index, old_dim + torch.arange(act_dim)])
+    extra, _, _ = input_map(list(old_privileged), privileged)
+    old_dim, old_extra = sum(e["dim"] for e in old), sum(e["dim"] for e in old_privileged)
+    critic = torch.cat([index, torch.where(extra >= 0, extra + old_dim, extra),
+                        old_dim + old_extra + torch.arange(act_dim)])
     out = {}
     for key, value in model.items():
         if key in NORMALIZER:
             value = _remap(value, 0, index, 1.0 if key.endswith("var") else 0.0)
+        elif key in PRIVILEGED_NORMALIZER:
+            value = _remap(value, 0, extra, 1.0 if key.endswith("var") else 0.0)
         elif key.endswith(".0.weight") and value.dim() >= 2 and value.shape[1] == old_dim:
             value = _remap(value, 1, index, 0.0)
-        elif key.endswith(".0.weight") and value.dim() >= 2 and value.shape[1] == old_dim + act_dim:
-            value = _remap(value, 1, with_action, 0.0)
+        elif key.endswith(".0.weight") and value.dim() >= 2 and \
+                value.shape[1] == old_dim + old_extra + act_dim:
+            value = _remap(value, 1, critic, 0.0)
         out[key] = value
     return out
 
 
 def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayout,
-               path: str | Path) -> str:
-    """Load `path`'s networks into `agent` across a layout change; returns what was carried over,
-    in words. Refused: another robot, another joint order, an agent of another shape."""
+               path: str | Path, privileged: ObservationLayout | None = None) -> str:
+    """Load `path`'s networks into `agent` across a layout change (the policy's `layout`, the
+    critic's extra terms `privileged`); returns what was carried over, in words. Refused: another
+    robot, another joint order, an agent of another shape."""
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
     try:
@@ -89,13 +100,20 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
     if not ckpt.get("obs_layout"):
         raise CheckpointError(f"{path}: records no observation layout (not a robot task's "
                               f"checkpoint); --init-from matches inputs by term name")
-    model = widen(ckpt["agent"]["model"], ckpt["obs_layout"], layout, spec.num_joints)
+    old_privileged = ckpt.get("privileged_layout") or []
+    model = widen(ckpt["agent"]["model"], ckpt["obs_layout"], layout, spec.num_joints,
+                  old_privileged, privileged)
+    for key, value in agent.state_dict().items():   # a critic normalizer the checkpoint lacks
+        if key.startswith("privileged_norm.") and key not in model:      # starts as a new one
+            model[key] = torch.ones_like(value) if key.endswith(".var") else torch.zeros_like(value)
     try:
         agent.load_state_dict(model)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its networks do not fit this run's config (network "
                               f"sizes, algorithm switches): {exc}") from exc
     _, added, dropped = input_map(ckpt["obs_layout"], layout)
+    _, critic_added, critic_dropped = input_map(old_privileged, privileged or ObservationLayout(()))
     return (f"networks of {path} (iteration {ckpt['progress']['iteration']}); observation terms "
             f"added with zero weights: {', '.join(added) or 'none'}; dropped: "
-            f"{', '.join(dropped) or 'none'}")
+            f"{', '.join(dropped) or 'none'}; the critic's own terms added: "
+            f"{', '.join(critic_added) or 'none'}; dropped: {', '.join(critic_dropped) or 'none'}")

@@ -118,6 +118,9 @@ def check_contract(env, spec: RobotSpec) -> None:
     if spec.swing_feedforward:
         raise ConfigError(spec.source, "gait.swing.feedforward", f"{where}: IsaacLab's joint position "
                           "action adds no swing pattern to the policy's; train this spec on MuJoCo")
+    if spec.critic_observations:
+        raise ConfigError(spec.source, "critic_observations", f"{where}: this adapter hands the "
+                          "critic IsaacLab's policy group only; train this spec on MuJoCo")
     names = list(env.scene[ROBOT].data.joint_names)
     if names != spec.joint_names:
         diff = next((i for i, (a, b) in enumerate(zip(names, spec.joint_names)) if a != b), len(names))

@@ -14,7 +14,7 @@ import numpy as np
 from deploy.action_map import ActionMap
 from deploy.backends.mujoco_backend import Randomization as SimRandomization
 from deploy.config import ConfigError, Section
-from deploy.observations import ObservationPipeline, projected_gravity
+from deploy.observations import ObservationPipeline, appended, projected_gravity
 from deploy.sim_world import SimWorld
 from deploy.spec import RobotSpec, available_robots
 from training.envs.base import StepResult
@@ -102,8 +102,14 @@ class VelocityEnv:
         self.num_envs = num_envs
         self.world = SimWorld(spec, num_envs, threads)
         self.pipeline = ObservationPipeline(spec, height_scan=False)
+        # the critic's extra terms, exact, after the policy's columns of every observation returned
+        self.privileged = ObservationPipeline(spec, terms=spec.critic_observations) \
+            if spec.critic_observations else None
+        self.privileged_dim = 0 if self.privileged is None else self.privileged.dim
+        self.critic_layout = self.pipeline.layout if self.privileged is None else \
+            appended(self.pipeline.layout, self.privileged.layout)
         self.action_map = ActionMap(spec)
-        self.obs_dim = self.pipeline.dim
+        self.obs_dim = self.critic_layout.dim
         self.action_low, self.action_high = self.action_map.low, self.action_map.high
         self.randomize, self.obs_noise = randomize, obs_noise
         self.start_at_command = start_at_command
@@ -230,7 +236,11 @@ class VelocityEnv:
     def _observe(self, state=None) -> np.ndarray:
         state = self.world.read_state() if state is None else state
         rng = self.rng if self.obs_noise else None
-        return self.pipeline.compute(state, self.command, self.action, rng, clock=self.clock)
+        obs = self.pipeline.compute(state, self.command, self.action, rng, clock=self.clock)
+        if self.privileged is None:
+            return obs
+        exact = self.privileged.compute(state, self.command, self.action, clock=self.clock)
+        return np.concatenate([obs, exact], axis=1)
 
     def _reset_envs(self, envs: np.ndarray) -> None:
         spec, task, rng, k = self.spec, self.task, self.rng, len(envs)
