@@ -95,6 +95,36 @@ def test_robot_data_cuts_windows_at_gaps_and_keeps_falls(tmp_path, layout):
     assert data.buffer.rewards[:3, 0].tolist() == pytest.approx([0.0, 0.01, 0.02])
 
 
+def test_a_critic_with_its_own_base_velocity_gets_it_from_the_records(tmp_path, layout):
+    """A spec's critic_observations on the robot (the G1's base_lin_vel): a record's velocity
+    estimate goes with its next_obs and with the next record's obs; a session's first record, with
+    none before it, uses its own; a record polled later continues the previous poll's tail. The
+    policy's columns are the logged ones; a term the records do not hold is refused by name."""
+    from deploy.observations import LayoutEntry, ObservationLayout
+    from deploy.replay import Cursor, ReplayReader
+
+    write_session(tmp_path, layout, 6, seed=1)
+    write_session(tmp_path, layout, 4, seed=2)
+    extra = ObservationLayout((LayoutEntry("base_lin_vel", 3, 0, 2.0, 0.4),))
+    data = RobotData(tmp_path, None, 1000, OBS_DIM, 12, torch.device("cpu"), extra)
+    assert len(data.poll(until=Cursor(0, 2))[1]) == 3     # session 0 polled in two parts
+    assert len(data.poll()[1]) == 7
+    write_session(tmp_path, layout, 1, seed=3)       # another session: its own velocity again
+    assert data.take_new() == 1
+    logged = ReplayReader(tmp_path).load(after=Cursor())
+    velocity = 2.0 * np.clip(logged.fields["base_lin_vel"], -0.4, 0.4)
+    obs, nxt = data.buffer.obs[:11, 0].numpy(), data.buffer.next_obs[:11, 0].numpy()
+    np.testing.assert_allclose(obs[:, :OBS_DIM], logged.obs, rtol=0, atol=0)
+    np.testing.assert_allclose(nxt[:, OBS_DIM:], velocity, rtol=1e-6)
+    before = np.concatenate([velocity[:1], velocity[:5], velocity[6:7], velocity[6:9], velocity[10:]])
+    np.testing.assert_allclose(obs[:, OBS_DIM:], before, rtol=1e-6)
+    assert np.abs(velocity).max() == pytest.approx(0.8)       # the clip and the scale applied
+    with pytest.raises(FinetuneError, match="critic observation term 'base_ang_vel' is not in robot "
+                                            "replay logs"):
+        RobotData(tmp_path, None, 10, OBS_DIM, 12, torch.device("cpu"),
+                  ObservationLayout((LayoutEntry("base_ang_vel", 3, 0, 1.0, None),)))
+
+
 def test_records_without_rewards_are_refused_naming_the_record(tmp_path, layout):
     rng = np.random.default_rng(0)
     writer = ReplayWriter(tmp_path, layout).start()

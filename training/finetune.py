@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deploy.observations import LayoutEntry, ObservationLayout, ObservationPipeline
 from deploy.replay import Cursor, ReplayReader
 from training.checkpoint import atomic_save, load_checkpoint, resolve_checkpoint
 from training.learner import Learner, Source
@@ -94,21 +95,45 @@ class Consumed:
         return sum(last - first + 1 for _, first, last in self.ranges)
 
 
+LOGGED_CRITIC_TERMS = ("base_lin_vel",)     # critic terms a robot record holds, by field name
+
+
+def critic_term(entry: LayoutEntry, values: np.ndarray) -> np.ndarray:
+    """A critic term from a record field, clipped and scaled as the observation pipeline does."""
+    x = np.asarray(values, np.float64).reshape(len(values), entry.dim)
+    if entry.clip is not None:
+        x = np.clip(x, -entry.clip, entry.clip)
+    return (x * entry.scale).astype(np.float32)
+
+
 class RobotData:
     """The robot replay directory as one single-column ReplayBuffer, tailed from a cursor.
 
     The learner trains on the action the robot applied (after the safety filter), which is what
     produced the next state; records written before that field existed fall back to the action
     the policy chose. A gap (another session, a sequence jump, a dropped record) cuts the n-step
-    window as a time limit does: bootstrap from the last record's own next observation."""
+    window as a time limit does: bootstrap from the last record's own next observation.
+
+    A critic with its own terms (the spec's critic_observations, `privileged`) gets them from the
+    records: base_lin_vel is each record's velocity estimate, taken after its step, so it goes with
+    next_obs, and the record before it (when contiguous) gives the one for obs; a segment's first
+    record has no record before it and uses its own (one policy tick apart)."""
 
     def __init__(self, directory: str | Path, layout_hash: str | None, capacity: int, obs_dim: int,
-                 act_dim: int, device: torch.device):
+                 act_dim: int, device: torch.device, privileged: ObservationLayout | None = None):
         self.reader = ReplayReader(Path(directory), layout_hash=layout_hash)
-        self.buffer = ReplayBuffer(capacity, 1, obs_dim, act_dim, device)
+        self.privileged = privileged if privileged is not None and privileged.dim else None
+        for e in self.privileged.entries if self.privileged else ():
+            if e.name not in LOGGED_CRITIC_TERMS:
+                raise FinetuneError(f"critic observation term '{e.name}' is not in robot replay "
+                                    f"logs (they hold {', '.join(LOGGED_CRITIC_TERMS)})")
+        self.obs_dim = obs_dim
+        extra = 0 if self.privileged is None else self.privileged.dim
+        self.buffer = ReplayBuffer(capacity, 1, obs_dim + extra, act_dim, device)
         self.cursor = Cursor()
         self.consumed = Consumed()
         self._tail: tuple[int, int, int] | None = None    # (session, seq, dropped) of the newest row
+        self._tail_terms: np.ndarray | None = None        # the newest row's critic terms (next_obs)
 
     def poll(self, until: Cursor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Add the records after the cursor (up to `until` when rebuilding after a restart); the
@@ -129,7 +154,10 @@ class RobotData:
         cut[-1] = False                                  # not known yet: judged by the next poll
         # a copy: a one-record field view keeps the packed record's stride, which torch refuses
         tensor = lambda x: torch.as_tensor(np.array(x), device=self.buffer.device)  # noqa: E731
-        obs, act, rew, nxt = (tensor(x) for x in (data.obs, actions, data.rewards, data.next_obs))
+        obs, nxt = data.obs, data.next_obs
+        if self.privileged is not None:
+            obs, nxt = self._with_critic_terms(data, first)
+        obs, act, rew, nxt = (tensor(x) for x in (obs, actions, data.rewards, nxt))
         truncated = (data.truncated | cut) & ~data.terminated
         done, timeout = tensor(data.terminated | truncated), tensor(truncated)
         for i in range(len(data)):
@@ -139,6 +167,17 @@ class RobotData:
         self.cursor = Cursor(*self._tail[:2])
         return data.session, data.seq
 
+    def _with_critic_terms(self, data, first: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """obs and next_obs with the critic's terms appended (see the class docstring)."""
+        after = np.concatenate([critic_term(e, data.fields[e.name]) for e in self.privileged.entries], 1)
+        before = np.concatenate([after[:1], after[:-1]])
+        follows = np.r_[False, data.contiguous[1:]]
+        before[~follows] = after[~follows]
+        if self._tail is not None and first == (self._tail[0], self._tail[1] + 1, self._tail[2]):
+            before[0] = self._tail_terms
+        self._tail_terms = after[-1].copy()
+        return np.concatenate([data.obs, before], 1), np.concatenate([data.next_obs, after], 1)
+
     def take_new(self) -> int:
         """poll(), counting what it added as consumed; the number of new transitions."""
         session, seq = self.poll()
@@ -146,7 +185,7 @@ class RobotData:
         return len(seq)
 
     def _check(self, data) -> None:
-        want = self.buffer.obs.shape[-1]
+        want = self.obs_dim
         if data.obs.shape[1] != want:
             raise FinetuneError(f"{self.reader.directory}: session {data.session[0]} logs "
                                 f"{data.obs.shape[1]}-dim observations, the policy takes {want} "
@@ -270,11 +309,6 @@ class FineTuner:
         self.device = torch.device(opts.device)
         self.parent_path = resolve_checkpoint(opts.checkpoint)
         self.parent, self.spec, self.agent, _ = load_agent(self.parent_path)
-        if self.agent.privileged_dim:
-            raise FinetuneError(f"{self.parent_path}: its critic reads the spec's critic_observations "
-                                f"({', '.join(t.term for t in self.spec.critic_observations)}), which "
-                                f"robot replay logs do not hold; fine-tuning such a checkpoint is not "
-                                f"supported yet")
         self.agent.load_full_state(self.parent["agent"])      # optimizer moments, targets, alpha
         self.agent.train().to(self.device)
         self.parent_sha = _sha256(self.parent_path)
@@ -282,8 +316,10 @@ class FineTuner:
         self.n_step, self.gamma = int(cfg["sac"]["n_step"]), float(cfg["sac"]["gamma"])
         obs_dim = int(self.parent["agent"]["model"]["actor.trunk.0.weight"].shape[1])
         layout_hash = None   # the reader refuses mixed layouts; the obs dim is checked on load
+        privileged = ObservationPipeline(self.spec, terms=self.spec.critic_observations).layout \
+            if self.spec.critic_observations else None
         self.robot = RobotData(opts.replay, layout_hash, int(cfg["buffer_size"]), obs_dim,
-                               self.spec.num_joints, self.device)
+                               self.spec.num_joints, self.device, privileged)
         self.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
         sources = [Source("robot", self._sample_robot, lambda: 1.0 - self._prior_weight())]
         self.prior = None
