@@ -42,4 +42,7 @@ def _show(args: argparse.Namespace) -> int:
         terms = ", ".join(f"{e.name}[{e.offset}:{e.offset + e.dim}]" for e in layout.entries)
         print(f"  observation ({'rough' if rough else 'flat'}) dim {layout.dim} "
               f"hash {layout.hash[:12]}: {terms}")
+    if spec.critic_observations:
+        print("  the critic also reads, exact, after the policy's observation (training only): "
+              + ", ".join(t.term for t in spec.critic_observations))
     return 0

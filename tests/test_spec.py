@@ -282,3 +282,13 @@ def test_bad_critic_observations_are_refused_naming_the_field(tmp_path, terms, w
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, data, check_mjcf=False)
     assert "robot.yaml" in str(err.value) and where in str(err.value) and why in str(err.value)
+
+
+def test_robots_show_names_the_critics_own_terms(capsys):
+    from deploy.cli import main
+
+    assert main(["robots", "show", "g1"]) == 0
+    assert "the critic also reads, exact, after the policy's observation (training only): " \
+           "base_lin_vel" in capsys.readouterr().out
+    assert main(["robots", "show", "go2"]) == 0
+    assert "the critic also reads" not in capsys.readouterr().out
