@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -168,6 +168,12 @@ def appended(first: ObservationLayout, second: ObservationLayout) -> Observation
     return ObservationLayout(first.entries + moved)
 
 
+def critic_pipeline(spec: RobotSpec) -> "ObservationPipeline | None":
+    """The critic's own terms (the spec's critic_observations) as a pipeline; None without any."""
+    return ObservationPipeline(spec, terms=spec.critic_observations) if spec.critic_observations \
+        else None
+
+
 class ObservationPipeline:
     """Builds the policy observation from a RobotState, identically everywhere."""
 
@@ -219,8 +225,16 @@ class ObservationPipeline:
         compute, noise, clip, scale). `clock`: (N,) seconds since the policy started, for a layout
         with a gait clock."""
         x = ObsInputs(state, np.asarray(command), np.asarray(last_action), self.spec, clock)
-        n = state.num_envs
-        parts = [compute(x) for compute, _, _ in self._plan]
+        return self._stack([compute(x) for compute, _, _ in self._plan], state.num_envs, rng)
+
+    def from_values(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(N, dim) float32 from each term's raw values, by term name (a robot record's fields),
+        clipped and scaled as `compute` does, without noise."""
+        parts = [np.asarray(values[name], np.float64).reshape(-1, dim) for _, name, dim in self._plan]
+        return self._stack(parts, len(parts[0]), None)
+
+    def _stack(self, parts: list[np.ndarray], n: int, rng: np.random.Generator | None) -> np.ndarray:
+        """The terms' raw values side by side, then noise (with `rng`), clip and scale."""
         try:
             obs = np.concatenate(parts, axis=1, dtype=np.float64)
         except ValueError:

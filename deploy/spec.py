@@ -400,6 +400,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
     mjcf = root.get("mjcf", str)
     mjcf_path = (path.parent / mjcf).resolve()
     joints = _parse_joints(root, HARDWARE_INTERFACES[interface])
+    observations = _parse_observations(root)
     spec = RobotSpec(
         name=root.get("name", str),
         source=str(path),
@@ -415,7 +416,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         foot_bodies=tuple(_names(bodies, "feet")),
         penalized_contacts=tuple(_names(bodies, "penalized_contacts", [])),
         base_height=bodies.number("base_height", low=0.0, high=5.0, open_low=True),
-        observations=_parse_observations(root),
+        observations=observations,
         height_scan=_parse_height_scan(root.sub("height_scan")),
         commands=_parse_commands(root.sub("commands")),
         termination=_parse_termination(root.sub("termination")),
@@ -423,7 +424,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         stand_kd_scale=stand.number("kd_scale", 1.0, low=0.1, high=20.0),
         stand_gantry=stand.get("gantry", bool, False),
         gait=_parse_gait(root, len(_names(bodies, "feet"))),
-        critic_observations=_parse_critic_observations(root),
+        critic_observations=_parse_critic_observations(root, observations),
     )
     _check_defaults_inside_soft_limits(spec, root)
     _check_gait_terms(spec, root)
@@ -514,43 +515,42 @@ def _check_defaults_inside_soft_limits(spec: RobotSpec, root: Section) -> None:
 
 def _parse_observations(root: Section) -> tuple[ObsTermSpec, ...]:
     from deploy.observations import TERMS
+    return tuple(_term_rows(root, "observations", sorted(TERMS), "observation", noise=True))
+
+
+def _parse_critic_observations(root: Section,
+                               policy: tuple[ObsTermSpec, ...]) -> tuple[ObsTermSpec, ...]:
+    """The critic's extra terms: exact values (no noise: the critic is never run on the robot's
+    sensors alone), none the policy sees already."""
+    from deploy.observations import TERMS
+    if "critic_observations" not in root.data:
+        return ()
+    allowed = sorted(set(TERMS) - {t.term for t in policy} - {"height_scan"})
+    terms = _term_rows(root, "critic_observations", allowed, "critic observation", noise=False)
+    if not terms:
+        raise root.error("critic_observations", "an empty list; leave the key out for a critic "
+                         "that sees the policy's observation only")
+    return tuple(terms)
+
+
+def _term_rows(root: Section, key: str, names: list[str], what: str, noise: bool) -> list[ObsTermSpec]:
+    """The rows of an observation list: each a term of `names`, listed once, with its scale and
+    clip, and its noise where the list allows one."""
     terms = []
-    for row in root.items("observations"):
-        row.allow(["term"], ["scale", "clip", "noise"])
-        name = row.choice("term", sorted(TERMS))
+    for row in root.items(key):
+        row.allow(["term"], ["scale", "clip", "noise"] if noise else ["scale", "clip"])
+        name = row.choice("term", names)
         if any(t.term == name for t in terms):
-            raise row.error("term", f"observation term '{name}' is listed twice")
+            raise row.error("term", f"{what} term '{name}' is listed twice")
         if name == "height_scan":
             raise row.error("term", "height_scan is configured under 'height_scan' and added by "
                             "the rough-terrain task, not listed here")
         terms.append(ObsTermSpec(term=name,
                                  scale=row.number("scale", 1.0, low=0.0, high=1e3, open_low=True),
                                  clip=row.number("clip", None, low=0.0, high=1e3, open_low=True),
-                                 noise=row.number("noise", 0.0, low=0.0, high=10.0)))
-    return tuple(terms)
-
-
-def _parse_critic_observations(root: Section) -> tuple[ObsTermSpec, ...]:
-    """The critic's extra terms: exact values (no noise: the critic is never run on the robot's
-    sensors alone), none the policy sees already."""
-    from deploy.observations import TERMS
-    if "critic_observations" not in root.data:
-        return ()
-    policy = {t.term for t in _parse_observations(root)}
-    allowed = sorted(set(TERMS) - policy - {"height_scan"})
-    terms = []
-    for row in root.items("critic_observations"):
-        row.allow(["term"], ["scale", "clip"])
-        name = row.choice("term", allowed)
-        if any(t.term == name for t in terms):
-            raise row.error("term", f"critic observation term '{name}' is listed twice")
-        terms.append(ObsTermSpec(term=name,
-                                 scale=row.number("scale", 1.0, low=0.0, high=1e3, open_low=True),
-                                 clip=row.number("clip", None, low=0.0, high=1e3, open_low=True)))
-    if not terms:
-        raise root.error("critic_observations", "an empty list; leave the key out for a critic "
-                         "that sees the policy's observation only")
-    return tuple(terms)
+                                 noise=row.number("noise", 0.0, low=0.0, high=10.0) if noise
+                                 else 0.0))
+    return terms
 
 
 def _parse_gait(root: Section, feet: int) -> GaitSpec | None:
@@ -601,12 +601,11 @@ def _with_swing(spec: RobotSpec, root: Section) -> RobotSpec:
 
 def _check_gait_terms(spec: RobotSpec, root: Section) -> None:
     """The clock's observation term needs the clock's definition."""
-    if spec.gait is None and any(t.term == "gait_phase" for t in spec.critic_observations):
-        raise root.error("critic_observations", "term gait_phase needs a 'gait' section (period, "
-                         "offsets, stance) in this robot's spec")
-    if spec.gait is None and any(t.term == "gait_phase" for t in spec.observations):
-        raise root.error("observations", "term gait_phase needs a 'gait' section (period, "
-                         "offsets, stance) in this robot's spec")
+    for key, terms in (("observations", spec.observations),
+                       ("critic_observations", spec.critic_observations)):
+        if spec.gait is None and any(t.term == "gait_phase" for t in terms):
+            raise root.error(key, "term gait_phase needs a 'gait' section (period, offsets, "
+                             "stance) in this robot's spec")
 
 
 def _parse_height_scan(sec: Section) -> HeightScanSpec:

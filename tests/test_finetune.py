@@ -100,12 +100,14 @@ def test_a_critic_with_its_own_base_velocity_gets_it_from_the_records(tmp_path, 
     estimate goes with its next_obs and with the next record's obs; a session's first record, with
     none before it, uses its own; a record polled later continues the previous poll's tail. The
     policy's columns are the logged ones; a term the records do not hold is refused by name."""
-    from deploy.observations import LayoutEntry, ObservationLayout
     from deploy.replay import Cursor, ReplayReader
+    from deploy.spec import ObsTermSpec
+
+    go2 = RobotSpec.load("go2")
 
     write_session(tmp_path, layout, 6, seed=1)
     write_session(tmp_path, layout, 4, seed=2)
-    extra = ObservationLayout((LayoutEntry("base_lin_vel", 3, 0, 2.0, 0.4),))
+    extra = ObservationPipeline(go2, terms=(ObsTermSpec("base_lin_vel", scale=2.0, clip=0.4),))
     data = RobotData(tmp_path, None, 1000, OBS_DIM, 12, torch.device("cpu"), extra)
     assert len(data.poll(until=Cursor(0, 2))[1]) == 3     # session 0 polled in two parts
     assert len(data.poll()[1]) == 7
@@ -122,7 +124,7 @@ def test_a_critic_with_its_own_base_velocity_gets_it_from_the_records(tmp_path, 
     with pytest.raises(FinetuneError, match="critic observation term 'base_ang_vel' is not in robot "
                                             "replay logs"):
         RobotData(tmp_path, None, 10, OBS_DIM, 12, torch.device("cpu"),
-                  ObservationLayout((LayoutEntry("base_ang_vel", 3, 0, 1.0, None),)))
+                  ObservationPipeline(go2, terms=(ObsTermSpec("base_ang_vel"),)))
 
 
 def test_records_without_rewards_are_refused_naming_the_record(tmp_path, layout):

@@ -39,8 +39,8 @@ def _node_process(*params: str, ready: str = "~/start to stand and run", timeout
     return ChildProcess(args, ready, timeout_s=timeout_s, env=env)
 
 
-def _go2_on_mujoco(policy, *params: str, models: Path | None = None):
-    return _node_process("robot:=go2", "backend:=mujoco", f"policy:={policy}",
+def _on_mujoco(robot: str, policy, *params: str, models: Path | None = None):
+    return _node_process(f"robot:={robot}", "backend:=mujoco", f"policy:={policy}",
                          "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", *params,
                          models=models)
 
@@ -174,8 +174,8 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
     from deploy.bundle import read_meta
 
     bundle_id = read_meta(exported_bundle)["id"]
-    node = _go2_on_mujoco(bundle_id, "limits.cmd_vel_timeout_s:=0.0",
-                          f"replay_dir:={tmp_path / 'replay'}", models=_registry_of(exported_bundle))
+    node = _on_mujoco("go2", bundle_id, "limits.cmd_vel_timeout_s:=0.0",
+                      f"replay_dir:={tmp_path / 'replay'}", models=_registry_of(exported_bundle))
     client = Client()
     try:
         c = client.wait(lambda c: c["mode"] == "PASSIVE", 20, "first diagnostics")
@@ -261,8 +261,7 @@ def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot):
                   f"check waits for it")
         print(reason)
         pytest.skip(reason)
-    node = _node_process(f"robot:={robot}", "backend:=mujoco", f"policy:={ref}", "diagnostics_rate_hz:=10.0",
-                         "limits.max_state_age_s:=0.5", "allow_external_bundles:=true")
+    node = _on_mujoco(robot, ref, "allow_external_bundles:=true")
     client = Client()
     try:
         client.start_robot()
@@ -290,8 +289,7 @@ def test_a_g1_on_mujoco_hangs_from_its_stand_gantry_until_the_policy_has_blended
 
     models = tmp_path / "models"
     bundle = export_g1_wip(models)
-    node = _node_process("robot:=g1", "backend:=mujoco", f"policy:={bundle.name}",
-                         "diagnostics_rate_hz:=10.0", "limits.max_state_age_s:=0.5", models=models)
+    node = _on_mujoco("g1", bundle.name, models=models)
     client = Client()
     seen = []           # (mode, gantry, base height) of each diagnostics message
     try:
@@ -403,7 +401,7 @@ def test_policy_parameter_swaps_only_signed_registry_bundles_when_signatures_are
     config["trust"] = {"require_signature": True, "keys": [str(pub)]}
     (tmp_path / "go2.yaml").write_text(yaml.safe_dump(config))
 
-    node = _go2_on_mujoco(first.name, f"deploy_config:={tmp_path / 'go2.yaml'}", models=root)
+    node = _on_mujoco("go2", first.name, f"deploy_config:={tmp_path / 'go2.yaml'}", models=root)
     client = Client()
     try:
         client.start_robot()

@@ -445,5 +445,6 @@ def test_the_g1_critic_sees_its_exact_base_velocity_and_the_exported_policy_does
     bundle = export_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt", tmp_path / "models",
                                parity_samples=50, log=lambda *a: None)
     meta = json.loads((bundle / "policy.json").read_text())
-    assert meta["observation"]["dim"] == policy and meta["observation"]["hash"] == env.pipeline.layout.hash
+    assert meta["observation"]["dim"] == policy
+    assert meta["observation"]["hash"] == env.pipeline.layout.hash
     env.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.observations import LayoutEntry, ObservationLayout, ObservationPipeline
+from deploy.observations import ObservationPipeline, critic_pipeline
 from deploy.replay import Cursor, ReplayReader
 from training.checkpoint import atomic_save, load_checkpoint, resolve_checkpoint
 from training.learner import Learner, Source
@@ -98,14 +98,6 @@ class Consumed:
 LOGGED_CRITIC_TERMS = ("base_lin_vel",)     # critic terms a robot record holds, by field name
 
 
-def critic_term(entry: LayoutEntry, values: np.ndarray) -> np.ndarray:
-    """A critic term from a record field, clipped and scaled as the observation pipeline does."""
-    x = np.asarray(values, np.float64).reshape(len(values), entry.dim)
-    if entry.clip is not None:
-        x = np.clip(x, -entry.clip, entry.clip)
-    return (x * entry.scale).astype(np.float32)
-
-
 class RobotData:
     """The robot replay directory as one single-column ReplayBuffer, tailed from a cursor.
 
@@ -120,12 +112,12 @@ class RobotData:
     record has no record before it and uses its own (one policy tick apart)."""
 
     def __init__(self, directory: str | Path, layout_hash: str | None, capacity: int, obs_dim: int,
-                 act_dim: int, device: torch.device, privileged: ObservationLayout | None = None):
+                 act_dim: int, device: torch.device, privileged: ObservationPipeline | None = None):
         self.reader = ReplayReader(Path(directory), layout_hash=layout_hash)
-        self.privileged = privileged if privileged is not None and privileged.dim else None
-        for e in self.privileged.entries if self.privileged else ():
-            if e.name not in LOGGED_CRITIC_TERMS:
-                raise FinetuneError(f"critic observation term '{e.name}' is not in robot replay "
+        self.privileged = privileged
+        for name in privileged.layout.names if privileged else ():
+            if name not in LOGGED_CRITIC_TERMS:
+                raise FinetuneError(f"critic observation term '{name}' is not in robot replay "
                                     f"logs (they hold {', '.join(LOGGED_CRITIC_TERMS)})")
         self.obs_dim = obs_dim
         extra = 0 if self.privileged is None else self.privileged.dim
@@ -169,7 +161,7 @@ class RobotData:
 
     def _with_critic_terms(self, data, first: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """obs and next_obs with the critic's terms appended (see the class docstring)."""
-        after = np.concatenate([critic_term(e, data.fields[e.name]) for e in self.privileged.entries], 1)
+        after = self.privileged.from_values(data.fields)
         before = np.concatenate([after[:1], after[:-1]])
         follows = np.r_[False, data.contiguous[1:]]
         before[~follows] = after[~follows]
@@ -316,10 +308,8 @@ class FineTuner:
         self.n_step, self.gamma = int(cfg["sac"]["n_step"]), float(cfg["sac"]["gamma"])
         obs_dim = int(self.parent["agent"]["model"]["actor.trunk.0.weight"].shape[1])
         layout_hash = None   # the reader refuses mixed layouts; the obs dim is checked on load
-        privileged = ObservationPipeline(self.spec, terms=self.spec.critic_observations).layout \
-            if self.spec.critic_observations else None
         self.robot = RobotData(opts.replay, layout_hash, int(cfg["buffer_size"]), obs_dim,
-                               self.spec.num_joints, self.device, privileged)
+                               self.spec.num_joints, self.device, critic_pipeline(self.spec))
         self.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
         sources = [Source("robot", self._sample_robot, lambda: 1.0 - self._prior_weight())]
         self.prior = None

@@ -129,7 +129,8 @@ class SAC(nn.Module):
         self.actor = SquashedGaussianActor(obs_dim, action_low, action_high, list(cfg.actor_hidden),
                                            cfg.activation, cfg.init_std, cfg.mean_init_std,
                                            cfg.layer_norm, cfg.dem_temperature)
-        critic_args = (obs_dim + privileged_dim, act_dim, list(cfg.critic_hidden), cfg.activation, cfg.num_q, cfg.layer_norm)
+        critic_args = (obs_dim + privileged_dim, act_dim, list(cfg.critic_hidden), cfg.activation,
+                       cfg.num_q, cfg.layer_norm)
         self.critic = TwinQCritic(*critic_args) if cfg.critic == "mse" else \
             GaussianTwinCritic(*critic_args, cfg.critic_stabilizer, cfg.critic_stat_rate)
         self.temperature = EntropyTemperature(act_dim, cfg.init_alpha, cfg.target_entropy_scale,

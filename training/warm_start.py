@@ -7,9 +7,10 @@ weights move to its new offset, an added term's inputs get zero weights (the net
 they computed before until the updates find a use for it), a dropped term's weights are left out
 (the networks then compute what they did with that term at its running mean).
 The observation normalizer is carried over the same way, an added term starting at mean 0 and
-variance 1. The critic's own terms (the spec's critic_observations) and their normalizer are matched
-by name the same way, all of them new where the checkpoint's critic had none. The optimizers, the replay buffer and the progress counters start afresh: this is a new
-run, not a resumed one."""
+variance 1. The critic's own terms (the spec's critic_observations) and their normalizer are
+matched by name the same way, all of them new where the checkpoint's critic had none. The
+optimizers, the replay buffer and the progress counters start afresh: this is a new run, not a
+resumed one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -85,6 +86,7 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
     robot, another joint order, an agent of another shape."""
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
+    privileged = privileged or ObservationLayout(())
     try:
         robot = ckpt["robot"]
         joints = [j["name"] for j in robot["spec"]["joints"]]
@@ -112,7 +114,7 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
         raise CheckpointError(f"{path}: its networks do not fit this run's config (network "
                               f"sizes, algorithm switches): {exc}") from exc
     _, added, dropped = input_map(ckpt["obs_layout"], layout)
-    _, critic_added, critic_dropped = input_map(old_privileged, privileged or ObservationLayout(()))
+    _, critic_added, critic_dropped = input_map(old_privileged, privileged)
     return (f"networks of {path} (iteration {ckpt['progress']['iteration']}); observation terms "
             f"added with zero weights: {', '.join(added) or 'none'}; dropped: "
             f"{', '.join(dropped) or 'none'}; the critic's own terms added: "

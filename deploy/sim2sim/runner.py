@@ -202,8 +202,7 @@ def _record(live: _Live, i: int, truth: dict, now: float, spec: RobotSpec) -> bo
         tr.clamped.append(clamped)
         quat = st.base_quat[i]
         up_z = 1.0 - 2.0 * (quat[1] ** 2 + quat[2] ** 2)
-        if in_policy and spec.toppled(truth["fall_contact"][i:i + 1], np.array([up_z]),
-                                      truth["base_pos"][i:i + 1, 2])[0]:
+        if in_policy and spec.toppled(truth["fall_contact"][i], up_z, truth["base_pos"][i, 2]):
             live.fell = True
             live.end = f"fell at t = {now - live.policy_t0:.2f} s"
             return False

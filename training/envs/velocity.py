@@ -14,7 +14,7 @@ import numpy as np
 from deploy.action_map import ActionMap
 from deploy.backends.mujoco_backend import Randomization as SimRandomization
 from deploy.config import ConfigError, Section
-from deploy.observations import ObservationPipeline, appended, projected_gravity
+from deploy.observations import ObservationPipeline, appended, critic_pipeline, projected_gravity
 from deploy.sim_world import SimWorld
 from deploy.spec import RobotSpec, available_robots
 from training.envs.base import StepResult
@@ -103,8 +103,7 @@ class VelocityEnv:
         self.world = SimWorld(spec, num_envs, threads)
         self.pipeline = ObservationPipeline(spec, height_scan=False)
         # the critic's extra terms, exact, after the policy's columns of every observation returned
-        self.privileged = ObservationPipeline(spec, terms=spec.critic_observations) \
-            if spec.critic_observations else None
+        self.privileged = critic_pipeline(spec)
         self.privileged_dim = 0 if self.privileged is None else self.privileged.dim
         self.critic_layout = self.pipeline.layout if self.privileged is None else \
             appended(self.pipeline.layout, self.privileged.layout)
@@ -155,7 +154,8 @@ class VelocityEnv:
         state = self.world.read_state()
         contact_term, penalized, feet = self.world.contacts()
         gravity = projected_gravity(state.base_quat)
-        terminated = spec.fallen(contact_term, -gravity[:, 2], self.world.base_pos[:, 2], state.joint_pos)
+        terminated = spec.fallen(contact_term, -gravity[:, 2], self.world.base_pos[:, 2],
+                                 state.joint_pos)
         truncated = (self.episode_step >= self.max_steps) & ~terminated
 
         first_contact, last_air, self.air_time, self.contact_time = foot_timers(
