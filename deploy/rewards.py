@@ -38,6 +38,8 @@ class RewardInputs:
     sigma: float
     foot_phase: np.ndarray | None = None   # (N, F) gait phase of each foot (spec gait), if it has one
     foot_height: np.ndarray | None = None  # (N, F) height of each foot body's origin, any common datum
+    pd_torque: np.ndarray | None = None    # (N, J) the PD law's torque for the step's target at the
+                                           # step's start, unclipped: kp (q* - q) - kd qd
 
 
 MOVING_SPEED = 0.1   # m/s: the air-time terms only pay while the command asks to move
@@ -121,6 +123,16 @@ def _gait_joint_reference(x: RewardInputs, width: float) -> np.ndarray:
 AIR_TIME = {"feet_air_time": _feet_air_time, "feet_air_time_biped": _feet_air_time_biped}
 
 
+def _torque_excess(x: RewardInputs, j: np.ndarray) -> np.ndarray:
+    """Torque asked beyond each motor's effort limit (N m, summed over the joints): the motor cannot
+    give it, and on the robot the safety filter clamps such a target (deploy/safety.py). A policy
+    loses nothing by asking only what its motors have, so this teaches it to; IsaacLab's
+    applied_torque_limits (computed minus applied torque) measures the same."""
+    if x.pd_torque is None:
+        raise ValueError("reward term applied_torque_limits needs RewardInputs.pd_torque")
+    return np.maximum(np.abs(x.pd_torque[:, j]) - x.spec.effort_limit[j], 0.0).sum(1)
+
+
 def _soft_limit_violation(x: RewardInputs, j: np.ndarray) -> np.ndarray:
     lo, hi = x.spec.soft_lower[j], x.spec.soft_upper[j]
     q = x.joint_pos[:, j]
@@ -134,6 +146,7 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "lin_vel_z_l2": lambda x, j, p: x.lin_vel[:, 2] ** 2,
     "ang_vel_xy_l2": lambda x, j, p: np.sum(x.ang_vel[:, :2] ** 2, 1),
     "dof_torques_l2": lambda x, j, p: np.sum(x.joint_torque[:, j] ** 2, 1),
+    "applied_torque_limits": lambda x, j, p: _torque_excess(x, j),
     "dof_acc_l2": lambda x, j, p: np.sum(x.joint_acc[:, j] ** 2, 1),
     "action_rate_l2": lambda x, j, p: np.sum((x.action - x.last_action) ** 2, 1),
     "feet_air_time": lambda x, j, p: _feet_air_time(x, p["threshold"]) * moving(x.command),
@@ -293,6 +306,11 @@ class TaskRewards:
         return any(t.term == "feet_swing_height" for t in self.terms)
 
     @cached_property
+    def reads_pd_torque(self) -> bool:
+        """Whether a term needs RewardInputs.pd_torque."""
+        return any(t.term == "applied_torque_limits" for t in self.terms)
+
+    @cached_property
     def command_reward(self) -> CommandReward:
         return CommandReward.of(list(self.terms), self.sigma, self.scale)
 
@@ -301,6 +319,12 @@ class TaskRewards:
         terms = list(self.terms)
         reward, parts = compute_rewards(terms, x, self.scale)
         return reward, parts, self.command_reward.pieces(terms, parts, x, self.scale, reward)
+
+
+def pd_torque(spec: RobotSpec, target: np.ndarray, joint_pos: np.ndarray,
+              joint_vel: np.ndarray) -> np.ndarray:
+    """The PD law's torque at the spec's gains (what the deploy safety filter estimates)."""
+    return spec.kp * (target - joint_pos) - spec.kd * joint_vel
 
 
 def foot_timers(feet: np.ndarray, air_time: np.ndarray, contact_time: np.ndarray,

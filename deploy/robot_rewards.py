@@ -38,7 +38,7 @@ import numpy as np
 from deploy.contacts import force_contact
 from deploy.mjcf import check_model, load_model, pose_at_origin
 from deploy.observations import ObservationPipeline, projected_gravity
-from deploy.rewards import AIR_TIME, CLOCK_TERMS, RewardInputs, TaskRewards, foot_timers
+from deploy.rewards import AIR_TIME, CLOCK_TERMS, RewardInputs, TaskRewards, foot_timers, pd_torque
 from deploy.spec import RobotSpec
 
 # N: a record's foot_force above this is contact where the record carries no foot_contact, which
@@ -46,6 +46,19 @@ from deploy.spec import RobotSpec
 # robot's foot sensors are judged by its backend against the deploy config's threshold, in the
 # sensor's own units (a Go2 reports raw counts), and arrive as foot_contact.
 CONTACT_FORCE_N = 10.0
+
+
+def _joint_state_slices(spec: RobotSpec, layout) -> tuple[tuple[slice, float], tuple[slice, float]]:
+    """Where a record's obs holds the joint positions and velocities the step started from, and their
+    scales: the torque the step's target asked (applied_torque_limits) is computed from them."""
+    entries = {e.name: e for e in layout.entries}
+    for name in ("joint_pos_rel", "joint_vel_rel"):
+        e = entries.get(name)
+        if e is None or e.clip is not None or e.scale == 0:
+            raise ValueError(f"reward term applied_torque_limits reads the step's starting joint state "
+                             f"from the observation: {spec.name}'s layout ({spec.source}) needs "
+                             f"'{name}' unclipped with a non-zero scale")
+    return tuple((layout.slice(n), entries[n].scale) for n in ("joint_pos_rel", "joint_vel_rel"))
 
 
 class RobotRewards:
@@ -62,6 +75,7 @@ class RobotRewards:
         self._kinematics = FootKinematics(spec) if task.reads_foot_height else None
         layout = ObservationPipeline(spec).layout
         self._phase_at = layout.slice("gait_phase") if "gait_phase" in layout.names else None
+        self._joints_at = _joint_state_slices(spec, layout) if task.reads_pd_torque else None
         self._dropped: int | None = None
         self._restart()
 
@@ -107,9 +121,11 @@ class RobotRewards:
             feet, self.air_time, self.contact_time, dt)
         lin_vel = np.asarray(fields.get("base_lin_vel", np.full(3, np.nan)), np.float64)[None]
         phase = None if clock is None else self.spec.gait.foot_phases(clock)
+        torque = None if self._joints_at is None else self._pd_torque(fields)
         if not np.isfinite(lin_vel).all() or (self.needs_contact and not np.isfinite(
                 np.asarray(fields.get("foot_contact", np.nan), np.float64)).all()) \
-                or (self.needs_phase and phase is None):
+                or (self.needs_phase and phase is None) \
+                or (torque is not None and not np.isfinite(torque).all()):
             return                                 # an unknown input: the reward stays NaN
         quat = np.asarray(fields["imu_quat"], np.float64)[None]
         joint_pos = np.asarray(fields["joint_pos"], np.float64)[None]
@@ -124,12 +140,23 @@ class RobotRewards:
             foot_speed_xy=np.zeros((1, f)), penalized_contacts=np.zeros(1),
             terminated=np.array([bool(fields["terminated"])]), spec=self.spec, sigma=self.task.sigma,
             foot_phase=phase,
-            foot_height=None if self._kinematics is None else self._kinematics(quat[0], joint_pos[0]))
+            foot_height=None if self._kinematics is None else self._kinematics(quat[0], joint_pos[0]),
+            pd_torque=torque)
         reward, _, pieces = self.task.step(inputs)
         fields["reward"] = float(reward[0])
         fields["reward_velocity"] = pieces["velocity"][0]
         fields["reward_air"] = float(pieces["air"][0])
         fields["reward_base"] = float(pieces["base"][0])
+
+    def _pd_torque(self, fields: MutableMapping[str, Any]) -> np.ndarray:
+        """(1, J) the torque the step's target (as sent: after the safety filter) asked at the step's
+        start, from the joint state in the record's obs (measured, without training's noise)."""
+        if "obs" not in fields:
+            return np.full((1, len(self.default)), np.nan)
+        obs = np.asarray(fields["obs"], np.float64)
+        (pos, pos_scale), (vel, vel_scale) = self._joints_at
+        target = np.asarray(fields["joint_target"], np.float64)
+        return pd_torque(self.spec, target, obs[pos] / pos_scale + self.default, obs[vel] / vel_scale)[None]
 
     def _clock(self, fields: MutableMapping[str, Any]) -> np.ndarray | None:
         """(1,) the gait clock at the measurement (modulo the period), from next_obs; None where the
@@ -185,12 +212,13 @@ def robot_replay_writer(directory, spec: RobotSpec, bundle=None, height_scan: bo
 
 def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.ndarray,
                      robot: int = 0, next_obs: np.ndarray | None = None,
-                     clock: float | None = None) -> dict:
+                     clock: float | None = None, obs: np.ndarray | None = None) -> dict:
     """The fields a MuJoCo robot's transition carries into the reward path (RobotRewards) for the
     step `world` just took: measured state, the target sent for `action` (at gait `clock`, the
     step's end, for a spec whose swing pattern is a feed-forward), the true velocity (a caller
     with an estimator puts its estimate in base_lin_vel) and the simulator's contacts; `next_obs`,
-    the observation after the step, carries a gait clock to the reward."""
+    the observation after the step, carries a gait clock to the reward, and `obs`, the one the
+    action was computed from, the joint state the step started from."""
     from deploy.action_map import ActionMap
 
     st = world.read_state()
@@ -203,4 +231,5 @@ def simulated_fields(world, spec: RobotSpec, action: np.ndarray, command: np.nda
             "joint_vel": st.joint_vel[robot], "joint_torque": world.joint_torque[robot],
             "foot_contact": feet[robot].astype(np.float64), "terminated": False,
             "truncated": False, "dropped": 0,
-            **({} if next_obs is None else {"next_obs": np.asarray(next_obs, np.float64)})}
+            **({} if next_obs is None else {"next_obs": np.asarray(next_obs, np.float64)}),
+            **({} if obs is None else {"obs": np.asarray(obs, np.float64)})}

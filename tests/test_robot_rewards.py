@@ -18,10 +18,10 @@ pytest.importorskip("torch")
 from training.envs.velocity import TaskConfig, VelocityEnv  # noqa: E402
 
 
-def _logged(env: VelocityEnv, action: np.ndarray, next_obs: np.ndarray) -> dict:
+def _logged(env: VelocityEnv, action: np.ndarray, obs: np.ndarray, next_obs: np.ndarray) -> dict:
     """What a MuJoCo-backed robot logs for env 0's step, with joint_acc as a simulator can hand it."""
     return {**simulated_fields(env.world, env.spec, action, env.command[0], next_obs=next_obs,
-                               clock=float(env.clock[0])),
+                               clock=float(env.clock[0]), obs=obs),
             "joint_acc": env.world.joint_acc[0]}
 
 
@@ -30,11 +30,13 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
     spec = RobotSpec.load(robot)
     task = TaskConfig.load("velocity_flat", spec)
     env = VelocityEnv(spec, task, 1, seed=3, randomize=False, obs_noise=False)
-    env.reset(seed=3, stagger=False)
+    obs = env.reset(seed=3, stagger=False)[0]
     robot_path = RobotRewards(spec, TaskRewards.load("velocity_flat", spec))
     amap = ActionMap(spec)
     rng = np.random.default_rng(0)
-    compared = 0
+    compared = saturated = 0
+    # the G1's torque term reads the step's starting joint state from the obs, float32 as logged
+    tol = 1e-7 if robot_path.task.reads_pd_torque else 1e-12
     for _ in range(40):
         action = rng.uniform(amap.low, amap.high) * 0.3       # inside the bounds: no clamp,
         if spec.swing_feedforward:                            # with the swing feed-forward too
@@ -44,21 +46,65 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
         r = env.step(action[None])
         if r.terminated[0] or r.truncated[0]:
             break                      # the env has reset: its state is the next episode's
-        fields = _logged(env, action, r.obs[0])
+        fields = _logged(env, action, obs, r.obs[0])
+        obs = r.obs[0]
         robot_path(fields)
         pieces = r.info["relabel"]
         # the one term a robot cannot measure (foot slip speed: the G1's feet_slide) pays 0 there
         slip = r.info["reward_terms"].get("feet_slide", 0.0)
-        assert fields["reward"] == pytest.approx(float(r.reward[0]) - slip, rel=1e-9, abs=1e-12)
+        assert fields["reward"] == pytest.approx(float(r.reward[0]) - slip, rel=1e-9, abs=tol)
         np.testing.assert_allclose(fields["reward_velocity"], pieces["velocity"][0], rtol=1e-12)
         assert fields["reward_air"] == pytest.approx(float(pieces["air"][0]), abs=1e-12)
         assert fields["reward_base"] == pytest.approx(float(pieces["base"][0]) - slip, rel=1e-9,
-                                                      abs=1e-12)
+                                                      abs=tol)
+        saturated += r.info["reward_terms"].get("applied_torque_limits", 0.0) < 0
         np.testing.assert_allclose(fields["applied_action"], action, atol=1e-9)
         assert fields["action_filtered"] is False
         compared += 1
     env.close()
     assert compared >= 10
+    assert (saturated > 0) == (robot == "g1")     # the G1's wrists asked for more than 5 N m
+
+
+def test_the_torque_term_pays_what_the_targets_ask_beyond_the_motors_at_the_steps_start():
+    """applied_torque_limits in the training env, recomputed by hand: each step's targets against
+    the joint state before the step, at the spec's gains, beyond each joint's effort limit."""
+    spec = RobotSpec.load("g1")
+    env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 3, seed=1, randomize=False,
+                      obs_noise=False)
+    env.reset(seed=1, stagger=False)
+    weight = next(t.weight for t in env.task_rewards.terms if t.term == "applied_torque_limits")
+    rng = np.random.default_rng(2)
+    paid = []
+    for _ in range(5):
+        action = rng.uniform(env.action_low, env.action_high, (3, spec.num_joints)) * 0.3
+        start = env.world.read_state()
+        target = env.action_map.joint_targets(action, env.clock + spec.policy_dt)
+        asked = spec.kp * (target - start.joint_pos) - spec.kd * start.joint_vel
+        excess = np.maximum(np.abs(asked) - spec.effort_limit, 0.0).sum(1)
+        r = env.step(action)
+        term = r.info["reward_terms"]["applied_torque_limits"]
+        assert term == pytest.approx(weight * spec.policy_dt * excess.mean(), rel=1e-12)
+        paid.append(term)
+    env.close()
+    assert min(paid) < 0
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"clip": 5.0}, "'joint_vel_rel' unclipped with a non-zero scale"),
+    (None, "needs 'joint_vel_rel'")])
+def test_the_torque_term_needs_the_joint_state_in_the_observation(change, why):
+    """The robot path reads a step's starting joint state from its obs: a layout that clips it, or
+    leaves it out, is refused when the reward path is built, not found wrong on the robot."""
+    import dataclasses
+
+    spec = RobotSpec.load("g1")
+    rows = tuple(row for row in spec.observations if change is not None or row.term != "joint_vel_rel")
+    rows = tuple(dataclasses.replace(row, **change) if change and row.term == "joint_vel_rel" else row
+                 for row in rows)
+    changed = dataclasses.replace(spec, observations=rows)
+    with pytest.raises(ValueError, match=f"applied_torque_limits .*g1's layout .*{why}"):
+        RobotRewards(changed, TaskRewards.load("velocity_flat", spec))
 
 
 def test_without_a_velocity_estimate_or_contacts_the_reward_stays_unknown():

@@ -319,6 +319,35 @@ def test_evaluate_reports_each_held_command(smoke_checkpoint):
     assert rows[0]["lin_vel_error"] > 0.3 > rows[1]["lin_vel_error"]
 
 
+def test_stride_error_is_the_error_of_each_strides_mean_velocity():
+    """The G1's stride tracking error (its gait clock's period): recomputed from the base velocities
+    the env read each tick, a moving mean over one stride against the held command, from the first
+    whole stride to the episode's end. Sway within a stride cancels there, so it is below the
+    per-tick error."""
+    spec = RobotSpec.load("g1")
+    task = dataclasses.replace(TaskConfig.load("velocity_flat", spec), episode_length_s=1.6)
+    held = np.array([[0.5, 0.0, 0.0], [0.0, 0.2, 0.3]])
+    env = VelocityEnv(spec, task, 2, seed=0, threads=1, randomize=False, obs_noise=False, commands=held)
+    env.reset(seed=0, stagger=False)
+    env.world.set_upright_assist(400.0)       # stepping on the feed-forward, upright to the end
+    reads, stepped, real_read, real_step = [], [], env.world.read_state, env.world.step
+    env.world.read_state = lambda: reads.append(real_read()) or reads[-1]
+    env.world.step = lambda n: real_step(n) or stepped.append(len(reads))
+    for _ in range(env.max_steps):
+        result = env.step(np.zeros((2, spec.num_joints)))
+    velocities = [reads[i].base_lin_vel[:, :2] for i in stepped]    # the first read after physics
+    episode = result.info["episode"]
+    assert not episode["fell"].any() and list(episode["envs"]) == [0, 1]
+    v = np.array(velocities)                              # (ticks, envs, 2)
+    w = round(spec.gait.period / spec.policy_dt)
+    for i in range(2):
+        means = np.stack([np.convolve(v[:, i, k], np.ones(w) / w, "valid") for k in range(2)], 1)
+        expected = np.linalg.norm(means - held[i, :2], axis=1).mean()
+        assert episode["lin_vel_error_stride"][i] == pytest.approx(expected, rel=1e-9)
+        assert episode["lin_vel_error_stride"][i] < episode["lin_vel_error"][i]
+    env.close()
+
+
 def test_start_at_command_starts_episodes_moving_at_their_command():
     """`start_at_command`: robots start moving at their command (body frame, any reset yaw); without
     it (evaluation, sim2sim) they start as the task's reset says."""

@@ -171,6 +171,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def per_command(commands: list, envs: dict, repeats: int) -> list[dict]:
     """Each held command with what the policy made of it, averaged over its episodes."""
+    import numpy as np
+
     out = []
     for i, command in enumerate(commands):
         at = slice(i * repeats, (i + 1) * repeats)
@@ -178,6 +180,6 @@ def per_command(commands: list, envs: dict, repeats: int) -> list[dict]:
                     "mean_velocity": [round(float(v), 3) for v in envs["mean_velocity"][at].mean(0)],
                     "lin_vel_error": round(float(envs["lin_vel_error"][at].mean()), 3),
                     "falls": int(envs["fell"][at].sum()),
-                    **{k: round(float(envs[k][at].mean()), 3)
-                       for k in ("clock_match", "single_stance") if k in envs}})
+                    **{k: round(float(np.nanmean(envs[k][at])), 3)
+                       for k in ("lin_vel_error_stride", "clock_match", "single_stance") if k in envs}})
     return out

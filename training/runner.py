@@ -332,10 +332,13 @@ def critic_layout(env):
 @torch.no_grad()
 def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: bool = False) -> dict:
     """One whole episode per env with the deterministic policy; first episode of each env counts.
-    `per_env` adds each env's falls, tracking error and mean (vx, vy, wz) under "envs"."""
+    `per_env` adds each env's falls, tracking error and mean (vx, vy, wz) under "envs". Robots with
+    a gait clock get `lin_vel_error_stride` besides: the error of the velocity averaged over each
+    stride, which a biped's sway within the stride does not add to."""
     obs = torch.as_tensor(env.reset(seed=seed, stagger=False), device=device)
     n = env.num_envs
     ret, fell, err, length = np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    stride_err = np.full(n, np.nan)
     velocity = np.zeros((n, 3))
     seen = np.zeros(n, bool)
     gait = GaitTally(n) if per_env and env.spec.gait is not None else None
@@ -349,6 +352,8 @@ def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: 
             idx = ep["envs"][first]
             ret[idx], fell[idx] = ep["return"][first], ep["fell"][first]
             err[idx], length[idx] = ep["lin_vel_error"][first], ep["length"][first]
+            if "lin_vel_error_stride" in ep:
+                stride_err[idx] = ep["lin_vel_error_stride"][first]
             velocity[idx] = ep["mean_velocity"][first]
             seen[idx] = True
         obs = torch.as_tensor(result.obs, device=device)
@@ -357,8 +362,10 @@ def evaluate(agent: SAC, env, device: torch.device, seed: int = 12345, per_env: 
     metrics = {"return": float(ret.mean()), "fall_rate": float(fell.mean()), "falls": int(fell.sum()),
                "lin_vel_error": float(err.mean()), "lin_vel_error_worst_episode": float(err.max()),
                "episode_length_s": float(length.mean() * env.spec.policy_dt)}
+    strides = {} if np.isnan(stride_err).all() else {"lin_vel_error_stride": stride_err}
+    metrics.update({k: float(np.nanmean(v)) for k, v in strides.items()})
     if per_env:
-        metrics["envs"] = {"fell": fell, "lin_vel_error": err, "mean_velocity": velocity,
+        metrics["envs"] = {"fell": fell, "lin_vel_error": err, "mean_velocity": velocity, **strides,
                            **({} if gait is None else gait.shares())}
     return metrics
 

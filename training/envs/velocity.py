@@ -18,7 +18,8 @@ from deploy.observations import ObservationPipeline, appended, critic_pipeline, 
 from deploy.sim_world import SimWorld
 from deploy.spec import RobotSpec, available_robots
 from training.envs.base import StepResult
-from deploy.rewards import TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, task_section
+from deploy.rewards import (TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, pd_torque,
+                            task_section)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ class VelocityEnv:
         self.episode_return = np.zeros(n)
         self.episode_track_err = np.zeros(n)
         self.episode_velocity = np.zeros((n, 3))
+        # a walking biped's base sways within each stride: the error of the stride's mean velocity
+        # tells walking at the wrong speed from swaying at the right one (robots with a gait clock)
+        self.stride = 0 if spec.gait is None else int(round(spec.gait.period / spec.policy_dt))
+        self.stride_velocity = np.zeros((max(self.stride, 1), n, 2))
+        self.episode_stride_err = np.zeros(n)
         self.friction, self.added_mass, self.strength = np.ones(n), np.zeros(n), np.ones(n)
 
     # ---- protocol --------------------------------------------------------------------------
@@ -147,7 +153,12 @@ class VelocityEnv:
         spec = self.spec
         actions = np.array(actions, dtype=np.float64)   # a copy: load_state_dict writes into it
         self.last_action, self.action = self.action, actions
-        self.world.set_targets(self.action_map.joint_targets(actions, self.clock + spec.policy_dt))
+        targets = self.action_map.joint_targets(actions, self.clock + spec.policy_dt)
+        torque = None
+        if self.task_rewards.reads_pd_torque:
+            start = self.world.read_state()
+            torque = pd_torque(spec, targets, start.joint_pos, start.joint_vel)
+        self.world.set_targets(targets)
         self.world.step(spec.decimation)
         self.episode_step += 1
 
@@ -170,11 +181,14 @@ class VelocityEnv:
             penalized_contacts=penalized, terminated=terminated, spec=spec,
             sigma=self.task.tracking_sigma,
             foot_phase=None if spec.gait is None else spec.gait.foot_phases(self.clock),
-            foot_height=self.world.foot_height() if self.task_rewards.reads_foot_height else None)
+            foot_height=self.world.foot_height() if self.task_rewards.reads_foot_height else None,
+            pd_torque=torque)
         reward, parts, pieces = self.task_rewards.step(inputs)
         self.episode_return += reward
         self.episode_track_err += np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
         self.episode_velocity += pieces["velocity"]
+        if self.stride:
+            self._add_stride(state.base_lin_vel[:, :2])
 
         done = terminated | truncated
         # the pre-reset observation of the envs that ended (Eq. 9); the others' next observation
@@ -190,6 +204,7 @@ class VelocityEnv:
                 "length": self.episode_step[finished].copy(),
                 "lin_vel_error": self.episode_track_err[finished] / self.episode_step[finished],
                 "mean_velocity": self.episode_velocity[finished] / self.episode_step[finished, None],
+                "lin_vel_error_stride": self._stride_error(finished),
                 "fell": terminated[finished].copy()}
             self._reset_envs(finished)
         self._advance_command_and_pushes()
@@ -204,7 +219,7 @@ class VelocityEnv:
     # ---- exact resume ----------------------------------------------------------------------
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
                "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
-               "friction", "added_mass", "strength")
+               "stride_velocity", "episode_stride_err", "friction", "added_mass", "strength")
 
     @property
     def command_reward(self):
@@ -217,7 +232,8 @@ class VelocityEnv:
                 **{k: getattr(self, k).copy() for k in self._ARRAYS}}
 
     def load_state_dict(self, state: dict) -> None:
-        state = {"episode_velocity": 0.0, **state}   # absent before 2026-11: a statistic, not dynamics
+        # statistics, not dynamics: absent from checkpoints of older versions
+        state = {"episode_velocity": 0.0, "stride_velocity": 0.0, "episode_stride_err": 0.0, **state}
         self.rng.bit_generator.state = state["rng"]
         for k in self._ARRAYS:
             getattr(self, k)[...] = state[k]
@@ -242,6 +258,22 @@ class VelocityEnv:
         exact = self.privileged.compute(state, self.command, self.action, clock=self.clock)
         return np.concatenate([obs, exact], axis=1)
 
+    def _add_stride(self, velocity: np.ndarray) -> None:
+        """Keep each env's last stride of base velocities; from its first whole stride on, add the
+        error of their mean against the command."""
+        n = self.num_envs
+        self.stride_velocity[(self.episode_step - 1) % self.stride, np.arange(n)] = velocity
+        whole = self.episode_step >= self.stride
+        error = np.linalg.norm(self.stride_velocity.mean(0) - self.command[:, :2], axis=1)
+        self.episode_stride_err += np.where(whole, error, 0.0)
+
+    def _stride_error(self, envs: np.ndarray) -> np.ndarray:
+        """Mean stride error of finished episodes; NaN for one shorter than a stride or no clock."""
+        if not self.stride:
+            return np.full(len(envs), np.nan)
+        strides = self.episode_step[envs] - self.stride + 1
+        return np.where(strides > 0, self.episode_stride_err[envs] / np.maximum(strides, 1), np.nan)
+
     def _reset_envs(self, envs: np.ndarray) -> None:
         spec, task, rng, k = self.spec, self.task, self.rng, len(envs)
         lo, hi = task.reset_joint_scale
@@ -261,6 +293,7 @@ class VelocityEnv:
         self.episode_return[envs] = 0.0
         self.episode_track_err[envs] = 0.0
         self.episode_velocity[envs] = 0.0
+        self.episode_stride_err[envs] = 0.0
         self._resample_commands(envs)
         if self.start_at_command:
             self._start_at_command(envs, yaw)
