@@ -1,6 +1,6 @@
-"""The G1 policy the gantry tests run: the committed work-in-progress checkpoint
-(models/checkpoints/g1_wip), which steps in time with its gait clock but does not track commands
-yet, exported to a temporary registry (never into models/policies)."""
+"""The G1 policy the gantry and /cmd_vel tests run: the committed work-in-progress checkpoint
+(models/checkpoints/g1_wip), which walks where it is told but loosely (not yet to the issue's
+tracking bar), exported to a temporary registry (never into models/policies)."""
 from __future__ import annotations
 
 import dataclasses
