@@ -22,6 +22,7 @@ class RewardInputs:
     ang_vel: np.ndarray          # (N, 3) body frame
     gravity: np.ndarray          # (N, 3) projected gravity
     joint_pos: np.ndarray        # (N, J)
+    joint_vel: np.ndarray        # (N, J)
     joint_torque: np.ndarray     # (N, J)
     joint_acc: np.ndarray        # (N, J)
     action: np.ndarray           # (N, J)
@@ -39,7 +40,8 @@ class RewardInputs:
     foot_phase: np.ndarray | None = None   # (N, F) gait phase of each foot (spec gait), if it has one
     foot_height: np.ndarray | None = None  # (N, F) height of each foot body's origin, any common datum
     pd_torque: np.ndarray | None = None    # (N, J) the PD law's torque for the step's target at the
-                                           # step's start, unclipped: kp (q* - q) - kd qd
+                                           # step's start, unclipped: kp (q* - q) - kd qd, with q
+                                           # and qd as the policy's observation held them
 
 
 MOVING_SPEED = 0.1   # m/s: the air-time terms only pay while the command asks to move
@@ -148,6 +150,7 @@ TERMS: dict[str, Callable[[RewardInputs, np.ndarray, dict], np.ndarray]] = {
     "dof_torques_l2": lambda x, j, p: np.sum(x.joint_torque[:, j] ** 2, 1),
     "applied_torque_limits": lambda x, j, p: _torque_excess(x, j),
     "dof_acc_l2": lambda x, j, p: np.sum(x.joint_acc[:, j] ** 2, 1),
+    "joint_vel_l2": lambda x, j, p: np.sum(x.joint_vel[:, j] ** 2, 1),
     "action_rate_l2": lambda x, j, p: np.sum((x.action - x.last_action) ** 2, 1),
     "feet_air_time": lambda x, j, p: _feet_air_time(x, p["threshold"]) * moving(x.command),
     "feet_air_time_biped": lambda x, j, p: _feet_air_time_biped(x, p["threshold"]) * moving(x.command),
@@ -166,6 +169,9 @@ PARAMS = {"feet_air_time": {"threshold": 0.5}, "feet_air_time_biped": {"threshol
           "gait_joint_reference": {"width": 0.3}}
 # each parameter's allowed range (low, high, whether low itself is excluded)
 PARAM_LIMITS = {"threshold": (0.0, 10.0, False), "apex": (0.0, 1.5, True), "width": (0.0, 1.5, True)}
+# the terms that sum over joints, and so take a row's `joints` (the others would ignore it)
+JOINT_TERMS = ("dof_torques_l2", "applied_torque_limits", "dof_acc_l2", "joint_vel_l2", "dof_pos_limits",
+               "joint_deviation_l1")
 # the terms that read the spec's gait clock
 CLOCK_TERMS = ("gait_contact", "feet_swing_height", "gait_joint_reference")
 MAX_WEIGHT = 1e4   # |weight| on load: the largest here is G1's termination_penalty, 200
@@ -199,6 +205,9 @@ def parse_rewards(section: Section, spec: RobotSpec) -> list[RewardTerm]:
                                 f"{spec.name}'s spec has no 'gait.swing' section ({spec.source})")
         joints = np.arange(spec.num_joints)
         if "joints" in row.data:
+            if term not in JOINT_TERMS:
+                raise row.error("joints", f"term {term} does not sum over joints; 'joints' applies to "
+                                f"{', '.join(JOINT_TERMS)}")
             joints = np.array(spec.joints_named_by(row, "joints", row.get("joints", str)), dtype=np.int64)
         params = _params(row, term)
         weight = section.number(name, low=-MAX_WEIGHT, high=MAX_WEIGHT) if short else \

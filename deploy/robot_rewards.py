@@ -10,6 +10,7 @@ env uses, fed with what the robot measures:
 |                     |                                | hardware backends run it for every robot)      |
 | angular velocity    | simulator                      | IMU gyro                                       |
 | gravity             | base orientation               | IMU orientation                                |
+| joint velocity      | simulator                      | the record's joint_vel (the encoders')         |
 | joint acceleration  | MuJoCo qacc                    | the change of joint velocity over one policy   |
 |                     |                                | period (a simulator may hand `joint_acc`)      |
 | foot contact        | simulator contacts             | foot_contact: the backend's (a foot sensor     |
@@ -48,17 +49,28 @@ from deploy.spec import RobotSpec
 CONTACT_FORCE_N = 10.0
 
 
-def _joint_state_slices(spec: RobotSpec, layout) -> tuple[tuple[slice, float], tuple[slice, float]]:
-    """Where a record's obs holds the joint positions and velocities the step started from, and their
-    scales: the torque the step's target asked (applied_torque_limits) is computed from them."""
-    entries = {e.name: e for e in layout.entries}
-    for name in ("joint_pos_rel", "joint_vel_rel"):
-        e = entries.get(name)
-        if e is None or e.clip is not None or e.scale == 0:
-            raise ValueError(f"reward term applied_torque_limits reads the step's starting joint state "
-                             f"from the observation: {spec.name}'s layout ({spec.source}) needs "
-                             f"'{name}' unclipped with a non-zero scale")
-    return tuple((layout.slice(n), entries[n].scale) for n in ("joint_pos_rel", "joint_vel_rel"))
+class ObservedJointState:
+    """The joint positions and velocities an observation holds, as its sensors reported them: the
+    deploy safety filter estimates a target's torque from that measurement, so applied_torque_limits
+    is computed from it, on the robot and in training (where it carries training's noise)."""
+
+    def __init__(self, spec: RobotSpec, layout):
+        entries = {e.name: e for e in layout.entries}
+        for name in ("joint_pos_rel", "joint_vel_rel"):
+            e = entries.get(name)
+            if e is None or e.clip is not None or e.scale == 0:
+                raise ValueError(f"reward term applied_torque_limits reads the step's starting joint "
+                                 f"state from the observation: {spec.name}'s layout ({spec.source}) "
+                                 f"needs '{name}' unclipped with a non-zero scale")
+        self.default = spec.default_pos.astype(np.float64)
+        self._pos, self._vel = (layout.slice(n) for n in ("joint_pos_rel", "joint_vel_rel"))
+        self._pos_scale, self._vel_scale = (entries[n].scale for n in ("joint_pos_rel", "joint_vel_rel"))
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(joint_pos, joint_vel), each (..., J), of observations (..., D)."""
+        obs = np.asarray(obs, np.float64)
+        return (obs[..., self._pos] / self._pos_scale + self.default,
+                obs[..., self._vel] / self._vel_scale)
 
 
 class RobotRewards:
@@ -75,7 +87,7 @@ class RobotRewards:
         self._kinematics = FootKinematics(spec) if task.reads_foot_height else None
         layout = ObservationPipeline(spec).layout
         self._phase_at = layout.slice("gait_phase") if "gait_phase" in layout.names else None
-        self._joints_at = _joint_state_slices(spec, layout) if task.reads_pd_torque else None
+        self._joints_at = ObservedJointState(spec, layout) if task.reads_pd_torque else None
         self._dropped: int | None = None
         self._restart()
 
@@ -133,7 +145,7 @@ class RobotRewards:
         inputs = RewardInputs(
             command=np.asarray(fields["command"], np.float64)[None], lin_vel=lin_vel,
             ang_vel=np.asarray(fields["imu_gyro"], np.float64)[None],
-            gravity=projected_gravity(quat), joint_pos=joint_pos,
+            gravity=projected_gravity(quat), joint_pos=joint_pos, joint_vel=joint_vel,
             joint_torque=np.asarray(fields["joint_torque"], np.float64)[None], joint_acc=joint_acc,
             action=applied[None], last_action=last_action, foot_contact=feet, first_contact=first,
             last_air_time=last_air, air_time=self.air_time, contact_time=self.contact_time,
@@ -153,10 +165,8 @@ class RobotRewards:
         start, from the joint state in the record's obs (measured, without training's noise)."""
         if "obs" not in fields:
             return np.full((1, len(self.default)), np.nan)
-        obs = np.asarray(fields["obs"], np.float64)
-        (pos, pos_scale), (vel, vel_scale) = self._joints_at
-        target = np.asarray(fields["joint_target"], np.float64)
-        return pd_torque(self.spec, target, obs[pos] / pos_scale + self.default, obs[vel] / vel_scale)[None]
+        q, qd = self._joints_at(fields["obs"])
+        return pd_torque(self.spec, np.asarray(fields["joint_target"], np.float64), q, qd)[None]
 
     def _clock(self, fields: MutableMapping[str, Any]) -> np.ndarray | None:
         """(1,) the gait clock at the measurement (modulo the period), from next_obs; None where the

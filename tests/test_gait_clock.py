@@ -25,7 +25,7 @@ def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None,
     zeros = lambda *shape: np.zeros(shape)  # noqa: E731
     return RewardInputs(
         command=zeros(n, 3), lin_vel=zeros(n, 3), ang_vel=zeros(n, 3), gravity=np.tile([0, 0, -1.0], (n, 1)),
-        joint_pos=np.tile(spec.default_pos, (n, 1)), joint_torque=zeros(n, j), joint_acc=zeros(n, j),
+        joint_pos=np.tile(spec.default_pos, (n, 1)), joint_vel=zeros(n, j), joint_torque=zeros(n, j), joint_acc=zeros(n, j),
         action=zeros(n, j), last_action=zeros(n, j), foot_contact=contact,
         first_contact=np.zeros((n, f), bool), last_air_time=zeros(n, f), air_time=zeros(n, f),
         contact_time=zeros(n, f), foot_speed_xy=zeros(n, f), penalized_contacts=zeros(n),
@@ -108,6 +108,9 @@ def test_gait_joint_reference_pays_the_legs_by_their_distance_from_the_stepping_
     ({"term": "gait_joint_reference", "weight": 1.0, "width": float("inf")}, r"rewards.g1.ref.width"),
     ({"term": "joint_deviation_l1", "weight": 1.0, "joints": "[a-"},
      r"rewards.g1.ref.joints: '\[a-' is not a regular expression"),
+    ({"term": "action_rate_l2", "weight": -0.1, "joints": ".*_shoulder_.*_joint"},
+     r"rewards.g1.ref.joints: term action_rate_l2 does not sum over joints; 'joints' applies to "
+     r"dof_torques_l2, .*joint_vel_l2"),
 ])
 def test_bad_joint_reference_rows_are_refused_with_the_field_named(g1, row, message):
     with pytest.raises(ConfigError, match=message):

@@ -66,28 +66,67 @@ def test_robot_path_pays_what_the_training_env_paid_for_the_same_step(robot):
     assert (saturated > 0) == (robot == "g1")     # the G1's wrists asked for more than 5 N m
 
 
-def test_the_torque_term_pays_what_the_targets_ask_beyond_the_motors_at_the_steps_start():
+def test_the_torque_term_pays_what_the_targets_ask_of_the_measured_state_beyond_the_motors():
     """applied_torque_limits in the training env, recomputed by hand: each step's targets against
-    the joint state before the step, at the spec's gains, beyond each joint's effort limit."""
+    the joint state the policy's observation held (noise included, as the deploy safety filter
+    measures it), at the spec's gains, beyond each joint's effort limit."""
     spec = RobotSpec.load("g1")
     env = VelocityEnv(spec, TaskConfig.load("velocity_flat", spec), 3, seed=1, randomize=False,
-                      obs_noise=False)
-    env.reset(seed=1, stagger=False)
+                      obs_noise=True)
+    obs = env.reset(seed=1, stagger=False)
+    layout = env.pipeline.layout
+    scale = {e.name: e.scale for e in layout.entries}
     weight = next(t.weight for t in env.task_rewards.terms if t.term == "applied_torque_limits")
     rng = np.random.default_rng(2)
-    paid = []
+    paid, exact_differs = [], False
     for _ in range(5):
         action = rng.uniform(env.action_low, env.action_high, (3, spec.num_joints)) * 0.3
+        q = obs[:, layout.slice("joint_pos_rel")] / scale["joint_pos_rel"] + spec.default_pos
+        qd = obs[:, layout.slice("joint_vel_rel")] / scale["joint_vel_rel"]
         start = env.world.read_state()
         target = env.action_map.joint_targets(action, env.clock + spec.policy_dt)
-        asked = spec.kp * (target - start.joint_pos) - spec.kd * start.joint_vel
-        excess = np.maximum(np.abs(asked) - spec.effort_limit, 0.0).sum(1)
+        excess = {}
+        for name, (pos, vel) in {"measured": (q, qd), "exact": (start.joint_pos, start.joint_vel)}.items():
+            asked = spec.kp * (target - pos) - spec.kd * vel
+            excess[name] = np.maximum(np.abs(asked) - spec.effort_limit, 0.0).sum(1).mean()
         r = env.step(action)
+        obs = r.obs
         term = r.info["reward_terms"]["applied_torque_limits"]
-        assert term == pytest.approx(weight * spec.policy_dt * excess.mean(), rel=1e-12)
+        assert term == pytest.approx(weight * spec.policy_dt * excess["measured"], rel=1e-6)
+        exact_differs |= abs(excess["measured"] - excess["exact"]) > 1e-3 * excess["exact"]
         paid.append(term)
     env.close()
     assert min(paid) < 0
+    assert exact_differs          # the noise mattered: the exact state would have paid otherwise
+
+
+def test_joint_vel_l2_sums_the_squared_velocities_of_its_joints_only():
+    """A joint_vel_l2 row on the arms, recomputed from the velocities the simulator reports after
+    each step: the legs' (moving far more) would change it."""
+    import re
+
+    from deploy.config import Section
+    from deploy.rewards import parse_rewards
+
+    spec = RobotSpec.load("g1")
+    task = TaskConfig.load("velocity_flat", spec)
+    arms = ".*_(shoulder|elbow)_.*joint"
+    row = parse_rewards(Section({"arm_vel": {"term": "joint_vel_l2", "weight": -0.01, "joints": arms}},
+                                "task.yaml", "rewards.g1"), spec)
+    env = VelocityEnv(spec, task, 2, seed=4, randomize=False, obs_noise=False)
+    env.task_rewards = TaskRewards(tuple(env.task_rewards.terms) + tuple(row), task.tracking_sigma,
+                                   spec.policy_dt)
+    env.reset(seed=4, stagger=False)
+    picked = [i for i, n in enumerate(spec.joint_names) if re.fullmatch(arms, n)]
+    assert len(picked) == 8            # shoulder pitch, roll, yaw and elbow, each side
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        r = env.step(rng.uniform(env.action_low, env.action_high, (2, spec.num_joints)) * 0.3)
+        qd = env.world.read_state().joint_vel
+        by_hand = -0.01 * spec.policy_dt * (qd[:, picked] ** 2).sum(1).mean()
+        assert r.info["reward_terms"]["arm_vel"] == pytest.approx(by_hand, rel=1e-12)
+        assert by_hand != pytest.approx(-0.01 * spec.policy_dt * (qd ** 2).sum(1).mean(), rel=1e-3)
+    env.close()
 
 
 @pytest.mark.parametrize("change, why", [

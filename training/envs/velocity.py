@@ -16,6 +16,7 @@ from deploy.backends.mujoco_backend import Randomization as SimRandomization
 from deploy.config import ConfigError, Section
 from deploy.observations import ObservationPipeline, appended, critic_pipeline, projected_gravity
 from deploy.sim_world import SimWorld
+from deploy.robot_rewards import ObservedJointState
 from deploy.spec import RobotSpec, available_robots
 from training.envs.base import StepResult
 from deploy.rewards import (TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, pd_torque,
@@ -137,6 +138,11 @@ class VelocityEnv:
         self.stride_velocity = np.zeros((max(self.stride, 1), n, 2))
         self.episode_stride_err = np.zeros(n)
         self.friction, self.added_mass, self.strength = np.ones(n), np.zeros(n), np.ones(n)
+        # the joint state in the policy's last observation, noise included: the deploy safety filter
+        # estimates a target's torque from the same measurement the policy acted on
+        self.observed_joints = ObservedJointState(spec, self.pipeline.layout) \
+            if self.task_rewards.reads_pd_torque else None
+        self.observed_joint_pos, self.observed_joint_vel = np.zeros((n, j)), np.zeros((n, j))
 
     # ---- protocol --------------------------------------------------------------------------
     def reset(self, seed: int | None = None, stagger: bool = True) -> np.ndarray:
@@ -154,10 +160,8 @@ class VelocityEnv:
         actions = np.array(actions, dtype=np.float64)   # a copy: load_state_dict writes into it
         self.last_action, self.action = self.action, actions
         targets = self.action_map.joint_targets(actions, self.clock + spec.policy_dt)
-        torque = None
-        if self.task_rewards.reads_pd_torque:
-            start = self.world.read_state()
-            torque = pd_torque(spec, targets, start.joint_pos, start.joint_vel)
+        torque = None if self.observed_joints is None else pd_torque(
+            spec, targets, self.observed_joint_pos, self.observed_joint_vel)
         self.world.set_targets(targets)
         self.world.step(spec.decimation)
         self.episode_step += 1
@@ -174,7 +178,8 @@ class VelocityEnv:
         foot_speed = np.linalg.norm(self.world.foot_velocity()[..., :2], axis=-1)
         inputs = RewardInputs(
             command=self.command, lin_vel=state.base_lin_vel, ang_vel=state.base_ang_vel,
-            gravity=gravity, joint_pos=state.joint_pos, joint_torque=self.world.joint_torque,
+            gravity=gravity, joint_pos=state.joint_pos, joint_vel=state.joint_vel,
+            joint_torque=self.world.joint_torque,
             joint_acc=self.world.joint_acc, action=self.action, last_action=self.last_action,
             foot_contact=feet, first_contact=first_contact, last_air_time=last_air,
             air_time=self.air_time, contact_time=self.contact_time, foot_speed_xy=foot_speed,
@@ -219,7 +224,8 @@ class VelocityEnv:
     # ---- exact resume ----------------------------------------------------------------------
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
                "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
-               "stride_velocity", "episode_stride_err", "friction", "added_mass", "strength")
+               "stride_velocity", "episode_stride_err", "friction", "added_mass", "strength",
+               "observed_joint_pos", "observed_joint_vel")
 
     @property
     def command_reward(self):
@@ -236,12 +242,16 @@ class VelocityEnv:
         state = {"episode_velocity": 0.0, "stride_velocity": 0.0, "episode_stride_err": 0.0, **state}
         self.rng.bit_generator.state = state["rng"]
         for k in self._ARRAYS:
-            getattr(self, k)[...] = state[k]
+            if k in state or k not in ("observed_joint_pos", "observed_joint_vel"):
+                getattr(self, k)[...] = state[k]
         if self.randomize:
             self.world.set_friction(self.friction)
             self.world.set_added_base_mass(self.added_mass)
             self.world.set_motor_strength(self.strength)
         self.world.set_state(state["physics"])
+        if "observed_joint_pos" not in state:     # older checkpoints: the exact state, for one step
+            exact = self.world.read_state()
+            self.observed_joint_pos[...], self.observed_joint_vel[...] = exact.joint_pos, exact.joint_vel
 
     # ---- internals -------------------------------------------------------------------------
     @property
@@ -253,6 +263,8 @@ class VelocityEnv:
         state = self.world.read_state() if state is None else state
         rng = self.rng if self.obs_noise else None
         obs = self.pipeline.compute(state, self.command, self.action, rng, clock=self.clock)
+        if self.observed_joints is not None:
+            self.observed_joint_pos, self.observed_joint_vel = self.observed_joints(obs)
         if self.privileged is None:
             return obs
         exact = self.privileged.compute(state, self.command, self.action, clock=self.clock)
