@@ -13,7 +13,7 @@ from deploy.cli_types import count, exploration, number, seed, seed_list
 
 def register(sub: argparse._SubParsersAction) -> None:
     from training.cli_finetune import prior_fraction
-    from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, DemoOptions
+    from training.demo import DEFAULT_CHECKPOINT, DEFAULT_SHIFT, SWAP_TAIL_S, DemoOptions
 
     d = DemoOptions(out=Path("."))
     p = sub.add_parser("demo", help="fine-tune on a shifted MuJoCo robot: runner, learner, gate, "
@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds of the held-out episodes (distinct, >= 0)")
     p.add_argument("--eval-s", type=number(0.0, 1e4, open_low=True), default=d.eval_s, help="held-out episode length")
     p.add_argument("--seed", type=seed, default=d.seed)
+    p.add_argument("--until-swaps", type=count(0), default=d.until_swaps,
+                   help="end once the runner has swapped to this many promoted bundles (and driven "
+                        f"the last for {SWAP_TAIL_S:g} s), or at --minutes, whichever comes first (0: all "
+                        "--minutes)")
     p.set_defaults(func=run)
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                        explore=args.explore, utd=args.utd, lr_scale=args.lr_scale, promote_every=args.promote_every,
                        prior_steps=args.prior_steps, prior_fraction=args.prior_fraction,
                        eval_seeds=args.eval_seeds, eval_episodes=args.eval_episodes, eval_s=args.eval_s,
-                       seed=args.seed)
+                       seed=args.seed, until_swaps=args.until_swaps)
     signal.signal(signal.SIGTERM, _interrupt)     # `kill`: stop the two processes as Ctrl-C does
     try:
         run_demo(opts, log=lambda line: print(line, flush=True))

@@ -31,6 +31,7 @@ from deploy.spec import REPO_ROOT
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "go2_cpu" / "model.pt"
 DEFAULT_SHIFT = ("added_base_mass=4", "payload_offset=0,0.15,0")
 ROBOT_CLAMP_FRACTION = 0.3
+SWAP_TAIL_S = 15.0     # s the runner drives the last swapped-in bundle before --until-swaps ends it
 
 
 class DemoError(RuntimeError):
@@ -68,6 +69,10 @@ class DemoOptions:
     eval_s: float = 20.0
     gate_seeds: tuple[int, ...] = (0, 1, 2)
     seed: int = 0
+    # end once the runner has swapped to this many promoted bundles and driven the last for
+    # SWAP_TAIL_S, or at `minutes`, whichever comes first (0: run the whole `minutes`): how far a
+    # short run gets then depends on events, not on how fast a loaded machine is
+    until_swaps: int = 0
 
 
 def run_demo(opts: DemoOptions, log=print) -> dict:
@@ -109,7 +114,7 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
     runner = _spawn(out / "runner.log", env, _runner_args(opts, spec.name, out))
     tuner = _spawn(out / "finetune.log", env, _tuner_args(opts, out, gate_scenarios))
     try:
-        _watch(runner, tuner, out, opts.minutes * 60 + 60, log)
+        _watch(runner, tuner, out, opts.minutes * 60 + 60, log, opts.until_swaps)
     finally:
         _stop(runner, signal.SIGINT)
         _stop(tuner, signal.SIGTERM)
@@ -202,8 +207,9 @@ def _spawn(log_path: Path, env: dict, args: list[str]) -> subprocess.Popen:
 
 
 def _watch(runner: subprocess.Popen, tuner: subprocess.Popen, out: Path, limit_s: float,
-           log) -> None:
-    """Until the runner ends (its --duration), printing progress every 30 s; a fine-tuner that
+           log, until_swaps: int = 0) -> None:
+    """Until the runner ends (its --duration) or, with `until_swaps`, the runner has swapped that
+    many times and driven the last bundle for SWAP_TAIL_S; progress every 30 s. A fine-tuner that
     dies ends the demo with its log's last lines."""
     from deploy.event_log import read_events
 
@@ -215,6 +221,11 @@ def _watch(runner: subprocess.Popen, tuner: subprocess.Popen, out: Path, limit_s
             raise DemoError(f"the fine-tuner exited ({tuner.returncode}): " + " | ".join(tail))
         if time.monotonic() - t0 > limit_s:
             raise DemoError(f"the runner did not end within {limit_s:.0f} s")
+        if until_swaps:
+            swaps = [e for e in read_events(out / "events.jsonl") if e.get("event") == "swapping"]
+            if len(swaps) >= until_swaps and time.time() - swaps[until_swaps - 1]["time"] >= SWAP_TAIL_S:
+                log(f"demo: {until_swaps} swap(s) made; ending the run")
+                return
         if time.monotonic() >= next_print:
             eps = [e for e in read_events(out / "events.jsonl") if e.get("event") == "episode"]
             proms = read_events(out / "finetune" / "promotions.jsonl")
