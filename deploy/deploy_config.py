@@ -138,9 +138,10 @@ class DeployConfig:
 
     @classmethod
     def load(cls, spec: RobotSpec, path: str | Path | None = None) -> "DeployConfig":
-        """`path`, else configs/deploy/<robot>.yaml when it exists, else the spec's defaults."""
+        """`path`, else configs/deploy/<robot>.yaml when it exists (a variant's own, else its
+        family's), else the spec's defaults."""
         if path is None:
-            path = DEPLOY_DIR / f"{spec.name}.yaml"
+            path = spec.settings_file(DEPLOY_DIR)
             if not path.is_file():
                 return cls.defaults(spec)
         path = Path(path)

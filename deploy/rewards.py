@@ -297,11 +297,13 @@ class TaskRewards:
     def from_section(cls, root: Section, spec: RobotSpec) -> "TaskRewards":
         per_robot = root.sub("rewards")
         per_robot.allow([], available_robots())
-        if spec.name not in per_robot.data:
+        key = spec.settings_key(per_robot.data)
+        if key not in per_robot.data:
             raise per_robot.error(spec.name, f"no reward weights for robot '{spec.name}' "
-                                  f"(robots here: {', '.join(per_robot.data)})")
+                                  + (f"or its family '{key}' " if key != spec.name else "")
+                                  + f"(robots here: {', '.join(per_robot.data)})")
         scaled = root.get("reward_dt_scaling", bool)
-        return cls(tuple(parse_rewards(per_robot.sub(spec.name), spec)),
+        return cls(tuple(parse_rewards(per_robot.sub(key), spec)),
                    root.number("tracking_sigma", low=0.0, high=100.0, open_low=True),
                    spec.policy_dt if scaled else 1.0)
 

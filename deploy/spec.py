@@ -208,7 +208,24 @@ class RobotSpec:
     # terms only the critic sees, exact (an asymmetric critic): what the robot cannot measure but
     # the reward depends on, e.g. base_lin_vel for a policy whose layout leaves it out
     critic_observations: tuple[ObsTermSpec, ...] = ()
+    # the robot this spec is a variant of (`base:` in its file), whose deployment settings, gate
+    # scenarios and rewards it shares unless it has its own
+    variant_of: str | None = None
     hash: str = field(default="", compare=False)
+
+    @property
+    def family(self) -> str:
+        """The physical robot: the name per-robot settings are looked up under after the spec's own."""
+        return self.variant_of or self.name
+
+    def settings_file(self, directory: Path) -> Path:
+        """`<name>.yaml` in a per-robot settings folder, else the family's (which may not exist)."""
+        own = Path(directory) / f"{self.name}.yaml"
+        return own if own.is_file() else Path(directory) / f"{self.family}.yaml"
+
+    def settings_key(self, keys) -> str:
+        """The key of a per-robot section: the spec's name where the section has it, else the family's."""
+        return self.name if self.name in keys else self.family
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -221,7 +238,8 @@ class RobotSpec:
                 known = sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
                 raise ConfigError(path, "robot", f"unknown robot '{robot_or_path}' "
                                   f"(known: {', '.join(known)})")
-        spec = _parse(Section(load_yaml(path), path), path)
+        data, variant_of = _read_spec_file(path)
+        spec = _parse(Section(data, path), path, variant_of)
         if check_mjcf:
             from deploy.mjcf import check_against_mjcf
             check_against_mjcf(spec)
@@ -375,7 +393,34 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _parse(root: Section, path: Path) -> RobotSpec:
+def _read_spec_file(path: Path) -> tuple[dict, str | None]:
+    """A spec file's settings and the robot it is a variant of. `base: ROBOT` (a robot of
+    configs/robots) makes the file a variant: the same robot with other choices (an observation
+    layout its hardware can feed, say), stating only the top-level keys that differ, which replace
+    the base's. A variant has its own name, bundles and registry entry, and shares the base's
+    deployment settings, gate scenarios and rewards unless it has its own (RobotSpec.family)."""
+    data = load_yaml(path)
+    if "base" not in data:
+        return data, None
+    base = data.pop("base")
+    known = sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
+    if not isinstance(base, str) or base not in known:
+        raise ConfigError(path, "base", f"{base!r} is not a robot in {ROBOTS_DIR} (known: {', '.join(known)})")
+    base_path = ROBOTS_DIR / f"{base}.yaml"
+    merged = load_yaml(base_path)
+    if "base" in merged:
+        raise ConfigError(path, "base", f"'{base}' is itself a variant (of {merged['base']!r}): "
+                          f"name the robot it is a variant of")
+    if not isinstance(data.get("name"), str) or data["name"] in (base, merged.get("name")):
+        raise ConfigError(path, "name", f"a variant needs a name of its own, not {data.get('name')!r} "
+                          f"(its base is '{base}')")
+    if "mjcf" in merged and "mjcf" not in data:     # the base's model, wherever this file is
+        merged["mjcf"] = str((base_path.parent / merged["mjcf"]).resolve())
+    merged.update(data)
+    return merged, base
+
+
+def _parse(root: Section, path: Path, variant_of: str | None = None) -> RobotSpec:
     root.allow(["name", "mjcf", "hardware", "timing", "action", "bodies", "joints", "observations",
                 "height_scan", "commands", "termination"], ["stand", "gait", "critic_observations"])
     stand = root.sub("stand", {})
@@ -425,6 +470,7 @@ def _parse(root: Section, path: Path) -> RobotSpec:
         stand_gantry=stand.get("gantry", bool, False),
         gait=_parse_gait(root, len(_names(bodies, "feet"))),
         critic_observations=_parse_critic_observations(root, observations),
+        variant_of=variant_of,
     )
     _check_defaults_inside_soft_limits(spec, root)
     _check_gait_terms(spec, root)
@@ -447,6 +493,8 @@ def _hashed_content(spec: RobotSpec) -> dict:
         d["termination"].pop("joint_limit_tolerance")
     if not d["critic_observations"]:                          # and one without critic terms
         d.pop("critic_observations")
+    if d["variant_of"] is None:                               # and every robot that is no variant
+        d.pop("variant_of")
     return d
 
 

@@ -33,7 +33,7 @@ def g1_bundle(tmp_path_factory) -> tuple[RobotSpec, PolicyBundle]:
 def test_the_gate_holds_a_gantry_robot_until_the_policy_has_blended_in(g1_bundle):
     spec, bundle = g1_bundle
     assert spec.stand_gantry
-    scenarios = ScenarioFile.load(default_scenarios("g1"), spec)
+    scenarios = ScenarioFile.load(default_scenarios(spec), spec)
     episodes = [with_overrides(e, duration_s=4.0) for e in scenarios.episodes
                 if e.scenario in ("stand_still", "crouched_start")]
     assert len(episodes) == 2

@@ -130,7 +130,8 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     assert env["robot"] == robot
 
     args = {_const(c.args[0], env): c for c in _calls(builder, "DeclareLaunchArgument")}
-    assert set(args) == {"backend", "policy", "network_interface", "namespace", "params_file"}
+    assert set(args) == {"robot", "backend", "policy", "network_interface", "namespace", "params_file"}
+    assert _const(_kw(args["robot"], "default_value"), env) == robot     # a variant: robot:=go2_proprio
     backend = args["backend"]
     choices = [_const(e, env) for e in _kw(backend, "choices").elts]
     default = _const(_kw(backend, "default_value"), env)
@@ -160,7 +161,8 @@ def test_launch_file_arguments_executable_and_parameters(robot, setup_kwargs):
     overrides = {_const(k, env): v for k, v in zip(params[1].keys, params[1].values)}
     assert set(overrides) == {"robot", "backend", "policy", "network_interface"}
     assert set(overrides) <= set(PARAMETERS)
-    assert _const(overrides["robot"], env) == robot
+    (spec_arg,) = _calls(overrides["robot"], "LaunchConfiguration")
+    assert _const(spec_arg.args[0], env) == "robot"
 
 
 @pytest.mark.parametrize("robot", ROBOTS)

@@ -104,7 +104,7 @@ def test_warm_start_loads_a_checkpoint_file_and_says_what_it_added(g1, tmp_path)
 
 def test_warm_start_refuses_another_robot_and_a_network_of_another_size(g1, tmp_path):
     go2 = RobotSpec.load("go2")
-    with pytest.raises(CheckpointError, match="same robot and joint order"):
+    with pytest.raises(CheckpointError, match=r"same robot \(or a variant of it\) and joint order"):
         warm_start(_agent(g1, "sac", 1), g1, ObservationPipeline(g1).layout,
                    _checkpoint(tmp_path, go2, _agent(go2, "sac", 0)))
     other = SAC(ObservationPipeline(g1).dim, -np.ones(g1.num_joints), np.ones(g1.num_joints),
@@ -151,3 +151,50 @@ def test_a_critic_term_added_starts_at_zero_weight_and_the_critic_computes_what_
                     old.temperature.entropy_critic.q_values(old.critic_norm(x), act), atol=1e-5)
     assert torch.equal(new.privileged_norm.mean, torch.zeros(3))
     assert torch.equal(new.privileged_norm.var, torch.ones(3))
+
+
+@pytest.mark.parametrize("algo, legacy", [("sac", False), ("fastdsac", False), ("dsac_e", False),
+                                          ("sac", True)])
+def test_a_term_the_policy_drops_and_the_critic_keeps_carries_the_critics_weights(algo, legacy,
+                                                                                  tmp_path):
+    """The Go2's checkpoint (base_lin_vel in the policy's observation) into its variant go2_proprio
+    (base_lin_vel for the critic alone): the critic computes what it did for the same velocity, its
+    normalizer statistics carried, and the actor what it did with the velocity at its running mean.
+    `legacy`: a checkpoint from before the normalizers were merged (actor_norm.*, critic_norm.*, as
+    models/checkpoints/go2_cpu)."""
+    go2, variant = RobotSpec.load("go2"), RobotSpec.load("go2_proprio")
+    old_layout, policy = ObservationPipeline(go2).layout, ObservationPipeline(variant).layout
+    extra = ObservationPipeline(variant, terms=variant.critic_observations).layout
+    old, new = _agent(go2, algo, 0), _agent(variant, algo, 1, privileged=extra.dim)
+    path = _checkpoint(tmp_path, go2, old)
+    if legacy:
+        ckpt = torch.load(path, weights_only=False)
+        model = ckpt["agent"]["model"]
+        for key in [k for k in model if k.startswith("obs_norm.")]:
+            value = model.pop(key)
+            model["actor_norm." + key[9:]], model["critic_norm." + key[9:]] = value, value.clone()
+        torch.save(ckpt, path)
+    said = warm_start(new, variant, policy, path, extra)
+    assert "dropped: base_lin_vel" in said and "the critic's own terms added: none" in said
+    at = old_layout.slice("base_lin_vel")
+    assert torch.equal(new.privileged_norm.mean, old.obs_norm.mean[at].to(new.privileged_norm.mean.dtype))
+    torch.manual_seed(3)
+    x, act = torch.randn(64, old_layout.dim) * 2, torch.rand(64, go2.num_joints) * 2 - 1
+    keep = torch.cat([x[:, old_layout.slice(n)] for n in policy.names], 1)
+    full = torch.cat([keep, x[:, at]], 1)
+    at_mean = x.clone()
+    at_mean[:, at] = old.obs_norm.mean[at].to(x.dtype)
+    with torch.no_grad():
+        assert torch.allclose(new.critic.q_values(new.critic_input(full), act),
+                              old.critic.q_values(old.critic_norm(x), act), atol=1e-5)
+        assert torch.allclose(new.act(full, deterministic=True), old.act(at_mean, deterministic=True),
+                              atol=1e-5)
+
+
+def test_warm_start_refuses_a_variant_of_another_robot(g1, tmp_path):
+    variant = RobotSpec.load("go2_proprio")
+    extra = ObservationPipeline(variant, terms=variant.critic_observations).layout
+    with pytest.raises(CheckpointError, match="trained for robot 'g1'"):
+        warm_start(_agent(variant, "sac", 1, privileged=extra.dim), variant,
+                   ObservationPipeline(variant).layout, _checkpoint(tmp_path, g1, _agent(g1, "sac", 0)),
+                   extra)

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deploy.spec import REPO_ROOT
+from deploy.spec import REPO_ROOT, RobotSpec
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "go2_cpu" / "model.pt"
 DEFAULT_SHIFT = ("added_base_mass=4", "payload_offset=0,0.15,0")
@@ -107,7 +107,7 @@ def run_demo(opts: DemoOptions, log=print) -> dict:
                   "before": evaluate(spec, parent, heldout, task)}
     _say_eval(log, evaluation)
 
-    gate_scenarios = _robot_scenarios(spec.name, physics, out / "robot_scenarios.yaml")
+    gate_scenarios = _robot_scenarios(spec, physics, out / "robot_scenarios.yaml")
     env = {**os.environ, "SAC2REAL_MODELS": str(registry.root), "OMP_NUM_THREADS": "1"}
     mono_to_wall = time.time() - time.monotonic()
     t_robot = time.time()
@@ -169,7 +169,7 @@ def _tuner_args(opts: DemoOptions, out: Path, gate_scenarios: Path) -> list[str]
             "--gate-scenarios", str(gate_scenarios)]
 
 
-def _robot_scenarios(robot: str, physics: dict, path: Path) -> Path:
+def _robot_scenarios(spec: RobotSpec, physics: dict, path: Path) -> Path:
     """The robot's own scenario set for the gate: the robot's standard scenarios with its physics
     (a payload the robot carries is on it in every scenario). The candidates are judged, and held
     to the running bundle, on the robot they will drive: on the nominal robot a policy adapted to
@@ -179,7 +179,7 @@ def _robot_scenarios(robot: str, physics: dict, path: Path) -> Path:
 
     from deploy.sim2sim.gate import default_scenarios
 
-    data = yaml.safe_load(default_scenarios(robot).read_text())
+    data = yaml.safe_load(default_scenarios(spec).read_text())
     data.setdefault("episode", {}).update(
         {k: list(v) if isinstance(v, tuple) else v for k, v in physics.items()})
     # the safety filter clamps more on a robot that carries a payload beside its centre (the

@@ -1,5 +1,5 @@
 """Start a new run from the networks of a checkpoint trained on an earlier observation layout of the
-same robot (`sac2real train --init-from`): a term added to the spec (a gait clock, a sensor) should
+same robot, or on a variant of it (`sac2real train --init-from`): a term added to the spec (a gait clock, a sensor) should
 not cost the hours it took to learn balance again.
 
 Every input of the checkpoint's networks is matched to the new layout by term name: a kept term's
@@ -22,6 +22,8 @@ from deploy.spec import RobotSpec
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
 NORMALIZER = ("obs_norm.mean", "obs_norm.var")
+# checkpoints written before the normalizers were merged (training/sac.py _load_from_state_dict)
+LEGACY_NORMALIZERS = ("actor_norm.mean", "actor_norm.var", "critic_norm.mean", "critic_norm.var")
 PRIVILEGED_NORMALIZER = ("privileged_norm.mean", "privileged_norm.var")
 
 
@@ -60,23 +62,37 @@ def widen(model: dict, old: list[dict], new: ObservationLayout, act_dim: int,
     normalizers."""
     privileged = privileged or ObservationLayout(())
     index, _, _ = input_map(old, new)
-    extra, _, _ = input_map(list(old_privileged), privileged)
     old_dim, old_extra = sum(e["dim"] for e in old), sum(e["dim"] for e in old_privileged)
-    critic = torch.cat([index, torch.where(extra >= 0, extra + old_dim, extra),
-                        old_dim + old_extra + torch.arange(act_dim)])
+    extra, _, _ = input_map(_critic_inputs(old, old_privileged), privileged)
+    critic = torch.cat([index, extra, old_dim + old_extra + torch.arange(act_dim)])
     out = {}
     for key, value in model.items():
-        if key in NORMALIZER:
+        if key in NORMALIZER or key in LEGACY_NORMALIZERS:
             value = _remap(value, 0, index, 1.0 if key.endswith("var") else 0.0)
         elif key in PRIVILEGED_NORMALIZER:
-            value = _remap(value, 0, extra, 1.0 if key.endswith("var") else 0.0)
+            continue
         elif key.endswith(".0.weight") and value.dim() >= 2 and value.shape[1] == old_dim:
             value = _remap(value, 1, index, 0.0)
         elif key.endswith(".0.weight") and value.dim() >= 2 and \
                 value.shape[1] == old_dim + old_extra + act_dim:
             value = _remap(value, 1, critic, 0.0)
         out[key] = value
+    if privileged.dim or any(key in model for key in PRIVILEGED_NORMALIZER):
+        for key, own in zip(PRIVILEGED_NORMALIZER, NORMALIZER):
+            fill = 1.0 if key.endswith("var") else 0.0
+            legacy = "actor_norm." + own.split(".")[1]      # the same statistics
+            stats = torch.cat([model.get(own, model.get(legacy, torch.full((old_dim,), fill))),
+                               model.get(key, torch.full((old_extra,), fill))])
+            out[key] = _remap(stats, 0, extra, fill)
     return out
+
+
+def _critic_inputs(old: list[dict], old_privileged: list[dict]) -> list[dict]:
+    """The checkpoint critic's observation terms, the policy's then its own, at their offsets in
+    the critic's input: a term the policy no longer sees but the critic does (base_lin_vel in a
+    layout the hardware can feed) keeps the critic's weights and statistics for it."""
+    old_dim = sum(e["dim"] for e in old)
+    return list(old) + [{**e, "offset": e["offset"] + old_dim} for e in old_privileged]
 
 
 def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayout,
@@ -90,15 +106,16 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
     try:
         robot = ckpt["robot"]
         joints = [j["name"] for j in robot["spec"]["joints"]]
+        family = robot["spec"].get("variant_of") or robot["name"]
         ckpt["agent"]["model"], ckpt["progress"]["iteration"]
         [(str(e["name"]), int(e["dim"]), int(e["offset"])) for e in ckpt.get("obs_layout") or ()]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc}): "
                               f"robot, agent.model, progress and obs_layout are needed") from exc
-    if robot["name"] != spec.name or joints != spec.joint_names:
+    if family != spec.family or joints != spec.joint_names:
         raise CheckpointError(f"{path}: trained for robot '{robot['name']}' with joints {joints}; "
-                              f"--init-from needs the same robot and joint order as this run's "
-                              f"'{spec.name}' ({spec.source})")
+                              f"--init-from needs the same robot (or a variant of it) and joint "
+                              f"order as this run's '{spec.name}' ({spec.source})")
     if not ckpt.get("obs_layout"):
         raise CheckpointError(f"{path}: records no observation layout (not a robot task's "
                               f"checkpoint); --init-from matches inputs by term name")
@@ -114,7 +131,8 @@ def warm_start(agent: torch.nn.Module, spec: RobotSpec, layout: ObservationLayou
         raise CheckpointError(f"{path}: its networks do not fit this run's config (network "
                               f"sizes, algorithm switches): {exc}") from exc
     _, added, dropped = input_map(ckpt["obs_layout"], layout)
-    _, critic_added, critic_dropped = input_map(old_privileged, privileged)
+    _, critic_added, _ = input_map(_critic_inputs(ckpt["obs_layout"], old_privileged), privileged)
+    _, _, critic_dropped = input_map(old_privileged, privileged)
     return (f"networks of {path} (iteration {ckpt['progress']['iteration']}); observation terms "
             f"added with zero weights: {', '.join(added) or 'none'}; dropped: "
             f"{', '.join(dropped) or 'none'}; the critic's own terms added: "

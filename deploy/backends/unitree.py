@@ -369,7 +369,7 @@ class LowStateLink(HardwareLink):
             foot_force_threshold = DeployConfig.load(spec).contact.foot_force_threshold
         self.foot_force_threshold = foot_force_threshold
         self.health = HealthMonitor(spec, check_mode_machine=self.fam.has_mode_machine)
-        self.remote = RemoteMap(spec.name) if remote else None
+        self.remote = RemoteMap(spec.family) if remote else None
         # called on the I/O thread with (action, buttons) when a remote combination is pressed;
         # deploy.remote.controller_handler(controller) is the usual one
         self.remote_handler: Callable[[str, str], None] | None = None

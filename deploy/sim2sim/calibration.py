@@ -47,13 +47,14 @@ class Calibration:
         tolerances name every behaviour statistic of this spec and nothing else: the comparison
         tests only statistics that have a tolerance, so a deleted or misspelled key would
         silently switch that check off."""
-        path = Path(path) if path is not None else CALIBRATION_DIR / f"{spec.name}.yaml"
+        path = Path(path) if path is not None else spec.settings_file(CALIBRATION_DIR)
         if not path.is_file():
             return None
         root = Section(load_yaml(path), path)
         root.allow(["robot", "alpha", "tolerances"], ["provenance"])
-        if root.get("robot", str) != spec.name:
-            raise root.error("robot", f"calibration for '{root.get('robot', str)}', not '{spec.name}'")
+        if root.get("robot", str) not in (spec.name, spec.family):
+            raise root.error("robot", f"calibration for '{root.get('robot', str)}', not '{spec.name}'"
+                             + (f" or its family '{spec.family}'" if spec.family != spec.name else ""))
         tol = root.sub("tolerances")
         names = statistic_names(spec)
         tol.allow(names)

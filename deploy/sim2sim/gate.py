@@ -89,9 +89,10 @@ class GateResult:
                 "report": str(self.report_dir), "wall_s": round(self.wall_s, 2)}
 
 
-def default_scenarios(robot: str) -> Path:
-    """configs/sim2sim/<robot>.yaml when it exists, else configs/sim2sim/default.yaml."""
-    own = DEFAULT_FILE.parent / f"{robot}.yaml"
+def default_scenarios(spec: RobotSpec) -> Path:
+    """configs/sim2sim/<robot>.yaml when it exists (a variant's own, else its family's), else
+    configs/sim2sim/default.yaml."""
+    own = spec.settings_file(DEFAULT_FILE.parent)
     return own if own.is_file() else DEFAULT_FILE
 
 
@@ -134,7 +135,7 @@ def run_gate(bundle_path: str | Path, scenarios: str | Path | None = None,
         except B.BundleError as exc:
             return _refused(bundle_path, exc, report_dir, faults, t0, log)
         spec = RobotSpec.load(robot)
-    scen_path = Path(scenarios) if scenarios is not None else default_scenarios(spec.name)
+    scen_path = Path(scenarios) if scenarios is not None else default_scenarios(spec)
     scenario_file = ScenarioFile.load(scen_path, spec)       # ConfigError names file and key
     calibration = Calibration.load(spec) if tolerances is None else None
     try:

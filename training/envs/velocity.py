@@ -53,7 +53,7 @@ class TaskConfig:
         rewards = TaskRewards.from_section(root, spec)
         overrides = root.sub("robot_overrides", {})
         overrides.allow([], available_robots())
-        mine = overrides.sub(spec.name, {})
+        mine = overrides.sub(spec.settings_key(overrides.data), {})
         mine.allow([], ["domain_randomization", "reset"])
         dr = _Overlay(root.sub("domain_randomization"), mine.sub("domain_randomization", {}))
         dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])

@@ -13,7 +13,8 @@ from launch_ros.substitutions import FindPackageShare
 
 def robot_launch_description(robot, robot_backend, network_interface_note):
     """Parameters come from `params_file` (default: the installed config/<robot>.yaml), then the
-    launch arguments override robot, backend, policy and network_interface; `backend` is the
+    launch arguments override robot (the spec: this robot or a variant), backend, policy and
+    network_interface; `backend` is the
     robot's own or mujoco; `namespace` puts the node and its relative topics (cmd_vel,
     joint_states, imu) under it, as several robots on one ROS graph need."""
     return LaunchDescription([
@@ -26,6 +27,10 @@ def robot_launch_description(robot, robot_backend, network_interface_note):
                 [FindPackageShare("policy_runner"), "config", robot + ".yaml"]),
             description="node parameters (YAML, ros__parameters); default: the installed "
                         "config/" + robot + ".yaml"),
+        DeclareLaunchArgument(
+            "robot", default_value=robot,
+            description="the robot spec (configs/robots): " + robot + " or a variant of it, e.g. "
+                        "one whose observation layout leaves out what the hardware cannot measure"),
         DeclareLaunchArgument(
             "backend", default_value=robot_backend, choices=[robot_backend, "mujoco"],
             description=robot_backend + ": the robot; mujoco: the same node on a simulated robot"),
@@ -44,7 +49,7 @@ def robot_launch_description(robot, robot_backend, network_interface_note):
             emulate_tty=True,
             parameters=[
                 LaunchConfiguration("params_file"),
-                {"robot": robot,
+                {"robot": LaunchConfiguration("robot"),
                  "backend": LaunchConfiguration("backend"),
                  "policy": LaunchConfiguration("policy"),
                  "network_interface": LaunchConfiguration("network_interface")},
