@@ -241,7 +241,7 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
     assert node.proc.returncode == 0, node.output()
 
 
-@pytest.mark.parametrize("robot", ["go2", "g1"])
+@pytest.mark.parametrize("robot", ["go2", "go2_proprio", "g1"])
 def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot, tmp_path):
     """Needs a policy that walks: SAC2REAL_GATE_BUNDLE (a Go2's), else the registry's current bundle
     of the robot; a G1 without one runs the committed work-in-progress checkpoint, exported (it
