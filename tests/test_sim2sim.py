@@ -275,7 +275,7 @@ def test_each_robots_scenarios_load_and_its_start_pose_can_be_stood_up_from(robo
     from deploy.sim2sim.scenarios import start_pose
 
     spec = RobotSpec.load(robot)
-    sf = ScenarioFile.load(default_scenarios(robot), spec)
+    sf = ScenarioFile.load(default_scenarios(spec), spec)
     special = [e for e in sf.episodes if e.start.joint_pos]
     assert special, "no start pose to check"
     ep = special[0]
