@@ -405,7 +405,8 @@ def _read_spec_file(path: Path) -> tuple[dict, str | None]:
     base = data.pop("base")
     known = sorted(p.stem for p in ROBOTS_DIR.glob("*.yaml"))
     if not isinstance(base, str) or base not in known:
-        raise ConfigError(path, "base", f"{base!r} is not a robot in {ROBOTS_DIR} (known: {', '.join(known)})")
+        raise ConfigError(path, "base", f"{base!r} is not a robot in {ROBOTS_DIR} "
+                          f"(known: {', '.join(known)})")
     base_path = ROBOTS_DIR / f"{base}.yaml"
     merged = load_yaml(base_path)
     if "base" in merged:

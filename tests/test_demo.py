@@ -1,7 +1,8 @@
 """`sac2real demo` shortened for CI, as a real process with its own two processes: the mechanics
 (candidates gated and promoted, the runner swapping to them, every transition's policy id, the
 report files), not the learning result. It ends after the first swap (--until-swaps), with
---minutes only a cap, so a loaded machine makes it slower, not red. With the learning rates at 0 every candidate equals the
+--minutes only a cap, so a loaded machine makes it slower, not red. With the learning rates at 0
+every candidate equals the
 running policy, so each must pass the gate and be promoted, and the runner must tick with it."""
 import json
 import subprocess
@@ -14,8 +15,8 @@ def test_the_short_demo_promotes_swaps_and_reports(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "deploy.cli", "demo", "--out", str(out), "--minutes", "8",
-         "--until-swaps", "1", "--lr-scale", "0", "--promote-every", "150", "--prior-steps", "400", "--eval-episodes", "1",
-         "--eval-s", "4", "--episode-s", "15"],
+         "--until-swaps", "1", "--lr-scale", "0", "--promote-every", "150", "--prior-steps", "400",
+         "--eval-episodes", "1", "--eval-s", "4", "--episode-s", "15"],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -25,7 +25,8 @@ def _inputs(spec: RobotSpec, contact: np.ndarray, phase: np.ndarray | None,
     zeros = lambda *shape: np.zeros(shape)  # noqa: E731
     return RewardInputs(
         command=zeros(n, 3), lin_vel=zeros(n, 3), ang_vel=zeros(n, 3), gravity=np.tile([0, 0, -1.0], (n, 1)),
-        joint_pos=np.tile(spec.default_pos, (n, 1)), joint_vel=zeros(n, j), joint_torque=zeros(n, j), joint_acc=zeros(n, j),
+        joint_pos=np.tile(spec.default_pos, (n, 1)), joint_vel=zeros(n, j), joint_torque=zeros(n, j),
+        joint_acc=zeros(n, j),
         action=zeros(n, j), last_action=zeros(n, j), foot_contact=contact,
         first_contact=np.zeros((n, f), bool), last_air_time=zeros(n, f), air_time=zeros(n, f),
         contact_time=zeros(n, f), foot_speed_xy=zeros(n, f), penalized_contacts=zeros(n),

@@ -1,6 +1,6 @@
 """Start a new run from the networks of a checkpoint trained on an earlier observation layout of the
-same robot, or on a variant of it (`sac2real train --init-from`): a term added to the spec (a gait clock, a sensor) should
-not cost the hours it took to learn balance again.
+same robot, or on a variant of it (`sac2real train --init-from`): a term added to the spec (a gait
+clock, a sensor) should not cost the hours it took to learn balance again.
 
 Every input of the checkpoint's networks is matched to the new layout by term name: a kept term's
 weights move to its new offset, an added term's inputs get zero weights (the networks compute what

@@ -87,6 +87,10 @@ def available_tasks() -> list[str]:
     return sorted(p.stem for p in Path(TASKS_DIR).glob("*.yaml"))
 
 
+# the joint state of the policy's last observation (VelocityEnv): absent from older checkpoints
+_OBSERVED = ("observed_joint_pos", "observed_joint_vel")
+
+
 class VelocityEnv:
     """N robots tracking random (vx, vy, wz) commands; implements training.envs.base.VecEnv."""
 
@@ -225,7 +229,7 @@ class VelocityEnv:
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
                "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
                "stride_velocity", "episode_stride_err", "friction", "added_mass", "strength",
-               "observed_joint_pos", "observed_joint_vel")
+               *_OBSERVED)
 
     @property
     def command_reward(self):
@@ -242,14 +246,14 @@ class VelocityEnv:
         state = {"episode_velocity": 0.0, "stride_velocity": 0.0, "episode_stride_err": 0.0, **state}
         self.rng.bit_generator.state = state["rng"]
         for k in self._ARRAYS:
-            if k in state or k not in ("observed_joint_pos", "observed_joint_vel"):
+            if k in state or k not in _OBSERVED:
                 getattr(self, k)[...] = state[k]
         if self.randomize:
             self.world.set_friction(self.friction)
             self.world.set_added_base_mass(self.added_mass)
             self.world.set_motor_strength(self.strength)
         self.world.set_state(state["physics"])
-        if "observed_joint_pos" not in state:     # older checkpoints: the exact state, for one step
+        if not set(_OBSERVED) <= set(state):     # older checkpoints: the exact state, for one step
             exact = self.world.read_state()
             self.observed_joint_pos[...], self.observed_joint_vel[...] = exact.joint_pos, exact.joint_vel
 
