@@ -286,6 +286,16 @@ def task_section(task: str) -> Section:
     return Section(load_yaml(path), path)
 
 
+def robot_overrides(root: Section, spec: RobotSpec) -> Section:
+    """The task's `robot_overrides` entry for this robot (or its family), empty if none: one robot's
+    values in place of the shared ones, key by key."""
+    overrides = root.sub("robot_overrides", {})
+    overrides.allow([], available_robots())
+    mine = overrides.sub(spec.settings_key(overrides.data), {})
+    mine.allow([], ["domain_randomization", "reset", "tracking_sigma"])
+    return mine
+
+
 @dataclass(frozen=True)
 class TaskRewards:
     """A task's reward terms for one robot, with what turns them into one step's reward."""
@@ -303,8 +313,10 @@ class TaskRewards:
                                   + (f"or its family '{key}' " if key != spec.name else "")
                                   + f"(robots here: {', '.join(per_robot.data)})")
         scaled = root.get("reward_dt_scaling", bool)
-        return cls(tuple(parse_rewards(per_robot.sub(key), spec)),
-                   root.number("tracking_sigma", low=0.0, high=100.0, open_low=True),
+        mine = robot_overrides(root, spec)
+        sigma = (mine if "tracking_sigma" in mine.data else root).number(
+            "tracking_sigma", low=0.0, high=100.0, open_low=True)
+        return cls(tuple(parse_rewards(per_robot.sub(key), spec)), sigma,
                    spec.policy_dt if scaled else 1.0)
 
     @classmethod

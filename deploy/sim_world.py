@@ -316,6 +316,11 @@ class SimWorld:
         for sh in self.shards:
             sh.data.ctrl[sh.idx.actuator] = self._split(joint_targets, sh)
 
+    @property
+    def targets(self) -> np.ndarray:
+        """(N, J) the joint position targets the actuators hold now, in policy order."""
+        return self._cat(lambda s: s.data.ctrl[s.idx.actuator])
+
     def set_upright_assist(self, stiffness: float) -> None:
         """A training aid, never on the robot's side: a torque on every base pulling it upright
         (`stiffness` N m per rad of tilt, with the gantry's damping; roll and pitch only, yaw

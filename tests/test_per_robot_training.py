@@ -86,3 +86,31 @@ def test_a_task_override_replaces_only_that_robots_keys_and_names_them_in_errors
     with pytest.raises(ConfigError, match="unknown key") as info:
         TaskConfig.load("velocity_flat", RobotSpec.load("go2"))
     assert info.value.key == "robot_overrides.g2", info.value
+
+
+def test_a_robots_tracking_sigma_and_latency_override_reach_training_and_the_robot_path(
+        tmp_path, monkeypatch):
+    """The G1's `tracking_sigma` and `action_latency_s` are its own; the Go2 keeps the shared ones.
+    The robot path's rewards (TaskRewards, fine-tuning's relabeling) read the same sigma."""
+    text = (TASKS_DIR / "velocity_flat.yaml").read_text()
+    shared = yaml.safe_load(text)
+    mine = shared["robot_overrides"]["g1"]
+    g1, go2 = (RobotSpec.load(r) for r in ("g1", "go2"))
+    assert mine["tracking_sigma"] != shared["tracking_sigma"]
+    assert TaskConfig.load("velocity_flat", g1).tracking_sigma == mine["tracking_sigma"]
+    assert deploy.rewards.TaskRewards.load("velocity_flat", g1).sigma == mine["tracking_sigma"]
+    assert TaskConfig.load("velocity_flat", go2).tracking_sigma == shared["tracking_sigma"]
+    assert deploy.rewards.TaskRewards.load("velocity_flat", go2).sigma == shared["tracking_sigma"]
+    latency = tuple(mine["domain_randomization"]["action_latency_s"])
+    assert TaskConfig.load("velocity_flat", g1).randomization.action_latency_s == latency
+    assert TaskConfig.load("velocity_flat", go2).randomization.action_latency_s == (0.0, 0.0)
+
+    monkeypatch.setattr(deploy.rewards, "TASKS_DIR", tmp_path)
+    for value in (0.0, -0.3, float("nan"), "tight"):
+        bad = yaml.safe_load(text)
+        bad["robot_overrides"]["g1"]["tracking_sigma"] = value
+        (tmp_path / "velocity_flat.yaml").write_text(yaml.safe_dump(bad))
+        for load in (TaskConfig.load, deploy.rewards.TaskRewards.load):
+            with pytest.raises(ConfigError) as info:
+                load("velocity_flat", g1)
+            assert info.value.key == "robot_overrides.g1.tracking_sigma", (value, info.value)

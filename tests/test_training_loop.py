@@ -73,6 +73,8 @@ def test_mujoco_env_state_round_trips(tmp_path):
     restores into a fresh env exactly: the same state, observation and next random draws."""
     spec = RobotSpec.load("go2")
     task = TaskConfig.load("velocity_flat", spec)
+    task = dataclasses.replace(task, randomization=dataclasses.replace(    # latency's state too
+        task.randomization, action_latency_s=(0.0, 0.02)))
     make = lambda: VelocityEnv(spec, task, 4, seed=3, threads=2)  # noqa: E731
     env = make()
     env.reset(seed=3)

@@ -56,6 +56,7 @@ class Randomization:
     motor_strength: tuple[float, float] = (1.0, 1.0)
     push_interval_s: tuple[float, float] = (1e9, 1e9)
     push_velocity: float = 0.0
+    action_latency_s: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_task(cls, task: str = "velocity_flat") -> "Randomization":
@@ -70,7 +71,8 @@ class Randomization:
                    added_base_mass=dr.pair("added_base_mass", low=-50.0, high=200.0),
                    motor_strength=dr.pair("motor_strength", low=0.0, high=5.0),
                    push_interval_s=dr.pair("push_interval_s", low=0.02, high=3600.0),
-                   push_velocity=dr.number("push_velocity", low=0.0, high=10.0))
+                   push_velocity=dr.number("push_velocity", low=0.0, high=10.0),
+                   action_latency_s=dr.pair("action_latency_s", (0.0, 0.0), low=0.0, high=0.1))
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,11 @@ class SimConditions:
 
     @classmethod
     def randomized(cls, rng: np.random.Generator, ranges: Randomization, **over) -> "SimConditions":
-        return cls(friction=float(rng.uniform(*ranges.friction)),
-                   added_base_mass=float(rng.uniform(*ranges.added_base_mass)),
-                   motor_strength=float(rng.uniform(*ranges.motor_strength)), **over)
+        drawn = dict(friction=float(rng.uniform(*ranges.friction)),
+                     added_base_mass=float(rng.uniform(*ranges.added_base_mass)),
+                     motor_strength=float(rng.uniform(*ranges.motor_strength)),
+                     action_latency_s=float(rng.uniform(*ranges.action_latency_s)))
+        return cls(**{**drawn, **over})
 
 
 def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:

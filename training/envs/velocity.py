@@ -17,10 +17,10 @@ from deploy.config import ConfigError, Section
 from deploy.observations import ObservationPipeline, appended, critic_pipeline, projected_gravity
 from deploy.sim_world import SimWorld
 from deploy.robot_rewards import ObservedJointState
-from deploy.spec import RobotSpec, available_robots
+from deploy.spec import RobotSpec
 from training.envs.base import StepResult
 from deploy.rewards import (TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, pd_torque,
-                            task_section)
+                            robot_overrides, task_section)
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Randomization:
     motor_strength: tuple[float, float]
     push_interval_s: tuple[float, float]
     push_velocity: float
+    action_latency_s: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,10 @@ class TaskConfig:
         root.allow(["episode_length_s", "reward_dt_scaling", "tracking_sigma", "rewards",
                     "domain_randomization", "reset"], ["height_scan", "robot_overrides"])
         rewards = TaskRewards.from_section(root, spec)
-        overrides = root.sub("robot_overrides", {})
-        overrides.allow([], available_robots())
-        mine = overrides.sub(spec.settings_key(overrides.data), {})
-        mine.allow([], ["domain_randomization", "reset"])
+        mine = robot_overrides(root, spec)
         dr = _Overlay(root.sub("domain_randomization"), mine.sub("domain_randomization", {}))
-        dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"])
+        dr.allow(["friction", "added_base_mass", "motor_strength", "push_interval_s", "push_velocity"],
+                 ["action_latency_s"])
         reset = _Overlay(root.sub("reset"), mine.sub("reset", {}))
         reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
         return cls(
@@ -89,6 +88,8 @@ def available_tasks() -> list[str]:
 
 # the joint state of the policy's last observation (VelocityEnv): absent from older checkpoints
 _OBSERVED = ("observed_joint_pos", "observed_joint_vel")
+# the action latency's state (VelocityEnv._actuate): absent from older checkpoints too
+_LATENCY = ("targets", "latency_substeps")
 
 
 class VelocityEnv:
@@ -147,6 +148,10 @@ class VelocityEnv:
         self.observed_joints = ObservedJointState(spec, self.pipeline.layout) \
             if self.task_rewards.reads_pd_torque else None
         self.observed_joint_pos, self.observed_joint_vel = np.zeros((n, j)), np.zeros((n, j))
+        # physics steps each robot's new targets arrive late, drawn per episode; and the targets
+        # its actuators hold until they do
+        self.latency_substeps = np.zeros(n, dtype=np.int64)
+        self.targets = np.tile(spec.default_pos, (n, 1))
 
     # ---- protocol --------------------------------------------------------------------------
     def reset(self, seed: int | None = None, stagger: bool = True) -> np.ndarray:
@@ -166,8 +171,7 @@ class VelocityEnv:
         targets = self.action_map.joint_targets(actions, self.clock + spec.policy_dt)
         torque = None if self.observed_joints is None else pd_torque(
             spec, targets, self.observed_joint_pos, self.observed_joint_vel)
-        self.world.set_targets(targets)
-        self.world.step(spec.decimation)
+        self._actuate(targets)
         self.episode_step += 1
 
         state = self.world.read_state()
@@ -229,7 +233,7 @@ class VelocityEnv:
     _ARRAYS = ("episode_step", "command", "command_timer", "push_timer", "action", "last_action",
                "air_time", "contact_time", "episode_return", "episode_track_err", "episode_velocity",
                "stride_velocity", "episode_stride_err", "friction", "added_mass", "strength",
-               *_OBSERVED)
+               *_OBSERVED, *_LATENCY)
 
     @property
     def command_reward(self):
@@ -246,7 +250,7 @@ class VelocityEnv:
         state = {"episode_velocity": 0.0, "stride_velocity": 0.0, "episode_stride_err": 0.0, **state}
         self.rng.bit_generator.state = state["rng"]
         for k in self._ARRAYS:
-            if k in state or k not in _OBSERVED:
+            if k in state or k not in _OBSERVED + _LATENCY:
                 getattr(self, k)[...] = state[k]
         if self.randomize:
             self.world.set_friction(self.friction)
@@ -256,6 +260,8 @@ class VelocityEnv:
         if not set(_OBSERVED) <= set(state):     # older checkpoints: the exact state, for one step
             exact = self.world.read_state()
             self.observed_joint_pos[...], self.observed_joint_vel[...] = exact.joint_pos, exact.joint_vel
+        if not set(_LATENCY) <= set(state):      # older checkpoints: no latency until a reset
+            self.targets[...], self.latency_substeps[...] = self.world.targets, 0
 
     # ---- internals -------------------------------------------------------------------------
     @property
@@ -273,6 +279,18 @@ class VelocityEnv:
             return obs
         exact = self.privileged.compute(state, self.command, self.action, clock=self.clock)
         return np.concatenate([obs, exact], axis=1)
+
+    def _actuate(self, targets: np.ndarray) -> None:
+        """One policy step of physics in which each robot's actuators hold its previous targets
+        for its first `latency_substeps` physics steps (the robot's bus delays every command), in
+        as few calls as there are distinct latencies."""
+        late, held = self.latency_substeps, self.targets
+        done = 0
+        for until in sorted(set(late[late > 0].tolist()) | {self.spec.decimation}):
+            self.world.set_targets(np.where((late > done)[:, None], held, targets))
+            self.world.step(until - done)
+            done = until
+        self.targets = targets
 
     def _add_stride(self, velocity: np.ndarray) -> None:
         """Keep each env's last stride of base velocities; from its first whole stride on, add the
@@ -302,6 +320,7 @@ class VelocityEnv:
         if self.randomize:
             self._randomize(envs)
         self.episode_step[envs] = 0
+        self.targets[envs] = spec.default_pos
         self.action[envs] = 0.0
         self.last_action[envs] = 0.0
         self.air_time[envs] = 0.0
@@ -328,6 +347,9 @@ class VelocityEnv:
         self.friction[envs] = rng.uniform(*dr.friction, k)
         self.added_mass[envs] = rng.uniform(*dr.added_base_mass, k)
         self.strength[envs] = rng.uniform(*dr.motor_strength, k)
+        if dr.action_latency_s[1] > 0:      # drawn only when asked: other runs keep their streams
+            substeps = rng.uniform(*dr.action_latency_s, k) / self.spec.sim_dt
+            self.latency_substeps[envs] = np.clip(np.rint(substeps), 0, self.spec.decimation)
         self.world.set_friction(self.friction)
         self.world.set_added_base_mass(self.added_mass)
         self.world.set_motor_strength(self.strength)
