@@ -6,13 +6,13 @@ Observations come from deploy's ObservationPipeline and actions go through deplo
 training, sim2sim and the robot read and write the robot identically."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deploy.action_map import ActionMap
-from deploy.backends.mujoco_backend import Randomization as SimRandomization
+from deploy.backends.mujoco_backend import Randomization
 from deploy.config import ConfigError, Section
 from deploy.observations import ObservationPipeline, appended, critic_pipeline, projected_gravity
 from deploy.sim_world import SimWorld
@@ -21,16 +21,6 @@ from deploy.spec import RobotSpec
 from training.envs.base import StepResult
 from deploy.rewards import (TASKS_DIR, RewardInputs, RewardTerm, TaskRewards, foot_timers, pd_torque,
                             robot_overrides, task_section)
-
-
-@dataclass(frozen=True)
-class Randomization:
-    friction: tuple[float, float]
-    added_base_mass: tuple[float, float]
-    motor_strength: tuple[float, float]
-    push_interval_s: tuple[float, float]
-    push_velocity: float
-    action_latency_s: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class TaskConfig:
             reward_dt_scaling=rewards.scale != 1.0,
             tracking_sigma=rewards.sigma,
             rewards=rewards.terms,
-            randomization=Randomization(**asdict(SimRandomization.from_section(dr))),
+            randomization=Randomization.from_section(dr),
             reset_joint_scale=reset.pair("joint_pos_scale", low=0.0, high=10.0),
             reset_base_velocity=reset.number("base_velocity", low=0.0, high=10.0),
             reset_yaw=reset.number("yaw", low=0.0, high=3.1416))
