@@ -87,3 +87,6 @@ def test_the_simulated_robot_draws_its_latency_from_the_same_range():
     drawn = [SimConditions.randomized(rng, ranges).action_latency_s for _ in range(50)]
     assert 0.005 <= min(drawn) < max(drawn) <= 0.015
     assert SimConditions.randomized(rng, ranges, action_latency_s=0.0).action_latency_s == 0.0
+    a, b = np.random.default_rng(3), np.random.default_rng(3)   # no range: nothing more drawn
+    SimConditions.randomized(a, Randomization())
+    assert a.random() == (b.uniform(1, 1), b.uniform(0, 0), b.uniform(1, 1), b.random())[-1]

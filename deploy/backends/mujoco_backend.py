@@ -94,8 +94,9 @@ class SimConditions:
     def randomized(cls, rng: np.random.Generator, ranges: Randomization, **over) -> "SimConditions":
         drawn = dict(friction=float(rng.uniform(*ranges.friction)),
                      added_base_mass=float(rng.uniform(*ranges.added_base_mass)),
-                     motor_strength=float(rng.uniform(*ranges.motor_strength)),
-                     action_latency_s=float(rng.uniform(*ranges.action_latency_s)))
+                     motor_strength=float(rng.uniform(*ranges.motor_strength)))
+        if ranges.action_latency_s[1] > 0:   # as the training env: without it, streams unchanged
+            drawn["action_latency_s"] = float(rng.uniform(*ranges.action_latency_s))
         return cls(**{**drawn, **over})
 
 
