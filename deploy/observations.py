@@ -215,8 +215,9 @@ class ObservationPipeline:
         raise ValueError(f"observation terms do not stack into ({n}, {self._dim})")
 
     @property
-    def noise_scale(self) -> np.ndarray:
-        return self._noise.copy()
+    def observed_noise(self) -> np.ndarray:
+        """The noise's half-width in each column of what `compute` returns (after scaling)."""
+        return self._noise * np.abs(self._scale)
 
     def compute(self, state: RobotState, command: np.ndarray, last_action: np.ndarray,
                 rng: np.random.Generator | None = None,

@@ -205,6 +205,8 @@ def test_every_switch_trains_and_resumes_with_its_own_state(switches):
     (dict(actor="beta"), r"'beta' is not one of: gaussian, dem"),
     (dict(critic="c51"), r"'c51' is not one of: mse, gaussian"),
     (dict(actor="dem", dem_temperature=0.0), r"dem_temperature: 0.0 is outside the allowed range \(0, 100\]"),
+    (dict(smoothness=-0.1), r"smoothness: -0.1 is outside the allowed range \[0, 100\]"),
+    (dict(smoothness=float("nan")), r"smoothness: nan is outside the allowed range \[0, 100\]"),
 ])
 def test_switch_settings_that_make_no_sense_are_refused_with_the_allowed_values(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):

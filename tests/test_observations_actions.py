@@ -105,15 +105,22 @@ def test_a_term_of_the_wrong_shape_is_named(rows, cols):
         ObservationPipeline(spec).compute(st, np.zeros((3, 3)), np.zeros((3, 12)))
 
 
-def test_training_noise_is_uniform_within_the_spec_bounds():
+@pytest.mark.parametrize("ang_vel_scale", [1.0, 0.25])
+def test_training_noise_is_uniform_within_the_spec_bounds(ang_vel_scale):
+    """observed_noise (what the smoothness loss draws from) is the noise as it reaches the
+    policy: a scaled term's noise scaled with it."""
     spec = RobotSpec.load("go2", check_mjcf=False)
-    pipe = ObservationPipeline(spec)
+    terms = tuple(replace(t, scale=ang_vel_scale) if t.term == "base_ang_vel" else t
+                  for t in spec.observations)
+    pipe = ObservationPipeline(replace(spec, observations=terms))
     st = _state(spec, n=2000)
     cmd, last = np.zeros((2000, 3)), np.zeros((2000, 12))
     clean = pipe.compute(st, cmd, last)
     noisy = pipe.compute(st, cmd, last, rng=np.random.default_rng(1))
     dev = np.abs(noisy - clean).max(0)
-    bound = pipe.noise_scale
+    bound = pipe.observed_noise
+    ang_noise = next(t.noise for t in spec.observations if t.term == "base_ang_vel")
+    assert ang_noise > 0 and np.allclose(bound[pipe.layout.slice("base_ang_vel")], ang_noise * ang_vel_scale)
     assert np.all(dev <= bound + 1e-5)
     assert np.all(dev[bound > 0] > 0.9 * bound[bound > 0])     # the bounds are reached
     assert np.all(dev[bound == 0] == 0)                          # commands and last action exact

@@ -26,12 +26,12 @@ OBSERVED = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -2.0], [2.5, 3.0, 0.0], [-
 SEED = 7
 
 
-def _agent(privileged: int = 0, **over) -> SAC:
+def _agent(privileged: int = 0, obs_noise: np.ndarray | None = None, **over) -> SAC:
     """`privileged`: that many of the observation's last columns are the critic's alone."""
     torch.manual_seed(0)
     cfg = dict(actor_hidden=(8,), critic_hidden=(8, 8), init_alpha=0.3, init_std=0.5,
                max_grad_norm=1e4, target_entropy_scale=0.5, tau=0.2)
-    agent = SAC(3 - privileged, LOW, HIGH, SACConfig(**{**cfg, **over}), privileged)
+    agent = SAC(3 - privileged, LOW, HIGH, SACConfig(**{**cfg, **over}), privileged, obs_noise)
     agent.observe(OBSERVED)
     with torch.no_grad():   # targets that differ from the online critics, members that differ
         for p in agent.critic.q_target.parameters():
@@ -174,6 +174,43 @@ def test_actor_loss_climbs_the_minimum_of_the_updated_critics():
     _close(_grads(agent.actor.parameters()), list(want))
     for p in agent.critic.q.parameters():     # the actor's loss leaves the critic's gradient alone
         assert p.requires_grad
+
+
+@pytest.mark.parametrize("privileged", [0, 1])
+def test_smoothness_adds_the_distance_between_mean_actions_under_a_fresh_noise_draw(privileged):
+    """CAPS's spatial term: weight x mean ||mu(s) - mu(s + d)||, d uniform within each policy
+    column's noise half-width (the second column has none), drawn after the actor's eps; the
+    privileged column is never perturbed nor read."""
+    noise = np.array([0.5, 0.0, 2.0])[:3 - privileged]
+    agent, batch = _agent(privileged, noise, smoothness=0.7), _batch()
+    before = copy.deepcopy(agent)
+    logs = _update(agent, batch)
+    torch.manual_seed(SEED)
+    torch.randn(5, 2), torch.randn(5, 2)
+    draw = torch.rand(5, 3 - privileged)
+    _, eps = _eps()
+    cols = 3 - privileged
+    obs = batch.obs[:, :cols]
+    alpha = math.exp(before.temperature.log_alpha.item())
+    a, logp = _ref_policy(before.actor, obs, eps)
+    q = _ref_q(agent.critic.q, batch.obs, a)
+    zero = torch.zeros(5, 2)
+    noisy = obs + (2 * draw - 1) * torch.tensor(noise, dtype=torch.float32)
+    smooth = torch.linalg.vector_norm(_ref_policy(before.actor, obs, zero)[0]
+                                      - _ref_policy(before.actor, noisy, zero)[0], dim=-1).mean()
+    loss = (alpha * logp - torch.minimum(q[0], q[1])).mean() + 0.7 * smooth
+    assert smooth.detach().item() > 1e-3
+    assert float(logs["loss/smoothness"]) == pytest.approx(smooth.item(), rel=1e-5)
+    assert float(logs["loss/actor"]) == pytest.approx(loss.item(), rel=1e-5)
+    _close(_grads(agent.actor.parameters()), list(torch.autograd.grad(loss, list(before.actor.parameters()))))
+
+
+def test_smoothness_without_the_observation_noise_is_refused():
+    with pytest.raises(ValueError, match=r"SACConfig.smoothness 0.5 needs the observation's noise"):
+        _agent(smoothness=0.5)
+    with pytest.raises(ValueError, match=r"one per policy column \(3\); got \(2,\)"):
+        _agent(obs_noise=np.zeros(2), smoothness=0.5)
+    assert "loss/smoothness" not in _update(_agent(), _batch())
 
 
 def test_temperature_gradient_is_minus_the_entropy_gap():

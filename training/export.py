@@ -221,7 +221,7 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
     check_robot(ckpt, spec, path)
     model = ckpt["agent"]["model"]
     obs_dim = int(model["actor.trunk.0.weight"].shape[1])
-    layout = _layout_for(ckpt, spec, obs_dim)
+    pipeline, layout = _layout_for(ckpt, spec, obs_dim)
     amap = ActionMap(spec)
     low, high = (np.asarray(ckpt["action_bounds"][k], dtype=np.float64) for k in ("low", "high"))
     for name, got, want in (("low", low, amap.low), ("high", high, amap.high)):
@@ -229,7 +229,8 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
             raise ExportError(f"{path}: action bounds ({name}) in the checkpoint differ from those of "
                               f"spec '{spec.name}' ({spec.source})")
     privileged = sum(int(e["dim"]) for e in ckpt.get("privileged_layout") or ())
-    agent = SAC(obs_dim, low, high, sac_config(ckpt["config"]["sac"], path, "config.sac"), privileged)
+    agent = SAC(obs_dim, low, high, sac_config(ckpt["config"]["sac"], path, "config.sac"), privileged,
+                pipeline.observed_noise)
     try:
         agent.load_state_dict(model)
     except RuntimeError as exc:
@@ -238,29 +239,29 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
     return ckpt, spec, agent, layout
 
 
-def _layout_for(ckpt: dict, spec: RobotSpec, obs_dim: int) -> list[dict]:
-    """The checkpoint's recorded layout, which must be the spec's flat or rough layout; a backend
-    that recorded none gets the spec layout whose dim fits the actor."""
-    layouts = {rough: ObservationPipeline(spec, height_scan=rough).layout for rough in (False, True)}
+def _layout_for(ckpt: dict, spec: RobotSpec, obs_dim: int) -> tuple[ObservationPipeline, list[dict]]:
+    """The spec's pipeline (flat or rough) of the checkpoint's recorded layout and that layout; a
+    backend that recorded none gets the spec pipeline whose dim fits the actor."""
+    pipelines = [ObservationPipeline(spec, height_scan=rough) for rough in (False, True)]
     recorded = ckpt.get("obs_layout")
     if recorded is not None:
-        for layout in layouts.values():
-            if B.layout_hash(recorded) == layout.hash:
+        for pipeline in pipelines:
+            if B.layout_hash(recorded) == pipeline.layout.hash:
                 break
         else:
             raise ExportError(f"the checkpoint's observation layout {[e['name'] for e in recorded]} "
                               f"is neither layout of spec '{spec.name}'")
         chosen = recorded
     else:
-        fits = [lay for lay in layouts.values() if lay.dim == obs_dim]
+        fits = [p for p in pipelines if p.dim == obs_dim]
         if not fits:
             raise ExportError(f"actor input dim {obs_dim} fits no observation layout of spec "
-                              f"'{spec.name}' ({[lay.dim for lay in layouts.values()]})")
-        chosen = fits[0].to_list()
+                              f"'{spec.name}' ({[p.dim for p in pipelines]})")
+        pipeline, chosen = fits[0], fits[0].layout.to_list()
     if sum(e["dim"] for e in chosen) != obs_dim:
         raise ExportError(f"observation layout dim {sum(e['dim'] for e in chosen)} != actor input "
                           f"dim {obs_dim}")
-    return chosen
+    return pipeline, chosen
 
 
 # ---- the bundle ----------------------------------------------------------------------------

@@ -90,8 +90,9 @@ class Trainer:
         self.task, self.seed, self.device = task, seed, torch.device(device)
         torch.manual_seed(seed)
         privileged = getattr(env, "privileged_dim", 0)
+        pipeline = getattr(env, "pipeline", None)
         self.agent = SAC(env.obs_dim - privileged, env.action_low, env.action_high, cfg.sac,
-                         privileged).to(self.device)
+                         privileged, None if pipeline is None else pipeline.observed_noise).to(self.device)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(seed)
         self.relabel = None
         if cfg.command_relabel > 0:

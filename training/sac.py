@@ -59,6 +59,9 @@ class SACConfig:
     critic_stat_rate: float | None = None   # rate of the running sigma^2 and |return| means
     temperature: str = "local"              # per-step entropy target (Eq. 4); "trajectory": DSAC-E
     entropy_budget_scale: float | None = None   # rho of H_budget = rho H_0 / (1 - gamma^n)
+    # CAPS's spatial smoothness (Mysore et al. 2021): weight of the mean distance between the
+    # policy's mean action and its mean action under a fresh draw of the sensors' training noise
+    smoothness: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse what would fail later (log of a zero std or alpha, zero-step windows), a switch's
@@ -106,7 +109,8 @@ SAC_RANGES = {"init_std": (0.0, 10.0, True), "mean_init_std": (0.0, 10.0, False)
               "max_grad_norm": (0.0, 1e4, False), "policy_frequency": (1, 1000, False),
               "n_step": (1, 1000, False), "num_q": (1, 100, False),
               "dem_temperature": (0.0, 100.0, True), "critic_stabilizer": (0.0, 10.0, True),
-              "critic_stat_rate": (0.0, 1.0, True), "entropy_budget_scale": (0.0, 100.0, True)}
+              "critic_stat_rate": (0.0, 1.0, True), "entropy_budget_scale": (0.0, 100.0, True),
+              "smoothness": (0.0, 100.0, False)}
 SAC_CHOICES = {"activation": tuple(ACTIVATIONS), "amp": AMP_MODES, "actor": ("gaussian", "dem"),
                "critic": ("mse", "gaussian"), "temperature": ("local", "trajectory")}
 # each switch's own hyperparameters: (switch, the value that needs them)
@@ -118,12 +122,21 @@ SWITCH_PARAMS = {"dem_temperature": ("actor", "dem"), "critic_stabilizer": ("cri
 class SAC(nn.Module):
     """`obs_dim` is the policy's observation; with `privileged_dim` > 0 (an asymmetric critic, the
     spec's critic_observations) every observation handed in has that many exact values after the
-    policy's columns, which the critic reads and the actor never does."""
+    policy's columns, which the critic reads and the actor never does. `obs_noise` (obs_dim,) is
+    the half-width of the sensors' uniform training noise in each observation column
+    (ObservationPipeline.observed_noise); `smoothness` > 0 needs it."""
 
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 cfg: SACConfig, privileged_dim: int = 0):
+                 cfg: SACConfig, privileged_dim: int = 0, obs_noise: np.ndarray | None = None):
         super().__init__()
         self.cfg = cfg
+        if cfg.smoothness > 0 and (obs_noise is None or np.shape(obs_noise) != (obs_dim,)):
+            raise ValueError(f"SACConfig.smoothness {cfg.smoothness:g} needs the observation's noise "
+                             f"half-widths, one per policy column ({obs_dim}); got "
+                             f"{None if obs_noise is None else np.shape(obs_noise)}")
+        # not saved: it is the spec's, and a checkpoint loads against the spec
+        self.register_buffer("obs_noise", torch.as_tensor(
+            np.zeros(obs_dim) if obs_noise is None else obs_noise, dtype=torch.float32), persistent=False)
         self.policy_dim = obs_dim
         act_dim = len(action_low)
         self.actor = SquashedGaussianActor(obs_dim, action_low, action_high, list(cfg.actor_hidden),
@@ -216,6 +229,10 @@ class SAC(nn.Module):
             self.critic.q.requires_grad_(True)
             rule_term, alpha_loss, rule_logs = self.temperature.policy_terms(obs_c, act, logp)
             actor_loss = actor_loss + rule_term
+            if cfg.smoothness:
+                smooth = self.smoothness_loss(batch.obs)
+                actor_loss = actor_loss + cfg.smoothness * smooth
+                logs["loss/smoothness"] = smooth.detach()
             check_finite(step, actor_loss=actor_loss)
             if cfg.auto_alpha:
                 self._step(self.alpha_opt, alpha_loss, [self.temperature.log_alpha])
@@ -228,6 +245,15 @@ class SAC(nn.Module):
         self.num_updates += 1
         logs["policy/alpha"] = alpha
         return logs
+
+    def smoothness_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean Euclidean distance between the mean actions for `obs` and for `obs` with another
+        draw of the training noise: a policy whose action follows sensor noise shakes the robot
+        (a G1 turned it into 6-25 Hz pelvis yaw), which the rewards see only through its effects."""
+        own = obs[..., :self.policy_dim]
+        noisy = own + (2 * torch.rand_like(own) - 1) * self.obs_noise
+        diff = self.actor.deterministic(self.actor_norm(own)) - self.actor.deterministic(self.actor_norm(noisy))
+        return torch.sqrt((diff ** 2).sum(-1) + 1e-12).mean()
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
         gradient_step(opt, loss, params, self.cfg.max_grad_norm)
