@@ -1,24 +1,24 @@
-"""The G1 policy the gantry and /cmd_vel tests run: the committed work-in-progress checkpoint
-(models/checkpoints/g1_wip), which walks where it is told but loosely (not yet to the issue's
-tracking bar), exported to a temporary registry (never into models/policies)."""
+"""The G1 policy the gantry, contact and /cmd_vel tests run: the registry's current G1 bundle
+(models/policies/g1, gated and promoted), copied into a registry of the test's own."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 
-from deploy.spec import REPO_ROOT, RobotSpec
-
-G1_WIP = REPO_ROOT / "models" / "checkpoints" / "g1_wip" / "model.pt"
+from deploy.spec import RobotSpec
 
 
-def export_g1_wip(root: Path) -> Path:
-    """Export the checkpoint as root/g1/<id>/ and return that folder (torch needed)."""
-    pytest.importorskip("torch")
-    from training.export import export_checkpoint
+def copy_g1_bundle(root: Path) -> Path:
+    """The current G1 bundle as root/g1/<id>/ (that folder is returned)."""
+    from deploy.registry import PolicyRegistry
 
-    return export_checkpoint(G1_WIP, root, parity_samples=200, log=lambda *a: None)
+    current = PolicyRegistry().current("g1")
+    if current is None:
+        pytest.fail("models/policies/g1 has no current bundle")
+    return Path(shutil.copytree(current, root / "g1" / current.name))
 
 
 def without_feedforward(spec: RobotSpec) -> RobotSpec:

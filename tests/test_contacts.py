@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from g1_policy import export_g1_wip
+from g1_policy import copy_g1_bundle
 
 from deploy.backend import StateSample
 from deploy.backends import unitree_msgs as M
@@ -87,8 +87,8 @@ class LinkedRobot:
 
 @pytest.fixture(scope="module")
 def g1_bundle(tmp_path_factory):
-    """A G1 policy (the work-in-progress checkpoint): it does not observe base_lin_vel."""
-    return PolicyBundle.load(export_g1_wip(tmp_path_factory.mktemp("g1_policies")),
+    """The current G1 bundle: it does not observe base_lin_vel."""
+    return PolicyBundle.load(copy_g1_bundle(tmp_path_factory.mktemp("g1_policies")),
                              RobotSpec.load("g1"), providers="cpu")
 
 

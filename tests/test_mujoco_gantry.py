@@ -14,7 +14,7 @@ from deploy.bundle import PolicyBundle
 from deploy.controller import Controller
 from deploy.spec import RobotSpec
 from deploy.state_machine import Mode
-from g1_policy import export_g1_wip
+from g1_policy import copy_g1_bundle
 
 STANDING = 0.7      # m: the G1's pelvis stands at ~0.78 m; collapsed in STAND it is far below
 
@@ -26,12 +26,12 @@ def g1():
 
 @pytest.fixture(scope="module")
 def g1_bundle(g1, tmp_path_factory) -> PolicyBundle:
-    return PolicyBundle.load(export_g1_wip(tmp_path_factory.mktemp("policies")), g1,
+    return PolicyBundle.load(copy_g1_bundle(tmp_path_factory.mktemp("policies")), g1,
                              providers="cpu")
 
 
 def _exact(spec) -> MujocoBackend:
-    """Exact sensors: the work-in-progress policy balances on them for many seconds (with the
+    """Exact sensors: the current policy balances on them for many seconds (with the
     training-time noise it may still trip a joint-limit fault within seconds of the release)."""
     return MujocoBackend(spec, conditions=SimConditions(sensor_noise=0.0))
 

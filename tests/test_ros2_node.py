@@ -242,11 +242,9 @@ def test_start_stand_policy_cmd_vel_estop_and_diagnostics(exported_bundle, tmp_p
 
 
 @pytest.mark.parametrize("robot", ["go2", "go2_proprio", "g1"])
-def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot, tmp_path):
+def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot):
     """Needs a policy that walks: SAC2REAL_GATE_BUNDLE (a Go2's), else the registry's current bundle
-    of the robot; a G1 without one runs the committed work-in-progress checkpoint, exported (it
-    walks where told, loosely: models/checkpoints/README.md). The G1 stands up hanging from its
-    gantry and is let go after the blend-in."""
+    of the robot. The G1 stands up hanging from its gantry and is let go after the blend-in."""
     from deploy.registry import PolicyRegistry, RegistryError
 
     ref = os.environ.get("SAC2REAL_GATE_BUNDLE") if robot == "go2" else None
@@ -257,19 +255,13 @@ def test_forward_cmd_vel_moves_the_base_forward_with_a_walking_policy(robot, tmp
             current = None
             print(f"registry: {exc}")
         ref = str(current) if current else None
-    models = None
-    if not ref and robot == "g1":
-        from g1_policy import export_g1_wip
-
-        models = tmp_path / "models"
-        ref = export_g1_wip(models).name
     if not ref:
         reason = (f"no walking {robot} policy: promote one (sac2real models promote ID)"
                   f"{' or set SAC2REAL_GATE_BUNDLE' if robot == 'go2' else ''}; the forward-motion "
                   f"check waits for it")
         print(reason)
         pytest.skip(reason)
-    node = _on_mujoco(robot, ref, "allow_external_bundles:=true", models=models)
+    node = _on_mujoco(robot, ref, "allow_external_bundles:=true")
     client = Client()
     try:
         client.start_robot()
@@ -292,11 +284,11 @@ def test_a_g1_on_mujoco_hangs_from_its_stand_gantry_until_the_policy_has_blended
     """The G1 cannot stand up on PD alone (configs/robots/g1.yaml stand.gantry): the node's
     simulated G1 hangs from the gantry from its start through STAND and the blend-in and is let
     go standing, under the policy (the sim2sim gate's rule), as the backend's diagnostics report;
-    the committed work-in-progress G1 checkpoint, exported, drives it."""
-    from g1_policy import export_g1_wip
+    the registry's current G1 bundle drives it."""
+    from g1_policy import copy_g1_bundle
 
     models = tmp_path / "models"
-    bundle = export_g1_wip(models)
+    bundle = copy_g1_bundle(models)
     node = _on_mujoco("g1", bundle.name, models=models)
     client = Client()
     seen = []           # (mode, gantry, base height) of each diagnostics message
