@@ -221,7 +221,7 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
     check_robot(ckpt, spec, path)
     model = ckpt["agent"]["model"]
     obs_dim = int(model["actor.trunk.0.weight"].shape[1])
-    pipeline, layout = _layout_for(ckpt, spec, obs_dim)
+    pipeline, layout = _pipeline_for(ckpt, spec, obs_dim)
     amap = ActionMap(spec)
     low, high = (np.asarray(ckpt["action_bounds"][k], dtype=np.float64) for k in ("low", "high"))
     for name, got, want in (("low", low, amap.low), ("high", high, amap.high)):
@@ -239,7 +239,7 @@ def load_agent(checkpoint: str | Path, spec: RobotSpec | None = None) -> tuple[d
     return ckpt, spec, agent, layout
 
 
-def _layout_for(ckpt: dict, spec: RobotSpec, obs_dim: int) -> tuple[ObservationPipeline, list[dict]]:
+def _pipeline_for(ckpt: dict, spec: RobotSpec, obs_dim: int) -> tuple[ObservationPipeline, list[dict]]:
     """The spec's pipeline (flat or rough) of the checkpoint's recorded layout and that layout; a
     backend that recorded none gets the spec pipeline whose dim fits the actor."""
     pipelines = [ObservationPipeline(spec, height_scan=rough) for rough in (False, True)]

@@ -230,7 +230,7 @@ class SAC(nn.Module):
             rule_term, alpha_loss, rule_logs = self.temperature.policy_terms(obs_c, act, logp)
             actor_loss = actor_loss + rule_term
             if cfg.smoothness:
-                smooth = self.smoothness_loss(batch.obs)
+                smooth = self.smoothness_loss(batch.obs, obs_a)
                 actor_loss = actor_loss + cfg.smoothness * smooth
                 logs["loss/smoothness"] = smooth.detach()
             check_finite(step, actor_loss=actor_loss)
@@ -246,13 +246,14 @@ class SAC(nn.Module):
         logs["policy/alpha"] = alpha
         return logs
 
-    def smoothness_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean Euclidean distance between the mean actions for `obs` and for `obs` with another
-        draw of the training noise: a policy whose action follows sensor noise shakes the robot
-        (a G1 turned it into 6-25 Hz pelvis yaw), which the rewards see only through its effects."""
+    def smoothness_loss(self, obs: torch.Tensor, obs_a: torch.Tensor) -> torch.Tensor:
+        """Mean Euclidean distance between the mean actions for `obs` (`obs_a`: its actor input)
+        and for `obs` with another draw of the training noise: a policy whose action follows
+        sensor noise shakes the robot (a G1 turned it into 6-25 Hz pelvis yaw), which the rewards
+        see only through its effects."""
         own = obs[..., :self.policy_dim]
         noisy = own + (2 * torch.rand_like(own) - 1) * self.obs_noise
-        diff = self.actor.deterministic(self.actor_norm(own)) - self.actor.deterministic(self.actor_norm(noisy))
+        diff = self.actor.deterministic(obs_a) - self.actor.deterministic(self.actor_norm(noisy))
         return torch.sqrt((diff ** 2).sum(-1) + 1e-12).mean()
 
     def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
