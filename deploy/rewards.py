@@ -292,7 +292,7 @@ def robot_overrides(root: Section, spec: RobotSpec) -> Section:
     overrides = root.sub("robot_overrides", {})
     overrides.allow([], available_robots())
     mine = overrides.sub(spec.settings_key(overrides.data), {})
-    mine.allow([], ["domain_randomization", "reset", "tracking_sigma"])
+    mine.allow([], ["domain_randomization", "reset", "tracking_sigma", "commands"])
     return mine
 
 

@@ -35,12 +35,13 @@ class TaskConfig:
     reset_joint_scale: tuple[float, float]
     reset_base_velocity: float
     reset_yaw: float
+    single_axis_fraction: float = 0.0
 
     @classmethod
     def load(cls, task: str, spec: RobotSpec) -> "TaskConfig":
         root = task_section(task)
         root.allow(["episode_length_s", "reward_dt_scaling", "tracking_sigma", "rewards",
-                    "domain_randomization", "reset"], ["height_scan", "robot_overrides"])
+                    "domain_randomization", "reset"], ["height_scan", "robot_overrides", "commands"])
         rewards = TaskRewards.from_section(root, spec)
         mine = robot_overrides(root, spec)
         dr = _Overlay(root.sub("domain_randomization"), mine.sub("domain_randomization", {}))
@@ -48,6 +49,8 @@ class TaskConfig:
                  ["action_latency_s"])
         reset = _Overlay(root.sub("reset"), mine.sub("reset", {}))
         reset.allow(["joint_pos_scale", "base_velocity", "yaw"])
+        commands = _Overlay(root.sub("commands", {}), mine.sub("commands", {}))
+        commands.allow([], ["single_axis_fraction"])
         return cls(
             name=task, height_scan=root.get("height_scan", bool, False),
             episode_length_s=root.number("episode_length_s", low=0.1, high=3600.0),
@@ -57,7 +60,8 @@ class TaskConfig:
             randomization=Randomization.from_section(dr),
             reset_joint_scale=reset.pair("joint_pos_scale", low=0.0, high=10.0),
             reset_base_velocity=reset.number("base_velocity", low=0.0, high=10.0),
-            reset_yaw=reset.number("yaw", low=0.0, high=3.1416))
+            reset_yaw=reset.number("yaw", low=0.0, high=3.1416),
+            single_axis_fraction=commands.number("single_axis_fraction", 0.0, low=0.0, high=1.0))
 
 
 class _Overlay(Section):
@@ -70,6 +74,17 @@ class _Overlay(Section):
 
     def key(self, name: str | int) -> str:
         return self._robot.key(name) if name in self._robot.data else super().key(name)
+
+
+def keep_one_axis(command: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """`command` (n, 3) with a `fraction` of its rows cut to one axis, drawn evenly among vx, vy and
+    wz, the others zeroed. A uniform draw in the command box almost never asks for a pure turn or a
+    pure sidestep (within 0.1 of zero on the other two axes: about 1% of a G1's draws), yet those
+    are what an operator's joystick gives most."""
+    n = len(command)
+    cut = rng.random(n) < fraction
+    keep = np.eye(3, dtype=bool)[rng.integers(0, 3, n)]
+    return np.where(cut[:, None] & ~keep, 0.0, command)
 
 
 def available_tasks() -> list[str]:
@@ -350,7 +365,10 @@ class VelocityEnv:
         if self.fixed_commands is not None:
             self.command[envs] = self.fixed_commands[envs]
             return
-        self.command[envs] = c.draw(self.rng, len(envs))
+        command = c.draw(self.rng, len(envs))
+        if self.task.single_axis_fraction > 0:     # drawn only when asked: other runs keep their streams
+            command = keep_one_axis(command, self.task.single_axis_fraction, self.rng)
+        self.command[envs] = command
 
     def _advance_command_and_pushes(self) -> None:
         dt = self.spec.policy_dt
