@@ -50,7 +50,9 @@ def test_anymal_stands_up_over_ros2_topics_and_damps_when_the_bridge_dies(tmp_pa
         ctrl.request_stand()
         wait_for(lambda: ctrl.mode.value == "STAND", 5, "STAND")
         stood = lambda s: s["base_pos"][2] > 0.8 * spec.base_height and s["upright"] > 0.97
-        bridge.wait_status(stood, 8, "ANYmal standing")
+        # a wall-clock bound: with two trainings beside the suite on 2 cores the robot was still
+        # crouched after 8 s (7 resyncs, 9 steps damped by the bridge on late commands)
+        bridge.wait_status(stood, 20, "ANYmal standing")
         time.sleep(1.0)
         st = bridge.status()
         assert stood(st) and st["joint_error_max"] < 0.4, st
