@@ -78,9 +78,9 @@ class _Overlay(Section):
 
 def keep_one_axis(command: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """`command` (n, 3) with a `fraction` of its rows cut to one axis, drawn evenly among vx, vy and
-    wz, the others zeroed. A uniform draw in the command box almost never asks for a pure turn or a
-    pure sidestep (within 0.1 of zero on the other two axes: about 1% of a G1's draws), yet those
-    are what an operator's joystick gives most."""
+    wz, the others zeroed. A uniform draw in the command box seldom asks for a pure turn or a pure
+    sidestep (the other two axes within 0.1 of zero: 2.6% and 1.3% of a G1's draws), yet those are
+    what an operator's joystick gives most."""
     n = len(command)
     cut = rng.random(n) < fraction
     keep = np.eye(3, dtype=bool)[rng.integers(0, 3, n)]
